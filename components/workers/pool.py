@@ -1,0 +1,142 @@
+"""A pool of GPU-reserved vLLM workers serving one model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pulumi
+import pulumi_docker as docker
+
+from components.docker_host import DockerHost
+from components.workers import spec
+from stacks.config import WorkerGroup
+from stacks.placement import Placement
+
+
+@dataclass(frozen=True)
+class VllmWorkerPoolArgs:
+    group: WorkerGroup
+    placements: list[Placement]
+    """Where each worker runs (from `stacks.placement.place`)."""
+    hosts: dict[str, DockerHost]
+    """The prepared Docker hosts, by host name."""
+    api_key: pulumi.Output[str]
+    """The key workers require; must be a Pulumi secret."""
+    hf_token: pulumi.Output[str] | None = None
+    """Hugging Face token (secret), only when the model is gated and downloaded by workers."""
+    stack: str = "dev"
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+class VllmWorkerPool(pulumi.ComponentResource):
+    """vLLM OpenAI-compatible workers, one container per placement.
+
+    Each worker reserves exactly its GPUs through a Docker device request (driver `nvidia`,
+    explicit device ids, capability `gpu`), so two engines never share a GPU by accident. Weights
+    come from the host's model-cache volume, read-only and with `HF_HUB_OFFLINE=1` when they are
+    pre-fetched; torch.compile and CUDA-graph artefacts persist in a per-worker compile-cache
+    volume, so a restart skips work already done (per worker, because concurrent writers to one
+    cache directory race). `pulumi up` waits until the two-tier healthcheck passes: `/health`,
+    then a real "What is 2 + 2?" completion. Secrets are uploaded as files (mode 0400) and read
+    by the entrypoint, never put in the container's env or argv. Restarts are `on-failure` with a
+    bounded count: a worker that cannot load its model stops instead of thrashing the GPU.
+    """
+
+    urls: pulumi.Output[list[str]]
+    """Base URLs of the workers, as the gateway reaches them."""
+    container_names: pulumi.Output[list[str]]
+    api_key: pulumi.Output[str]
+
+    def __init__(self, name: str, args: VllmWorkerPoolArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("inference-stack:workers:VllmWorkerPool", name, None, opts)
+        group = args.group
+        uploads = [
+            docker.ContainerUploadArgs(file=spec.PROBE_PATH, content=spec.probe_source(), permissions="0555"),
+            docker.ContainerUploadArgs(file=spec.ENTRYPOINT_PATH, content=spec.entrypoint_source(), permissions="0555"),
+            docker.ContainerUploadArgs(file=spec.API_KEY_PATH, content=pulumi.Output.secret(args.api_key), permissions="0400"),
+        ]
+        if args.hf_token is not None:
+            uploads.append(docker.ContainerUploadArgs(
+                file=spec.HF_TOKEN_PATH, content=pulumi.Output.secret(args.hf_token), permissions="0400",
+            ))
+        health = group.health
+        containers: list[docker.Container] = []
+        urls: list[pulumi.Output[str]] = []
+        for placement in args.placements:
+            host = args.hosts[placement.host.name]
+            on_host = pulumi.ResourceOptions(parent=self, provider=host.provider)
+            worker = f"{name}-{placement.host.name}-{placement.index}"
+            container_name = f"{args.stack}-{placement.name}"
+            compile_cache = docker.Volume(
+                f"{worker}-compile-cache",
+                name=f"{container_name}-compile-cache",
+                labels=[docker.VolumeLabelArgs(label="inference-stack.group", value=group.name)],
+                opts=on_host,
+            )
+            ports = None
+            if placement.published_port is not None:
+                ports = [docker.ContainerPortArgs(
+                    internal=group.port, external=placement.published_port, ip=placement.host.private_address,
+                )]
+                urls.append(pulumi.Output.from_input(
+                    f"http://{placement.host.private_address}:{placement.published_port}"))
+            else:
+                urls.append(pulumi.Output.from_input(f"http://{container_name}:{group.port}"))
+            device_requests = None
+            if group.accelerator == "nvidia":
+                device_requests = [docker.ContainerDeviceRequestArgs(
+                    driver="nvidia", device_ids=list(placement.devices), capabilities=["gpu"],
+                )]
+            all_labels = {**args.labels, **spec.labels(placement, args.stack)}
+            container = docker.Container(
+                worker,
+                name=container_name,
+                hostname=container_name,
+                image=group.image,
+                entrypoints=["/bin/sh", spec.ENTRYPOINT_PATH],
+                command=spec.vllm_args(group),
+                envs=spec.worker_env(group),
+                device_requests=device_requests,
+                mounts=[
+                    docker.ContainerMountArgs(
+                        type="volume", source=host.model_cache_volume, target=spec.HF_HOME,
+                        read_only=group.model.weights == "prefetched",
+                    ),
+                    docker.ContainerMountArgs(type="volume", source=compile_cache.name, target=spec.VLLM_CACHE_ROOT),
+                ],
+                uploads=uploads,
+                shm_size=spec.shm_size_mb(group),
+                cpus=f"{group.resources.cpus:g}",
+                cpu_shares=int(group.resources.cpu_reservation * 1024),
+                memory=group.resources.memory_mb,
+                memory_reservation=group.resources.memory_reservation_mb,
+                log_driver="json-file",
+                log_opts={"max-size": group.logs.max_size, "max-file": str(group.logs.max_file)},
+                restart="on-failure",
+                max_retry_count=group.max_restarts,
+                networks_advanced=[docker.ContainerNetworksAdvancedArgs(
+                    name=host.network_name, aliases=[container_name],
+                )],
+                ports=ports,
+                healthcheck=docker.ContainerHealthcheckArgs(
+                    tests=spec.healthcheck_test(group),
+                    interval=f"{health.interval_seconds}s",
+                    timeout=f"{health.timeout_seconds}s",
+                    retries=health.retries,
+                    start_period=f"{group.start_period()}s",
+                    start_interval="5s",
+                ),
+                wait=True,
+                wait_timeout=spec.wait_timeout_seconds(group),
+                # vLLM drains in-flight requests on SIGTERM; give long generations time to finish.
+                stop_signal="SIGTERM",
+                stop_timeout=60,
+                destroy_grace_seconds=60,
+                labels=[docker.ContainerLabelArgs(label=k, value=v) for k, v in sorted(all_labels.items())],
+                opts=on_host,
+            )
+            containers.append(container)
+        self.urls = pulumi.Output.all(*urls).apply(list)
+        self.container_names = pulumi.Output.all(*[c.name for c in containers]).apply(list)
+        self.api_key = pulumi.Output.secret(args.api_key)
+        self.register_outputs({"urls": self.urls, "containerNames": self.container_names})

@@ -1,0 +1,105 @@
+"""Pure functions that turn a worker's placement into its container spec.
+
+Kept free of Pulumi so tests (and `make render`) can check a command line without a runtime.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from stacks.config import WorkerGroup
+from stacks.placement import Placement
+
+HERE = Path(__file__).parent
+APP_DIR = "/opt/inference-stack"
+SECRETS_DIR = "/run/secrets"
+HF_HOME = "/root/.cache/huggingface"
+VLLM_CACHE_ROOT = "/root/.cache/vllm"
+PROBE_PATH = f"{APP_DIR}/healthcheck.py"
+ENTRYPOINT_PATH = f"{APP_DIR}/entrypoint.sh"
+API_KEY_PATH = f"{SECRETS_DIR}/vllm-api-key"
+HF_TOKEN_PATH = f"{SECRETS_DIR}/hf-token"
+
+
+def probe_source() -> str:
+    return (HERE / "healthcheck.py").read_text()
+
+
+def entrypoint_source() -> str:
+    return (HERE / "entrypoint.sh").read_text()
+
+
+def vllm_args(group: WorkerGroup) -> list[str]:
+    """The `vllm serve` arguments; secrets are not among them (see entrypoint.sh)."""
+    m = group.model
+    args = [
+        "--model", m.id,
+        "--revision", m.revision,
+        "--served-model-name", m.served_name,
+        "--host", "0.0.0.0",
+        "--port", str(group.port),
+        "--dtype", m.dtype,
+        "--max-model-len", str(m.max_model_len),
+        "--max-num-seqs", str(m.max_num_seqs),
+        "--tensor-parallel-size", str(m.tensor_parallel_size),
+    ]
+    if m.quantization != "none":
+        args += ["--quantization", m.quantization]
+    if group.accelerator == "nvidia":
+        args += ["--gpu-memory-utilization", f"{group.gpu_memory_utilization:g}"]
+    return args + list(group.extra_args)
+
+
+def worker_env(group: WorkerGroup) -> list[str]:
+    env = {
+        "HF_HOME": HF_HOME,
+        "VLLM_CACHE_ROOT": VLLM_CACHE_ROOT,
+        "VLLM_LOGGING_LEVEL": group.log_level,
+        "VLLM_NO_USAGE_STATS": "1",
+        "DO_NOT_TRACK": "1",
+    }
+    if group.model.weights == "prefetched":
+        env["HF_HUB_OFFLINE"] = "1"
+        env["TRANSFORMERS_OFFLINE"] = "1"
+    if group.accelerator == "cpu":
+        env["VLLM_CPU_KVCACHE_SPACE"] = str(group.cpu_kv_cache_space_gib)
+    return [f"{k}={v}" for k, v in sorted(env.items())]
+
+
+def healthcheck_test(group: WorkerGroup) -> list[str]:
+    # The HTTP timeout leaves a margin inside Docker's own timeout, so a slow model reports
+    # "timed out" in the health log instead of being killed without a word.
+    http_timeout = max(1, group.health.timeout_seconds - 2)
+    return [
+        "CMD", "python3", PROBE_PATH,
+        "--url", f"http://127.0.0.1:{group.port}",
+        "--model", group.model.served_name,
+        "--timeout", str(http_timeout),
+        "--probe-every", str(group.health.probe_every_minutes * 60),
+        "--api-key-file", API_KEY_PATH,
+    ]
+
+
+def shm_size_mb(group: WorkerGroup) -> int:
+    if group.shm_size_mb is not None:
+        return group.shm_size_mb
+    return max(1024, 2048 * group.gpus_per_worker())
+
+
+def wait_timeout_seconds(group: WorkerGroup) -> int:
+    """How long `pulumi up` waits for healthy: the start period plus every retry, with margin."""
+    h = group.health
+    return group.start_period() + h.retries * (h.interval_seconds + h.timeout_seconds) + 60
+
+
+def labels(placement: Placement, stack: str) -> dict[str, str]:
+    g = placement.group
+    return {
+        "inference-stack.stack": stack,
+        "inference-stack.group": g.name,
+        "inference-stack.host": placement.host.name,
+        "inference-stack.replica": str(placement.index),
+        "inference-stack.model": g.model.served_name,
+        "inference-stack.gpus": ",".join(placement.devices),
+        "inference-stack.accelerator": g.accelerator,
+    }

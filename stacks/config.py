@@ -1,0 +1,315 @@
+"""The stack config schema: what `Pulumi.<stack>.yaml` may say, with every default explained.
+
+Keys are camelCase in YAML (Pulumi's convention) and snake_case in Python. Every model forbids
+unknown keys, so a typo fails before anything is deployed instead of silently taking a default.
+Rules that span several fields (GPU overlap, start period vs cold start) live in `stacks.rules`,
+so each can name the exact key path it is about.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic.alias_generators import to_camel
+from pydantic_core import PydanticCustomError
+
+NAME_PATTERN = r"^[a-z][a-z0-9-]{0,30}[a-z0-9]$"
+
+
+def rule_error(rule: str, fix: str) -> PydanticCustomError:
+    """A validation error whose message carries the rule and the fix, for `stacks.errors`."""
+    return PydanticCustomError("rule", "{rule}", {"rule": rule, "fix": fix})
+
+
+class Schema(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        alias_generator=to_camel,
+        populate_by_name=True,
+        frozen=True,
+        use_attribute_docstrings=True,
+    )
+
+
+Name = Annotated[str, Field(pattern=NAME_PATTERN)]
+
+
+def check_pinned_image(value: str) -> str:
+    """Images must name an immutable version: a tag other than `latest`, or a digest."""
+    if "@sha256:" in value:
+        return value
+    name, _, tag = value.rpartition(":")
+    if not name or "/" in tag or not tag:
+        raise rule_error(
+            "the image has no tag, so Docker pulls `latest` and every host may run a different build",
+            "pin a release tag or a digest, e.g. `vllm/vllm-openai:v0.32.0` or `image@sha256:<digest>`",
+        )
+    if tag == "latest":
+        raise rule_error(
+            "`latest` moves between pulls, so two hosts (or two `pulumi up`s) can run different builds",
+            f"pin a release tag instead, e.g. `{name}:v0.32.0`, or a digest",
+        )
+    return value
+
+
+PinnedImage = Annotated[str, Field(min_length=3)]
+
+
+class GpuInventory(Schema):
+    """The GPUs a host has, as the NVIDIA driver names them."""
+
+    count: int = Field(ge=0, le=64)
+    """How many GPUs (or MIG instances) workers may use on this host. 0 for a CPU-only host."""
+    ids: list[str] | None = None
+    """Optional device identifiers, in order: indexes (`"0"`), GPU UUIDs (`GPU-…`) or MIG device
+    UUIDs (`MIG-…`). Give UUIDs on hosts where index order can change across reboots. When unset,
+    the devices are `"0"` … `count-1`."""
+
+    @field_validator("ids")
+    @classmethod
+    def _ids_look_like_devices(cls, ids: list[str] | None) -> list[str] | None:
+        if ids is None:
+            return ids
+        for device in ids:
+            if not re.fullmatch(r"\d+|GPU-[0-9a-fA-F-]{36}|MIG-[0-9a-fA-F-]{36}|MIG-GPU-[\w/-]+", device):
+                raise rule_error(
+                    f"`{device}` is not a GPU index, GPU UUID or MIG device UUID",
+                    "copy the ids from `nvidia-smi -L` on the host (e.g. `GPU-685c499b-…` or `MIG-…`)",
+                )
+        if len(set(ids)) != len(ids):
+            raise rule_error("a device is listed twice", "list each device once")
+        return ids
+
+    def devices(self) -> list[str]:
+        return list(self.ids) if self.ids is not None else [str(i) for i in range(self.count)]
+
+
+class HostConfig(Schema):
+    """A Docker host that runs workers."""
+
+    name: Name
+    """Short host name, used in resource and container names (lowercase, digits, dashes)."""
+    docker: str = "local"
+    """How Docker is reached: `local` for this machine's engine (DOCKER_HOST or the default
+    socket), or `ssh://user@host[:port]` for a remote engine over SSH."""
+    gpus: GpuInventory = GpuInventory(count=0)
+    """The GPUs on this host."""
+    model_cache_path: str = "/data/model-cache"
+    """Absolute path on the host's fastest local storage (NVMe) that holds the Hugging Face cache.
+    Bound into workers as a Docker volume; weights are never copied into images."""
+    private_address: str | None = None
+    """The host's private-network IPv4 address. Required in multi-host stacks: workers publish
+    their API port on this address only (never on 0.0.0.0) so a gateway on another host can
+    reach them."""
+
+    @field_validator("docker")
+    @classmethod
+    def _docker_endpoint(cls, value: str) -> str:
+        if value == "local" or re.fullmatch(r"ssh://[A-Za-z0-9._-]+@[A-Za-z0-9.-]+(:\d{1,5})?", value):
+            return value
+        raise rule_error(
+            "Docker is reached either through the local engine or over SSH",
+            "use `local`, or `ssh://user@host` / `ssh://user@host:2222`",
+        )
+
+    @field_validator("model_cache_path")
+    @classmethod
+    def _absolute_path(cls, value: str) -> str:
+        if not value.startswith("/") or ".." in value.split("/"):
+            raise rule_error(
+                "the model cache path must be absolute, without `..`",
+                "use an absolute path on fast local storage, e.g. `/data/model-cache`",
+            )
+        return value.rstrip("/") or "/"
+
+    @field_validator("private_address")
+    @classmethod
+    def _private_ipv4(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        import ipaddress
+
+        try:
+            address = ipaddress.IPv4Address(value)
+        except ValueError:
+            raise rule_error("not an IPv4 address", "use the host's private IPv4 address, e.g. `10.0.0.11`") from None
+        if not address.is_private or address.is_loopback or address.is_unspecified:
+            raise rule_error(
+                "workers may only publish on a private, routable address (RFC 1918), never a public one",
+                "use the host's address on the private network between the GPU hosts",
+            )
+        return value
+
+
+Quantization = Literal[
+    "none", "awq", "awq_marlin", "gptq", "gptq_marlin", "fp8", "bitsandbytes", "compressed-tensors", "gguf"
+]
+
+
+class ModelConfig(Schema):
+    """The model a worker group serves."""
+
+    id: str = Field(pattern=r"^[\w.-]+/[\w.-]+$")
+    """Hugging Face repository id, e.g. `mistralai/Mistral-7B-Instruct-v0.3`."""
+    revision: str = Field(pattern=r"^[0-9a-f]{40}$")
+    """The repository commit to serve (40 hex characters). Pinned so that a re-pull of the weights
+    can never change what the model answers."""
+    served_name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    """The name clients put in the OpenAI `model` field (letters, digits, `.`, `_`, `-`)."""
+    quantization: Quantization = "none"
+    """vLLM `--quantization` method, or `none` to load the weights as they are."""
+    dtype: Literal["auto", "half", "float16", "bfloat16", "float", "float32"] = "auto"
+    """vLLM `--dtype`."""
+    max_model_len: int = Field(default=4096, ge=128, le=1_048_576)
+    """vLLM `--max-model-len`: the longest prompt plus completion, in tokens."""
+    max_num_seqs: int = Field(default=64, ge=1, le=4096)
+    """vLLM `--max-num-seqs`: sequences batched at once per worker."""
+    tensor_parallel_size: int = Field(default=1, ge=1, le=64)
+    """vLLM `--tensor-parallel-size`. Must equal the GPUs per worker."""
+    cold_start_seconds: int = Field(ge=1, le=3600)
+    """Measured seconds from container start to a healthy `/health` on the target hardware. The
+    health start period is derived from it (2x by default)."""
+    weights: Literal["prefetched", "download"] = "download"
+    """`prefetched`: the cache already holds this revision, so workers run with
+    `HF_HUB_OFFLINE=1` and mount the cache read-only. `download`: workers fetch the weights on
+    first start (needs egress, and the cache is mounted read-write)."""
+
+
+class Resources(Schema):
+    """CPU and RAM for one worker container. Size from P99 observed usage plus 20 %."""
+
+    cpus: float = Field(default=8.0, gt=0, le=512)
+    """CPU limit (Docker `--cpus`)."""
+    memory_mb: int = Field(default=32768, ge=512)
+    """Hard memory limit in MiB. vLLM's host RAM use is mostly the tokenizer, CUDA graphs capture
+    buffers and pinned memory: 32 GiB covers a 7B model with room to spare."""
+    cpu_reservation: float = Field(default=4.0, gt=0, le=512)
+    """CPUs the worker is entitled to under contention. Standalone Docker has no CPU reservation,
+    so this becomes a relative `cpu_shares` weight (1024 per CPU)."""
+    memory_reservation_mb: int = Field(default=16384, ge=256)
+    """Soft memory reservation in MiB (Docker `--memory-reservation`)."""
+
+
+class Health(Schema):
+    """Healthcheck timing. The check is two-tier: `/health` every interval, and a real chat
+    completion ("What is 2 + 2?") on the first healthy check and then every `probeEveryMinutes`."""
+
+    interval_seconds: int = Field(default=30, ge=5, le=600)
+    """Seconds between checks."""
+    timeout_seconds: int = Field(default=20, ge=2, le=300)
+    """Seconds one check may take; covers the model probe, not just `/health`."""
+    retries: int = Field(default=3, ge=1, le=20)
+    """Consecutive failures before the container is unhealthy."""
+    start_period_seconds: int | None = Field(default=None, ge=1, le=7200)
+    """Seconds during which failures do not count. Defaults to 2x the model's cold start, which is
+    also the minimum: Docker's default of 0 marks a loading model unhealthy."""
+    probe_every_minutes: int = Field(default=10, ge=1, le=1440)
+    """How often (at most) the accuracy probe re-runs after the first success."""
+
+
+class LogRotation(Schema):
+    """json-file log rotation, so a chatty worker cannot fill the host's disk."""
+
+    max_size: str = Field(default="100m", pattern=r"^\d+[kmg]$")
+    """Size of one log file before rotation (Docker `max-size`)."""
+    max_file: int = Field(default=5, ge=1, le=100)
+    """Rotated files kept (Docker `max-file`)."""
+
+
+class WorkerGroup(Schema):
+    """A pool of identical vLLM workers serving one model."""
+
+    name: Name
+    """Group name, used in resource and container names."""
+    model: ModelConfig
+    """The model this group serves."""
+    accelerator: Literal["nvidia", "cpu"] = "nvidia"
+    """`nvidia`: each worker reserves its GPUs through Docker device requests. `cpu`: vLLM's CPU
+    build with no device requests, for machines without a GPU and for tests."""
+    image: PinnedImage
+    """The vLLM image, pinned (no `latest`). The CUDA image for `nvidia`, the CPU build for `cpu`."""
+    hosts: list[Name] | None = None
+    """Hosts this group runs on; all hosts when unset."""
+    replicas_per_host: int | None = Field(default=None, ge=1, le=64)
+    """Workers on each host. For `nvidia`, unset means one worker per group of
+    `tensorParallelSize` GPUs left free on the host; for `cpu`, unset means 1."""
+    gpu_assignments: list[list[int]] | None = None
+    """Explicit GPUs per worker, as positions in the host's GPU list, e.g. `[[0, 1], [2, 3]]`.
+    When unset, GPUs are handed out in order, after those of earlier groups on the same host."""
+    gpu_memory_utilization: float = 0.90
+    """vLLM `--gpu-memory-utilization`, in (0, 0.90]. Above 0.90 vLLM OOMs under load: the rest
+    of the VRAM absorbs the CUDA context and fragmentation."""
+    cpu_kv_cache_space_gib: int = Field(default=4, ge=1, le=1024)
+    """`cpu` only: KV-cache size in GiB (`VLLM_CPU_KVCACHE_SPACE`)."""
+    resources: Resources = Resources()
+    """CPU and RAM limits and reservations per worker."""
+    shm_size_mb: int | None = Field(default=None, ge=256, le=262144)
+    """/dev/shm size in MiB. Defaults to 2 GiB per GPU (at least 1 GiB): PyTorch and NCCL move
+    tensor-parallel traffic through it, and Docker's 64 MiB default fails vLLM at start."""
+    port: int = Field(default=8000, ge=1024, le=65535)
+    """Port vLLM listens on inside the container. In multi-host stacks workers publish on
+    `port + worker index` on the host's private address."""
+    log_level: Literal["INFO", "WARNING", "ERROR"] = "INFO"
+    """vLLM log level (`VLLM_LOGGING_LEVEL`). DEBUG is refused: under load it fills a disk in hours."""
+    extra_args: list[str] = []
+    """More vLLM flags, e.g. `["--enable-prefix-caching"]`. Each flag must be on the allowlist in
+    `components/workers/vllm_flags.py` (checked against vLLM 0.32's `--help`)."""
+    health: Health = Health()
+    """Healthcheck timing."""
+    max_restarts: int = Field(default=5, ge=0, le=100)
+    """Restart policy `on-failure` with this many retries, so a crash-looping worker stops
+    instead of thrashing the GPU forever."""
+    logs: LogRotation = LogRotation()
+    """Log rotation."""
+
+    @field_validator("image")
+    @classmethod
+    def _pinned(cls, value: str) -> str:
+        return check_pinned_image(value)
+
+    @field_validator("gpu_memory_utilization")
+    @classmethod
+    def _utilization(cls, value: float) -> float:
+        if not 0 < value <= 0.90:
+            raise rule_error(
+                "must be in (0, 0.90]: above 0.90 vLLM runs out of memory under load, because the "
+                "CUDA context and fragmentation need the headroom",
+                "use 0.85 to 0.90, e.g. `gpuMemoryUtilization: 0.9`",
+            )
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _not_debug(cls, value: object) -> object:
+        if isinstance(value, str) and value.upper() == "DEBUG":
+            raise rule_error(
+                "DEBUG logging fills a disk in hours under load",
+                "use INFO (or WARNING); debug one worker by hand, not through the stack config",
+            )
+        return value
+
+    def start_period(self) -> int:
+        explicit = self.health.start_period_seconds
+        return explicit if explicit is not None else 2 * self.model.cold_start_seconds
+
+    def gpus_per_worker(self) -> int:
+        return 0 if self.accelerator == "cpu" else self.model.tensor_parallel_size
+
+
+class StackConfig(Schema):
+    """Everything a stack deploys. Each top-level field is one `inference-stack:<key>` entry."""
+
+    hosts: list[HostConfig] = Field(min_length=1)
+    """The Docker hosts."""
+    workers: list[WorkerGroup] = Field(min_length=1)
+    """The vLLM worker groups."""
+
+
+# Top-level config keys that hold secrets. Each must be set with `pulumi config set --secret`.
+SECRET_KEYS: dict[str, str] = {
+    "hfToken": "Hugging Face token, for gated or private models.",
+    "vllmApiKey": "The key workers require on their OpenAI API. Generated (and kept secret in "
+    "state) when unset.",
+}

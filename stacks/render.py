@@ -1,0 +1,99 @@
+"""`make render STACK=<name>`: write what a stack would deploy, for review without credentials.
+
+    build/<stack>/resources.json              one object per resource (type, name, parent, inputs)
+    build/<stack>/files/<resource>/<path>      every generated file, at its path in the container
+    build/<stack>/diagram.mmd                  a mermaid diagram of the resource tree
+
+Two runs on the same config give byte-identical output. An invalid config prints the error,
+exits 2 and writes nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from stacks.errors import ConfigError
+from stacks.synth import ROOT, Synth, synth_stack
+
+
+def diagram(synth: Synth) -> str:
+    """Mermaid flowchart: components as subgraphs, custom resources as nodes."""
+    children: dict[str | None, list[dict]] = {}
+    for res in synth.resources:
+        children.setdefault(res["parent"], []).append(res)
+    components = {r["name"] for r in synth.resources if r["type"].startswith("inference-stack:")}
+    lines = ["flowchart LR"]
+
+    def node_id(name: str) -> str:
+        return "n_" + "".join(c if c.isalnum() else "_" for c in name)
+
+    def emit(parent: str | None, indent: str) -> None:
+        for res in children.get(parent, []):
+            short = res["type"].split(":")[-1]
+            if res["name"] in components:
+                lines.append(f'{indent}subgraph {node_id(res["name"])}["{short}: {res["name"]}"]')
+                emit(res["name"], indent + "  ")
+                lines.append(f"{indent}end")
+            elif not res["type"].startswith("pulumi:providers:"):
+                lines.append(f'{indent}{node_id(res["name"])}["{short}<br/>{res["name"]}"]')
+
+    emit(None, "  ")
+    for res in synth.of_type("docker:index/container:Container"):
+        for mount in res["inputs"].get("mounts", []):
+            source = next((r["name"] for r in synth.resources
+                           if r["type"] == "docker:index/volume:Volume"
+                           and r["inputs"].get("name", r["name"]) == mount["source"]), None)
+            if source:
+                mode = "ro" if mount.get("readOnly") else "rw"
+                lines.append(f"  {node_id(res['name'])} -->|{mode} {mount['target']}| {node_id(source)}")
+    return "\n".join(lines) + "\n"
+
+
+def write(synth: Synth, out: Path) -> None:
+    out.mkdir(parents=True)
+    (out / "resources.json").write_text(json.dumps(synth.resources, indent=2, sort_keys=True) + "\n")
+    for key, content in sorted(synth.files().items()):
+        resource, _, path = key.partition("/")
+        target = out / "files" / resource / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(content)
+    (out / "diagram.mmd").write_text(diagram(synth))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Render a stack offline (no Pulumi CLI, no credentials).")
+    parser.add_argument("--stack", required=True)
+    parser.add_argument("--out", type=Path, default=ROOT / "build")
+    parser.add_argument("--stack-file", type=Path, help="default: Pulumi.<stack>.yaml")
+    args = parser.parse_args(argv)
+    stack_file = args.stack_file or ROOT / f"Pulumi.{args.stack}.yaml"
+    if not stack_file.is_file():
+        print(f"error: no stack file {stack_file}", file=sys.stderr)
+        return 2
+    try:
+        synth = synth_stack(args.stack, stack_file)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    args.out.mkdir(parents=True, exist_ok=True)
+    # Write beside the target and swap, so a reader never sees half a render.
+    staging = Path(tempfile.mkdtemp(prefix=f".{args.stack}-", dir=args.out))
+    try:
+        write(synth, staging / "out")
+        final = args.out / args.stack
+        if final.exists():
+            shutil.rmtree(final)
+        (staging / "out").rename(final)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    print(f"rendered {len(synth.resources)} resources and {len(synth.files())} files to {args.out / args.stack}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

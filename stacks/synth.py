@@ -1,0 +1,153 @@
+"""Offline synth: run the program through Pulumi's mock runtime and capture what it would deploy.
+
+The `helm template` of this project: no Pulumi CLI, no credentials, no engine. Secret config
+values in the stack file are never decrypted; they reach the program as the placeholder
+`[secret]`, still marked secret, and every secret input is written out as `[secret]`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import pulumi
+import yaml
+from google.protobuf import json_format
+from pulumi.runtime import mocks as pulumi_mocks
+from pulumi.runtime import settings
+from pulumi.runtime.stack import run_pulumi_func
+from pulumi.runtime.sync_await import _sync_await
+
+from stacks.errors import NAMESPACE
+
+ROOT = Path(__file__).resolve().parent.parent
+SECRET = "[secret]"
+_SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
+_RESOURCE_SIG = "5cf8f73096256a8f31e491e813e4eb8e"
+_SIG_KEY = "4dabf18193072939515e22adb298388d"
+_UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
+
+
+def read_stack_file(path: Path) -> tuple[dict[str, str], list[str]]:
+    """Config as the Pulumi CLI hands it to a program: namespaced keys, JSON for structured
+    values, and the list of secret keys (whose values stay encrypted, so a placeholder)."""
+    doc = yaml.safe_load(path.read_text()) or {}
+    config: dict[str, str] = {}
+    secret_keys: list[str] = []
+    for key, value in (doc.get("config") or {}).items():
+        full = key if ":" in key else f"{NAMESPACE}:{key}"
+        if isinstance(value, dict) and set(value) == {"secure"}:
+            config[full] = SECRET
+            secret_keys.append(full)
+        elif isinstance(value, str):
+            config[full] = value
+        else:
+            config[full] = json.dumps(value)
+    return config, secret_keys
+
+
+def _clean(value: Any, names: dict[str, str]) -> Any:
+    if isinstance(value, dict):
+        sig = value.get(_SIG_KEY)
+        if sig == _SECRET_SIG:
+            return SECRET
+        if sig == _RESOURCE_SIG:
+            return names.get(value.get("urn", ""), value.get("urn"))
+        return {k: _clean(v, names) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean(v, names) for v in value]
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if value == _UNKNOWN:
+        return "[unknown]"
+    return value
+
+
+@dataclass
+class Synth:
+    resources: list[dict[str, Any]] = field(default_factory=list)
+    """One object per resource: type, name, parent, inputs (camelCase, secrets redacted)."""
+
+    def of_type(self, type_: str) -> list[dict[str, Any]]:
+        return [r for r in self.resources if r["type"] == type_]
+
+    def named(self, name: str) -> dict[str, Any]:
+        return next(r for r in self.resources if r["name"] == name)
+
+    def files(self) -> dict[str, str]:
+        """Generated files, keyed `<resource name>/<absolute path>`."""
+        out = {}
+        for res in self.resources:
+            for upload in res["inputs"].get("uploads", []):
+                out[f"{res['name']}{upload['file']}"] = upload.get("content", SECRET)
+        return out
+
+
+class _Mocks(pulumi.runtime.Mocks):
+    """Echo inputs back as state, with deterministic ids and the few computed outputs the
+    program reads (Docker object names, random passwords)."""
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict]:
+        state = dict(args.inputs)
+        if args.typ.startswith("docker:index/") and "name" not in state:
+            state["name"] = args.name
+        if args.typ == "random:index/randomPassword:RandomPassword":
+            digest = hashlib.sha256(args.name.encode()).hexdigest()
+            state["result"] = digest[: int(args.inputs.get("length", 32))]
+        return f"{args.name}-id", state
+
+    def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict, list[tuple[str, str]] | None]:
+        return {}, None
+
+
+class _RecordingMonitor(pulumi_mocks.MockMonitor):
+    def __init__(self, mocks: pulumi.runtime.Mocks) -> None:
+        super().__init__(mocks)
+        self.records: list[tuple[str, str, str, str, Any]] = []
+
+    def RegisterResource(self, request: Any) -> Any:  # noqa: N802 (gRPC method name)
+        if request.type != "pulumi:pulumi:Stack":
+            raw = json_format.MessageToDict(request.object, preserving_proto_field_name=True)
+            urn = self.make_urn(request.parent, request.type, request.name)
+            self.records.append((urn, request.type, request.name, request.parent, raw))
+        return super().RegisterResource(request)
+
+
+def run(stack: str, config: dict[str, str], secret_keys: list[str], program: Callable[[], None]) -> Synth:
+    """Runs `program` under mocks in a fresh event loop and returns what it registered."""
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    mocks = _Mocks()
+    monitor = _RecordingMonitor(mocks)
+    try:
+        pulumi.runtime.set_all_config(config, secret_keys)
+        pulumi.runtime.set_mocks(mocks, project=NAMESPACE, stack=stack, preview=False, monitor=monitor)
+        _sync_await(run_pulumi_func(program))
+    finally:
+        settings.reset_options()
+        pulumi.runtime.set_all_config({}, [])
+        asyncio.set_event_loop(None)
+        loop.close()
+    names = {urn: name for urn, _, name, _, _ in monitor.records}
+    resources = [
+        {
+            "type": type_,
+            "name": name,
+            "parent": names.get(parent) if parent else None,
+            "inputs": _clean(raw, names),
+        }
+        for _, type_, name, parent, raw in monitor.records
+    ]
+    resources.sort(key=lambda r: (r["name"], r["type"]))
+    return Synth(resources)
+
+
+def synth_stack(stack: str, stack_file: Path | None = None) -> Synth:
+    from stacks.platform import main
+
+    config, secret_keys = read_stack_file(stack_file or ROOT / f"Pulumi.{stack}.yaml")
+    return run(stack, config, secret_keys, main)
