@@ -54,9 +54,6 @@ def check_pinned_image(value: str) -> str:
     return value
 
 
-PinnedImage = Annotated[str, Field(min_length=3)]
-
-
 class GpuInventory(Schema):
     """The GPUs a host has, as the NVIDIA driver names them."""
 
@@ -153,7 +150,7 @@ class ModelConfig(Schema):
 
     id: str = Field(pattern=r"^[\w.-]+/[\w.-]+$")
     """Hugging Face repository id, e.g. `mistralai/Mistral-7B-Instruct-v0.3`."""
-    revision: str = Field(pattern=r"^[0-9a-f]{40}$")
+    revision: str
     """The repository commit to serve (40 hex characters). Pinned so that a re-pull of the weights
     can never change what the model answers."""
     served_name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -175,6 +172,18 @@ class ModelConfig(Schema):
     """`prefetched`: the cache already holds this revision, so workers run with
     `HF_HUB_OFFLINE=1` and mount the cache read-only. `download`: workers fetch the weights on
     first start (needs egress, and the cache is mounted read-write)."""
+
+
+    @field_validator("revision")
+    @classmethod
+    def _commit(cls, value: str) -> str:
+        if not re.fullmatch(r"[0-9a-f]{40}", value):
+            raise rule_error(
+                "the revision must be a full commit hash: a branch or tag can move, and then the same "
+                "config serves different weights",
+                "use the 40-character commit from the model page's 'Files and versions' history",
+            )
+        return value
 
 
 class Resources(Schema):
@@ -228,7 +237,7 @@ class WorkerGroup(Schema):
     accelerator: Literal["nvidia", "cpu"] = "nvidia"
     """`nvidia`: each worker reserves its GPUs through Docker device requests. `cpu`: vLLM's CPU
     build with no device requests, for machines without a GPU and for tests."""
-    image: PinnedImage
+    image: str
     """The vLLM image, pinned (no `latest`). The CUDA image for `nvidia`, the CPU build for `cpu`."""
     hosts: list[Name] | None = None
     """Hosts this group runs on; all hosts when unset."""

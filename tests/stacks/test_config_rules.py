@@ -1,0 +1,179 @@
+"""Every config rule fails with its own message naming the key path, the value, the rule and the
+fix, and nothing invalid gets through."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from stacks.errors import ConfigError
+from stacks.loader import validate
+from tests.helpers import valid_config
+
+Mutation = Callable[[dict[str, Any]], None]
+
+
+def group(cfg: dict[str, Any]) -> dict[str, Any]:
+    return cfg["workers"][0]
+
+
+def second_host(cfg: dict[str, Any], **extra: Any) -> None:
+    cfg["hosts"].append({"name": "gpu-b", "gpus": {"count": 2}, **extra})
+
+
+def two_hosts(cfg: dict[str, Any], **b: Any) -> None:
+    cfg["hosts"][0]["privateAddress"] = "10.0.0.11"
+    second_host(cfg, **b)
+
+
+# (id, mutation, secret keys, expected key path, fragment of the rule)
+CASES: list[tuple[str, Mutation, set[str], str, str]] = [
+    ("utilization-too-high", lambda c: group(c).update(gpuMemoryUtilization=0.95), set(),
+     "inference-stack:workers[0].gpuMemoryUtilization", "must be in (0, 0.90]"),
+    ("utilization-zero", lambda c: group(c).update(gpuMemoryUtilization=0), set(),
+     "inference-stack:workers[0].gpuMemoryUtilization", "must be in (0, 0.90]"),
+    ("start-period-short", lambda c: group(c).update(health={"startPeriodSeconds": 100}), set(),
+     "inference-stack:workers[0].health.startPeriodSeconds", "at least 2x the measured cold start (60 s)"),
+    ("image-latest", lambda c: group(c).update(image="vllm/vllm-openai:latest"), set(),
+     "inference-stack:workers[0].image", "`latest` moves between pulls"),
+    ("image-untagged", lambda c: group(c).update(image="vllm/vllm-openai"), set(),
+     "inference-stack:workers[0].image", "the image has no tag"),
+    ("image-empty", lambda c: group(c).update(image=""), set(),
+     "inference-stack:workers[0].image", "the image has no tag"),
+    ("image-registry-port-no-tag", lambda c: group(c).update(image="registry:5000/vllm"), set(),
+     "inference-stack:workers[0].image", "the image has no tag"),
+    ("replicas-zero", lambda c: group(c).update(replicasPerHost=0), set(),
+     "inference-stack:workers[0].replicasPerHost", "greater than or equal to 1"),
+    ("gpu-overlap-in-group", lambda c: group(c).update(gpuAssignments=[[0], [0]]), set(),
+     "inference-stack:workers[0].gpuAssignments[1]", "GPU `0` on host `gpu-a` is already assigned to worker `chat-gpu-a-0`"),
+    ("gpu-overlap-across-groups",
+     lambda c: c["workers"].append({**group(c), "name": "other", "gpuAssignments": [[1], [0]]})
+     or group(c).update(gpuAssignments=[[0]]), set(),
+     "inference-stack:workers[1].gpuAssignments[1]", "GPU `0` on host `gpu-a` is already assigned to worker `chat-gpu-a-0`"),
+    ("gpu-position-out-of-range", lambda c: group(c).update(gpuAssignments=[[5]]), set(),
+     "inference-stack:workers[0].gpuAssignments[0]", "host `gpu-a` has 2 GPU(s)"),
+    ("gpus-exceeded", lambda c: group(c).update(replicasPerHost=3), set(),
+     "inference-stack:workers[0].replicasPerHost", "3 worker(s) x 1 GPU(s) do not fit in the 2 free GPU(s)"),
+    ("tp-mismatch", lambda c: group(c)["model"].update(tensorParallelSize=2) or group(c).update(gpuAssignments=[[0]]), set(),
+     "inference-stack:workers[0].gpuAssignments[0]", "tensor-parallel size is 2, so each worker needs exactly 2 GPU(s)"),
+    ("tp-exceeds-host", lambda c: group(c)["model"].update(tensorParallelSize=4), set(),
+     "inference-stack:workers[0].replicasPerHost", "do not fit in the 2 free GPU(s)"),
+    ("hf-token-plain", lambda c: c.update(hfToken="hf_abc"), set(),
+     "inference-stack:hfToken", "secrets must be Pulumi secrets"),
+    ("api-key-plain", lambda c: c.update(vllmApiKey="sk-123"), set(),
+     "inference-stack:vllmApiKey", "secrets must be Pulumi secrets"),
+    ("unknown-top-level-key", lambda c: c.update(wrokers=[]), set(),
+     "inference-stack:wrokers", "unknown key"),
+    ("unknown-group-key", lambda c: group(c).update(gpuMemoryUtilisation=0.8), set(),
+     "inference-stack:workers[0].gpuMemoryUtilisation", "unknown key"),
+    ("unknown-model-key", lambda c: group(c)["model"].update(maxModelLength=4096), set(),
+     "inference-stack:workers[0].model.maxModelLength", "unknown key"),
+    ("log-level-debug", lambda c: group(c).update(logLevel="DEBUG"), set(),
+     "inference-stack:workers[0].logLevel", "DEBUG logging fills a disk"),
+    ("extra-arg-typo", lambda c: group(c).update(extraArgs=["--enable-prefix-cache"]), set(),
+     "inference-stack:workers[0].extraArgs", "`--enable-prefix-cache` is not a vLLM 0.32.0 flag on the allowlist"),
+    ("extra-arg-managed", lambda c: group(c).update(extraArgs=["--gpu-memory-utilization=0.95"]), set(),
+     "inference-stack:workers[0].extraArgs", "`--gpu-memory-utilization` is set by the stack"),
+    ("extra-arg-denied", lambda c: group(c).update(extraArgs=["--trust-remote-code"]), set(),
+     "inference-stack:workers[0].extraArgs", "`--trust-remote-code` is refused"),
+    ("unknown-host", lambda c: group(c).update(hosts=["gpu-z"]), set(),
+     "inference-stack:workers[0].hosts", "no host has this name"),
+    ("multi-host-no-address", lambda c: second_host(c), set(),
+     "inference-stack:hosts[0].privateAddress", "a multi-host stack needs each host's private address"),
+    ("public-address", lambda c: two_hosts(c, privateAddress="8.8.8.8"), set(),
+     "inference-stack:hosts[1].privateAddress", "only publish on a private, routable address"),
+    ("docker-endpoint-tcp", lambda c: c["hosts"][0].update(docker="tcp://10.0.0.5:2375"), set(),
+     "inference-stack:hosts[0].docker", "either through the local engine or over SSH"),
+    ("revision-branch", lambda c: group(c)["model"].update(revision="main"), set(),
+     "inference-stack:workers[0].model.revision", "the revision must be a full commit hash"),
+    ("duplicate-host", lambda c: c["hosts"].append({"name": "gpu-a", "gpus": {"count": 1}}), set(),
+     "inference-stack:hosts[1].name", "names must be unique"),
+    ("cpu-with-gpus", lambda c: group(c).update(accelerator="cpu", gpuAssignments=[[0]]), set(),
+     "inference-stack:workers[0].gpuAssignments", "a `cpu` group uses no GPUs"),
+    ("nvidia-on-gpuless-host", lambda c: c["hosts"][0].update(gpus={"count": 0}), set(),
+     "inference-stack:workers[0].accelerator", "host `gpu-a` declares no GPUs"),
+    ("mig-tensor-parallel",
+     lambda c: c["hosts"][0].update(gpus={"count": 2, "ids": [
+         "MIG-4b5e1a1c-0000-4000-8000-000000000001", "MIG-4b5e1a1c-0000-4000-8000-000000000002"]})
+     or group(c)["model"].update(tensorParallelSize=2), set(),
+     "inference-stack:workers[0].gpuAssignments[0]", "a MIG instance cannot join a tensor-parallel group"),
+    ("quantization-unknown", lambda c: group(c)["model"].update(quantization="awq4"), set(),
+     "inference-stack:workers[0].model.quantization", "Input should be"),
+    ("cache-path-relative", lambda c: c["hosts"][0].update(modelCachePath="data/models"), set(),
+     "inference-stack:hosts[0].modelCachePath", "must be absolute"),
+    ("hosts-missing", lambda c: c.pop("hosts"), set(),
+     "inference-stack:hosts", "required key is missing"),
+    ("gpu-id-garbage", lambda c: c["hosts"][0].update(gpus={"count": 1, "ids": ["gpu0"]}), set(),
+     "inference-stack:hosts[0].gpus.ids", "`gpu0` is not a GPU index, GPU UUID or MIG device UUID"),
+    ("port-clash", lambda c: two_hosts(c, privateAddress="10.0.0.12")
+     or group(c).update(replicasPerHost=1)
+     or c["workers"].append({**group(c), "name": "other", "replicasPerHost": 1}), set(),
+     "inference-stack:workers[1].port", "host port 8000 on host `gpu-a` is already taken"),
+]
+
+
+def run(cfg: dict[str, Any], secret: set[str]) -> None:
+    validate("test", {k: json.dumps(v) if not isinstance(v, str) else v for k, v in cfg.items()}, secret)
+
+
+def test_valid_config_passes() -> None:
+    run(valid_config(), set())
+
+
+@pytest.mark.parametrize(("mutate", "secret", "path", "rule"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_invalid_config_is_refused(mutate: Mutation, secret: set[str], path: str, rule: str) -> None:
+    cfg = valid_config()
+    mutate(cfg)
+    with pytest.raises(ConfigError) as caught:
+        run(cfg, secret)
+    matching = [i for i in caught.value.issues if i.path == path and rule in i.rule]
+    assert matching, f"no issue at {path} with {rule!r}:\n{caught.value}"
+    assert matching[0].fix, "every issue says how to fix it"
+    assert path in str(caught.value) and "fix:" in str(caught.value)
+
+
+def test_matrix_has_25_distinct_messages() -> None:
+    assert len({(c[3], c[4]) for c in CASES}) >= 25
+
+
+def test_did_you_mean_names_the_right_key() -> None:
+    cfg = valid_config()
+    group(cfg)["gpuMemoryUtilisation"] = 0.8
+    cfg["wrokers"] = []
+    with pytest.raises(ConfigError) as caught:
+        run(cfg, set())
+    text = str(caught.value)
+    assert "did you mean `gpuMemoryUtilization`?" in text
+    assert "did you mean `workers`?" in text
+
+
+def test_extra_arg_typo_suggests_flag() -> None:
+    cfg = valid_config()
+    group(cfg)["extraArgs"] = ["--enable-prefix-cache"]
+    with pytest.raises(ConfigError, match="did you mean `--enable-prefix-caching`"):
+        run(cfg, set())
+
+
+def test_secrets_accepted_when_secret() -> None:
+    cfg = valid_config()
+    cfg.update(hfToken="hf_abc", vllmApiKey="sk")
+    run(cfg, {"hfToken", "vllmApiKey"})
+
+
+def test_plain_secret_value_is_not_echoed() -> None:
+    cfg = valid_config()
+    cfg["hfToken"] = "hf_supersecretvalue"
+    with pytest.raises(ConfigError) as caught:
+        run(cfg, set())
+    assert "hf_supersecretvalue" not in str(caught.value)
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    cfg = valid_config()
+    group(cfg).update(gpuMemoryUtilization=0.99, image="x:latest")
+    with pytest.raises(ConfigError) as caught:
+        run(cfg, set())
+    assert len(caught.value.issues) == 2
