@@ -1,0 +1,170 @@
+"""The two-tier probe, run as Docker runs it (a python3 subprocess), against HTTP servers on
+127.0.0.1: a scripted one for each failure path, and a real vLLM serving SmolLM2."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from components.workers import spec
+
+PROBE = Path(spec.__file__).parent / "healthcheck.py"
+
+
+class Scripted:
+    """A fake worker: /health and /v1/chat/completions answer as the test says."""
+
+    def __init__(self, chat: Callable[[BaseHTTPRequestHandler], None], health_status: int = 200) -> None:
+        self.chat_calls = 0
+        self.auth: list[str | None] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:  # noqa: N802
+                self.send_response(health_status if self.path == "/health" else 404)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def do_POST(self) -> None:  # noqa: N802
+                length = int(self.headers.get("Content-Length", 0))
+                body = json.loads(self.rfile.read(length))
+                assert body["temperature"] == 0 and body["messages"][0]["content"] == "What is 2 + 2?"
+                outer.chat_calls += 1
+                outer.auth.append(self.headers.get("Authorization"))
+                chat(self)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def reply(status: int, payload: bytes) -> Callable[[BaseHTTPRequestHandler], None]:
+    def send(h: BaseHTTPRequestHandler) -> None:
+        h.send_response(status)
+        h.send_header("Content-Type", "application/json")
+        h.send_header("Content-Length", str(len(payload)))
+        h.end_headers()
+        h.wfile.write(payload)
+
+    return send
+
+
+def answer(text: str) -> Callable[[BaseHTTPRequestHandler], None]:
+    return reply(200, json.dumps({"choices": [{"message": {"role": "assistant", "content": text}}]}).encode())
+
+
+def slow(h: BaseHTTPRequestHandler) -> None:
+    time.sleep(3)
+    answer("4")(h)
+
+
+@pytest.fixture
+def server_factory() -> Iterator[Callable[..., Scripted]]:
+    servers: list[Scripted] = []
+
+    def make(chat: Callable[[BaseHTTPRequestHandler], None], **kw: int) -> Scripted:
+        servers.append(Scripted(chat, **kw))
+        return servers[-1]
+
+    yield make
+    for s in servers:
+        s.close()
+
+
+def probe(url: str, tmp_path: Path, *extra: str, timeout: str = "5") -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(PROBE), "--url", url, "--model", "m", "--timeout", timeout,
+         "--state-file", str(tmp_path / "probe.ok"), "--api-key-file", str(tmp_path / "key"), *extra],
+        capture_output=True, text=True, timeout=60,
+    )
+
+
+def test_right_answer_passes_then_probe_is_rate_limited(server_factory, tmp_path: Path) -> None:
+    (tmp_path / "key").write_text("sk-probe\n")
+    s = server_factory(answer("2 + 2 = 4."))
+    first = probe(s.url, tmp_path, "--probe-every", "600")
+    assert first.returncode == 0, first.stdout
+    assert "model probe answered" in first.stdout
+    second = probe(s.url, tmp_path, "--probe-every", "600")
+    assert second.returncode == 0
+    assert s.chat_calls == 1, "the model probe runs at most every --probe-every seconds"
+    assert s.auth == ["Bearer sk-probe"]
+    again = probe(s.url, tmp_path, "--probe-every", "0")
+    assert again.returncode == 0 and s.chat_calls == 2
+
+
+@pytest.mark.parametrize(
+    ("chat", "expected"),
+    [
+        (answer("The answer is 5."), "wrong answer"),
+        (answer("14"), "wrong answer"),
+        (answer(""), "wrong answer"),
+        (reply(500, b'{"error": "boom"}'), "answered HTTP 500"),
+        (reply(200, b"{not json"), "malformed completion response"),
+        (reply(200, b'{"choices": []}'), "malformed completion response"),
+        (slow, "timed out after 1s"),
+    ],
+    ids=["wrong", "fourteen", "empty", "http-500", "malformed-json", "no-choices", "timeout"],
+)
+def test_model_failures_are_unhealthy(server_factory, tmp_path: Path, chat, expected: str) -> None:
+    s = server_factory(chat)
+    result = probe(s.url, tmp_path, timeout="1")
+    assert result.returncode == 1
+    assert expected in result.stdout
+    assert not (tmp_path / "probe.ok").exists()
+
+
+def test_failed_probe_is_retried_on_next_check(server_factory, tmp_path: Path) -> None:
+    s = server_factory(answer("5"))
+    assert probe(s.url, tmp_path, "--probe-every", "600").returncode == 1
+    assert probe(s.url, tmp_path, "--probe-every", "600").returncode == 1
+    assert s.chat_calls == 2, "a failed probe must not be cached as a success"
+
+
+def test_health_failure_skips_model_probe(server_factory, tmp_path: Path) -> None:
+    s = server_factory(answer("4"), health_status=503)
+    result = probe(s.url, tmp_path)
+    assert result.returncode == 1 and "HTTP 503" in result.stdout
+    assert s.chat_calls == 0
+
+
+def test_unreachable_worker(tmp_path: Path) -> None:
+    result = probe("http://127.0.0.1:9", tmp_path, timeout="2")
+    assert result.returncode == 1 and "unreachable" in result.stdout
+
+
+def test_real_vllm_answers_the_probe(tmp_path: Path) -> None:
+    from tests.support.model_server import require_model_server, vllm_server
+
+    require_model_server()
+    (tmp_path / "key").write_text("sk-real-probe")
+    with vllm_server(api_key="sk-real-probe") as url:
+        result = subprocess.run(
+            [sys.executable, str(PROBE), "--url", url, "--model", "smollm2-135m", "--timeout", "60",
+             "--state-file", str(tmp_path / "ok"), "--api-key-file", str(tmp_path / "key")],
+            capture_output=True, text=True, timeout=120,
+        )
+        assert result.returncode == 0, result.stdout
+        assert "model probe answered" in result.stdout
+        (tmp_path / "key").write_text("wrong-key")
+        denied = subprocess.run(
+            [sys.executable, str(PROBE), "--url", url, "--model", "smollm2-135m", "--timeout", "60",
+             "--state-file", str(tmp_path / "ok2"), "--api-key-file", str(tmp_path / "key")],
+            capture_output=True, text=True, timeout=120,
+        )
+        assert denied.returncode == 1 and "HTTP 401" in denied.stdout

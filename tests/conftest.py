@@ -1,0 +1,15 @@
+from __future__ import annotations
+
+import pytest
+
+from stacks.synth import Synth, synth_stack
+
+
+@pytest.fixture(scope="session")
+def dev() -> Synth:
+    return synth_stack("dev")
+
+
+@pytest.fixture(scope="session")
+def prod() -> Synth:
+    return synth_stack("prod")
