@@ -117,12 +117,18 @@ class _RecordingMonitor(pulumi_mocks.MockMonitor):
         return super().RegisterResource(request)
 
 
-def run(stack: str, config: dict[str, str], secret_keys: list[str], program: Callable[[], None]) -> Synth:
+def run(
+    stack: str,
+    config: dict[str, str],
+    secret_keys: list[str],
+    program: Callable[[], Any],
+    monitor: _RecordingMonitor | None = None,
+) -> Synth:
     """Runs `program` under mocks in a fresh event loop and returns what it registered."""
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     mocks = _Mocks()
-    monitor = _RecordingMonitor(mocks)
+    monitor = monitor or _RecordingMonitor(mocks)
     try:
         pulumi.runtime.set_all_config(config, secret_keys)
         pulumi.runtime.set_mocks(mocks, project=NAMESPACE, stack=stack, preview=False, monitor=monitor)

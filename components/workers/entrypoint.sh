@@ -4,7 +4,7 @@
 # (visible to every user on the host through /proc): vLLM reads the key from VLLM_API_KEY.
 set -eu
 
-secrets_dir=/run/secrets
+secrets_dir=${INFERENCE_STACK_SECRETS_DIR:-/run/secrets}
 
 if [ -r "$secrets_dir/vllm-api-key" ]; then
     VLLM_API_KEY=$(cat "$secrets_dir/vllm-api-key")

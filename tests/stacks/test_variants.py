@@ -1,0 +1,42 @@
+"""`make up` on a machine without a GPU: the dev stack moved to vLLM's CPU build."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from stacks import variants
+from stacks.synth import ROOT, synth_stack
+
+
+def test_cpu_variant_of_dev_is_valid_and_gpu_free(tmp_path: Path) -> None:
+    out = tmp_path / "Pulumi.dev.yaml"
+    assert variants.main(["--stack", "dev", "--accelerator", "cpu", "--out", str(out)]) == 0
+    synth = synth_stack("dev", out)
+    (worker,) = synth.of_type("docker:index/container:Container")
+    inputs = worker["inputs"]
+    assert "deviceRequests" not in inputs
+    assert inputs["image"] == variants.CPU_IMAGE
+    assert "--gpu-memory-utilization" not in inputs["command"]
+    assert any(e.startswith("VLLM_CPU_KVCACHE_SPACE=") for e in inputs["envs"])
+    assert float(inputs["cpus"]) <= (__import__("os").cpu_count() or 1)
+
+
+def test_nvidia_variant_is_the_committed_stack(tmp_path: Path) -> None:
+    out = tmp_path / "Pulumi.dev.yaml"
+    variants.main(["--stack", "dev", "--accelerator", "nvidia", "--out", str(out)])
+    assert yaml.safe_load(out.read_text()) == yaml.safe_load((ROOT / "Pulumi.dev.yaml").read_text())
+
+
+def test_regenerating_keeps_the_encryption_salt_and_secrets(tmp_path: Path) -> None:
+    out = tmp_path / "Pulumi.dev.yaml"
+    variants.main(["--stack", "dev", "--accelerator", "cpu", "--out", str(out)])
+    doc = yaml.safe_load(out.read_text())
+    doc["encryptionsalt"] = "v1:salt"
+    doc["config"]["inference-stack:hfToken"] = {"secure": "v1:abc"}
+    out.write_text(yaml.safe_dump(doc))
+    variants.main(["--stack", "dev", "--accelerator", "cpu", "--out", str(out)])
+    again = yaml.safe_load(out.read_text())
+    assert again["encryptionsalt"] == "v1:salt"
+    assert again["config"]["inference-stack:hfToken"] == {"secure": "v1:abc"}
