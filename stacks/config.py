@@ -173,7 +173,6 @@ class ModelConfig(Schema):
     `HF_HUB_OFFLINE=1` and mount the cache read-only. `download`: workers fetch the weights on
     first start (needs egress, and the cache is mounted read-write)."""
 
-
     @field_validator("revision")
     @classmethod
     def _commit(cls, value: str) -> str:
@@ -319,6 +318,5 @@ class StackConfig(Schema):
 # Top-level config keys that hold secrets. Each must be set with `pulumi config set --secret`.
 SECRET_KEYS: dict[str, str] = {
     "hfToken": "Hugging Face token, for gated or private models.",
-    "vllmApiKey": "The key workers require on their OpenAI API. Generated (and kept secret in "
-    "state) when unset.",
+    "vllmApiKey": "The key workers require on their OpenAI API. Generated (and kept secret in state) when unset.",
 }

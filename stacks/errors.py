@@ -99,11 +99,24 @@ def issues_from_validation(root: type[BaseModel], error: ValidationError) -> lis
             choices = field_aliases(parent) if parent else []
             issues.append(ConfigIssue(key_path(loc), value, "unknown key", did_you_mean(str(loc[-1]), choices)))
         elif kind == "missing":
-            issues.append(ConfigIssue(key_path(loc), _MISSING, "required key is missing", "add it (see the README's config reference)"))
+            issues.append(
+                ConfigIssue(
+                    key_path(loc), _MISSING, "required key is missing", "add it (see the README's config reference)"
+                )
+            )
         elif kind == "literal_error":
             issues.append(ConfigIssue(key_path(loc), value, err["msg"], f"use one of {ctx.get('expected')}"))
         elif kind == "string_pattern_mismatch":
-            issues.append(ConfigIssue(key_path(loc), value, f"must match {ctx.get('pattern')}", "see the README's config reference for the format"))
+            issues.append(
+                ConfigIssue(
+                    key_path(loc),
+                    value,
+                    f"must match {ctx.get('pattern')}",
+                    "see the README's config reference for the format",
+                )
+            )
         else:
-            issues.append(ConfigIssue(key_path(loc), value, err["msg"], "correct the value (see the README's config reference)"))
+            issues.append(
+                ConfigIssue(key_path(loc), value, err["msg"], "correct the value (see the README's config reference)")
+            )
     return issues

@@ -32,9 +32,9 @@ def raw_config() -> tuple[dict[str, Any], set[str]]:
     merged: dict[str, Any] = dict(runtime_config.get_config_env())
     merged.update(runtime_config.CONFIG.get())
     prefix = NAMESPACE + ":"
-    values = {k[len(prefix):]: v for k, v in merged.items() if k.startswith(prefix)}
+    values = {k[len(prefix) :]: v for k, v in merged.items() if k.startswith(prefix)}
     secret = {k for k in values if runtime_config.is_config_secret(prefix + k)}
-    secret |= {k[len(prefix):] for k in runtime_config.get_config_secret_keys_env() if k.startswith(prefix)}
+    secret |= {k[len(prefix) :] for k in runtime_config.get_config_secret_keys_env() if k.startswith(prefix)}
     return values, secret
 
 
@@ -46,24 +46,35 @@ def validate(stack: str, values: dict[str, Any], secret_keys: set[str]) -> tuple
     for key, value in sorted(values.items()):
         if key in SECRET_KEYS:
             if key not in secret_keys:
-                issues.append(ConfigIssue(
-                    f"{NAMESPACE}:{key}", "(plain text, not shown)",
-                    "secrets must be Pulumi secrets: a plain value is stored unencrypted in the stack file and state",
-                    f"pulumi config rm {key} && pulumi config set --secret {key} <value>",
-                ))
+                issues.append(
+                    ConfigIssue(
+                        f"{NAMESPACE}:{key}",
+                        "(plain text, not shown)",
+                        "secrets must be Pulumi secrets: a plain value sits unencrypted in the stack file and state",
+                        f"pulumi config rm {key} && pulumi config set --secret {key} <value>",
+                    )
+                )
         elif key in structured:
             try:
                 data[key] = json.loads(value) if isinstance(value, str) else value
             except json.JSONDecodeError:
-                issues.append(ConfigIssue(
-                    f"{NAMESPACE}:{key}", value, "this key holds a structured object or list",
-                    "write it as YAML in the stack file, or use `pulumi config set --path`",
-                ))
+                issues.append(
+                    ConfigIssue(
+                        f"{NAMESPACE}:{key}",
+                        value,
+                        "this key holds a structured object or list",
+                        "write it as YAML in the stack file, or use `pulumi config set --path`",
+                    )
+                )
         else:
-            issues.append(ConfigIssue(
-                f"{NAMESPACE}:{key}", value if key not in secret_keys else "[secret]", "unknown key",
-                did_you_mean(key, structured + list(SECRET_KEYS)),
-            ))
+            issues.append(
+                ConfigIssue(
+                    f"{NAMESPACE}:{key}",
+                    value if key not in secret_keys else "[secret]",
+                    "unknown key",
+                    did_you_mean(key, structured + list(SECRET_KEYS)),
+                )
+            )
     cfg: StackConfig | None = None
     try:
         cfg = StackConfig.model_validate(data)

@@ -37,14 +37,17 @@ def place(cfg: StackConfig) -> tuple[list[Placement], list[ConfigIssue]]:
     hosts = {h.name: h for h in cfg.hosts}
     multi_host = len(cfg.hosts) > 1
     if multi_host:
-        for i, host in enumerate(cfg.hosts):
-            if host.private_address is None:
-                issues.append(ConfigIssue(
-                    key_path(("hosts", i, "privateAddress")), None,
-                    "a multi-host stack needs each host's private address: workers publish their port "
-                    "there, and only there, for the gateway on another host",
-                    "set `privateAddress` to the host's IPv4 address on the private network",
-                ))
+        for i, each in enumerate(cfg.hosts):
+            if each.private_address is None:
+                issues.append(
+                    ConfigIssue(
+                        key_path(("hosts", i, "privateAddress")),
+                        None,
+                        "a multi-host stack needs each host's private address: workers publish their port "
+                        "there, and only there, for the gateway on another host",
+                        "set `privateAddress` to the host's IPv4 address on the private network",
+                    )
+                )
     used: dict[str, dict[str, str]] = {h.name: {} for h in cfg.hosts}
     ports: dict[str, dict[int, str]] = {h.name: {} for h in cfg.hosts}
     placements: list[Placement] = []
@@ -53,10 +56,14 @@ def place(cfg: StackConfig) -> tuple[list[Placement], list[ConfigIssue]]:
         for host_name in group.hosts or [h.name for h in cfg.hosts]:
             host = hosts.get(host_name)
             if host is None:
-                issues.append(ConfigIssue(
-                    key_path(("workers", g, "hosts")), host_name, "no host has this name",
-                    did_you_mean(host_name, list(hosts)).replace("Rename the key", "Use that name"),
-                ))
+                issues.append(
+                    ConfigIssue(
+                        key_path(("workers", g, "hosts")),
+                        host_name,
+                        "no host has this name",
+                        did_you_mean(host_name, list(hosts)).replace("Rename the key", "Use that name"),
+                    )
+                )
                 continue
             found, problems = _place_on_host(g, group, host, used[host.name])
             issues += problems
@@ -64,12 +71,15 @@ def place(cfg: StackConfig) -> tuple[list[Placement], list[ConfigIssue]]:
                 if multi_host:
                     port = group.port + placement.index
                     if port in ports[host.name]:
-                        issues.append(ConfigIssue(
-                            key_path(("workers", g, "port")), group.port,
-                            f"host port {port} on host `{host.name}` is already taken by worker "
-                            f"`{ports[host.name][port]}`",
-                            "give each group on a host its own port range, e.g. 8000 and 8100",
-                        ))
+                        issues.append(
+                            ConfigIssue(
+                                key_path(("workers", g, "port")),
+                                group.port,
+                                f"host port {port} on host `{host.name}` is already taken by worker "
+                                f"`{ports[host.name][port]}`",
+                                "give each group on a host its own port range, e.g. 8000 and 8100",
+                            )
+                        )
                     ports[host.name][port] = placement.name
                     placement = Placement(group, host, placement.index, placement.devices, port)
                 placements.append(placement)
@@ -82,10 +92,14 @@ def _unique(cfg: StackConfig) -> list[ConfigIssue]:
         seen: set[str] = set()
         for i, name in enumerate(names):
             if name in seen:
-                issues.append(ConfigIssue(
-                    key_path((key, i, "name")), name, "names must be unique: resources are named from them",
-                    "rename one of them",
-                ))
+                issues.append(
+                    ConfigIssue(
+                        key_path((key, i, "name")),
+                        name,
+                        "names must be unique: resources are named from them",
+                        "rename one of them",
+                    )
+                )
             seen.add(name)
     return issues
 
@@ -94,25 +108,36 @@ def _group_rules(g: int, group: WorkerGroup) -> list[ConfigIssue]:
     issues = []
     cold = group.model.cold_start_seconds
     if group.start_period() < 2 * cold:
-        issues.append(ConfigIssue(
-            key_path(("workers", g, "health", "startPeriodSeconds")), group.health.start_period_seconds,
-            f"the health start period must be at least 2x the measured cold start ({cold} s), or "
-            "Docker counts a still-loading model as unhealthy",
-            f"set it to {2 * cold} or more, or remove it to get 2x the cold start",
-        ))
+        issues.append(
+            ConfigIssue(
+                key_path(("workers", g, "health", "startPeriodSeconds")),
+                group.health.start_period_seconds,
+                f"the health start period must be at least 2x the measured cold start ({cold} s), or "
+                "Docker counts a still-loading model as unhealthy",
+                f"set it to {2 * cold} or more, or remove it to get 2x the cold start",
+            )
+        )
     for problem in check_extra_args(group.extra_args):
         issues.append(ConfigIssue(key_path(("workers", g, "extraArgs")), problem.arg, problem.rule, problem.fix))
     if group.accelerator == "cpu":
         if group.gpu_assignments is not None:
-            issues.append(ConfigIssue(
-                key_path(("workers", g, "gpuAssignments")), group.gpu_assignments,
-                "a `cpu` group uses no GPUs", "remove `gpuAssignments`, or set `accelerator: nvidia`",
-            ))
+            issues.append(
+                ConfigIssue(
+                    key_path(("workers", g, "gpuAssignments")),
+                    group.gpu_assignments,
+                    "a `cpu` group uses no GPUs",
+                    "remove `gpuAssignments`, or set `accelerator: nvidia`",
+                )
+            )
         if group.model.tensor_parallel_size != 1:
-            issues.append(ConfigIssue(
-                key_path(("workers", g, "model", "tensorParallelSize")), group.model.tensor_parallel_size,
-                "a `cpu` worker runs on one CPU engine", "set `tensorParallelSize: 1`",
-            ))
+            issues.append(
+                ConfigIssue(
+                    key_path(("workers", g, "model", "tensorParallelSize")),
+                    group.model.tensor_parallel_size,
+                    "a `cpu` worker runs on one CPU engine",
+                    "set `tensorParallelSize: 1`",
+                )
+            )
     return issues
 
 
@@ -127,45 +152,62 @@ def _place_on_host(
     devices = host.gpus.devices()
     tp = group.model.tensor_parallel_size
     if not devices:
-        return [], [ConfigIssue(
-            key_path(where + ("accelerator",)), "nvidia", f"host `{host.name}` declares no GPUs",
-            f"declare the host's GPUs under `hosts[].gpus`, or set `accelerator: cpu` for group `{group.name}`",
-        )]
+        return [], [
+            ConfigIssue(
+                key_path((*where, "accelerator")),
+                "nvidia",
+                f"host `{host.name}` declares no GPUs",
+                f"declare the host's GPUs under `hosts[].gpus`, or set `accelerator: cpu` for group `{group.name}`",
+            )
+        ]
     issues: list[ConfigIssue] = []
     if group.gpu_assignments is not None:
         assignments = group.gpu_assignments
         if group.replicas_per_host is not None and group.replicas_per_host != len(assignments):
-            issues.append(ConfigIssue(
-                key_path(where + ("replicasPerHost",)), group.replicas_per_host,
-                f"`gpuAssignments` lists {len(assignments)} workers", "remove `replicasPerHost` or make them agree",
-            ))
+            issues.append(
+                ConfigIssue(
+                    key_path((*where, "replicasPerHost")),
+                    group.replicas_per_host,
+                    f"`gpuAssignments` lists {len(assignments)} workers",
+                    "remove `replicasPerHost` or make them agree",
+                )
+            )
         for w, positions in enumerate(assignments):
             if len(positions) != tp:
-                issues.append(ConfigIssue(
-                    key_path(where + ("gpuAssignments", w)), positions,
-                    f"tensor-parallel size is {tp}, so each worker needs exactly {tp} GPU(s)",
-                    f"give worker {w} {tp} GPU(s), or set `model.tensorParallelSize: {len(positions)}`",
-                ))
+                issues.append(
+                    ConfigIssue(
+                        key_path((*where, "gpuAssignments", w)),
+                        positions,
+                        f"tensor-parallel size is {tp}, so each worker needs exactly {tp} GPU(s)",
+                        f"give worker {w} {tp} GPU(s), or set `model.tensorParallelSize: {len(positions)}`",
+                    )
+                )
             bad = [p for p in positions if not 0 <= p < len(devices)]
             if bad:
-                issues.append(ConfigIssue(
-                    key_path(where + ("gpuAssignments", w)), positions,
-                    f"host `{host.name}` has {len(devices)} GPU(s), positions 0..{len(devices) - 1}",
-                    "use positions the host has, or declare more GPUs on the host",
-                ))
+                issues.append(
+                    ConfigIssue(
+                        key_path((*where, "gpuAssignments", w)),
+                        positions,
+                        f"host `{host.name}` has {len(devices)} GPU(s), positions 0..{len(devices) - 1}",
+                        "use positions the host has, or declare more GPUs on the host",
+                    )
+                )
         if issues:
             return [], issues
     else:
         free = [i for i, d in enumerate(devices) if d not in used]
         wanted = group.replicas_per_host if group.replicas_per_host is not None else len(free) // tp
         if wanted == 0 or wanted * tp > len(free):
-            return [], [ConfigIssue(
-                key_path(where + ("replicasPerHost",)), group.replicas_per_host,
-                f"{max(wanted, 1)} worker(s) x {tp} GPU(s) do not fit in the {len(free)} free GPU(s) of "
-                f"host `{host.name}` ({len(devices)} in all, the rest taken by earlier groups)",
-                "lower `replicasPerHost` or `model.tensorParallelSize`, or declare more GPUs on the host",
-            )]
-        assignments = [free[i * tp:(i + 1) * tp] for i in range(wanted)]
+            return [], [
+                ConfigIssue(
+                    key_path((*where, "replicasPerHost")),
+                    group.replicas_per_host,
+                    f"{max(wanted, 1)} worker(s) x {tp} GPU(s) do not fit in the {len(free)} free GPU(s) of "
+                    f"host `{host.name}` ({len(devices)} in all, the rest taken by earlier groups)",
+                    "lower `replicasPerHost` or `model.tensorParallelSize`, or declare more GPUs on the host",
+                )
+            ]
+        assignments = [free[i * tp : (i + 1) * tp] for i in range(wanted)]
 
     placements = []
     for w, positions in enumerate(assignments):
@@ -173,17 +215,23 @@ def _place_on_host(
         name = f"{group.name}-{host.name}-{w}"
         for device in ids:
             if device in used:
-                issues.append(ConfigIssue(
-                    key_path(where + ("gpuAssignments", w)), positions,
-                    f"GPU `{device}` on host `{host.name}` is already assigned to worker `{used[device]}`",
-                    "give each worker its own GPUs; two vLLM engines on one GPU both OOM",
-                ))
+                issues.append(
+                    ConfigIssue(
+                        key_path((*where, "gpuAssignments", w)),
+                        positions,
+                        f"GPU `{device}` on host `{host.name}` is already assigned to worker `{used[device]}`",
+                        "give each worker its own GPUs; two vLLM engines on one GPU both OOM",
+                    )
+                )
             used[device] = name
         if len(ids) > 1 and any(d.startswith("MIG-") for d in ids):
-            issues.append(ConfigIssue(
-                key_path(where + ("gpuAssignments", w)), positions,
-                "a MIG instance cannot join a tensor-parallel group (no NCCL peer access between instances)",
-                "run one worker per MIG instance with `tensorParallelSize: 1`",
-            ))
+            issues.append(
+                ConfigIssue(
+                    key_path((*where, "gpuAssignments", w)),
+                    positions,
+                    "a MIG instance cannot join a tensor-parallel group (no NCCL peer access between instances)",
+                    "run one worker per MIG instance with `tensorParallelSize: 1`",
+                )
+            )
         placements.append(Placement(group, host, w, ids, None))
     return placements, issues

@@ -17,9 +17,14 @@ def build(stack: LoadedStack) -> dict[str, VllmWorkerPool]:
     for host in cfg.hosts:
         groups_here = [p.group for p in stack.placements if p.host.name == host.name]
         internal = not multi_host and all(g.model.weights == "prefetched" for g in groups_here)
-        hosts[host.name] = DockerHost(host.name, DockerHostArgs(
-            host=host, network_name=f"{stack.name}-workers", internal_network=internal,
-        ))
+        hosts[host.name] = DockerHost(
+            host.name,
+            DockerHostArgs(
+                host=host,
+                network_name=f"{stack.name}-workers",
+                internal_network=internal,
+            ),
+        )
 
     api_key = stack.secrets.get("vllmApiKey")
     if api_key is None:
@@ -29,14 +34,17 @@ def build(stack: LoadedStack) -> dict[str, VllmWorkerPool]:
 
     pools = {}
     for group in cfg.workers:
-        pools[group.name] = VllmWorkerPool(group.name, VllmWorkerPoolArgs(
-            group=group,
-            placements=[p for p in stack.placements if p.group.name == group.name],
-            hosts=hosts,
-            api_key=api_key,
-            hf_token=stack.secrets.get("hfToken") if group.model.weights == "download" else None,
-            stack=stack.name,
-        ))
+        pools[group.name] = VllmWorkerPool(
+            group.name,
+            VllmWorkerPoolArgs(
+                group=group,
+                placements=[p for p in stack.placements if p.group.name == group.name],
+                hosts=hosts,
+                api_key=api_key,
+                hf_token=stack.secrets.get("hfToken") if group.model.weights == "download" else None,
+                stack=stack.name,
+            ),
+        )
     pulumi.export("workerUrls", {name: pool.urls for name, pool in pools.items()})
     pulumi.export("workerContainers", {name: pool.container_names for name, pool in pools.items()})
     return pools

@@ -16,6 +16,7 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from stacks.errors import ConfigError
 from stacks.synth import ROOT, Synth, synth_stack
@@ -23,7 +24,7 @@ from stacks.synth import ROOT, Synth, synth_stack
 
 def diagram(synth: Synth) -> str:
     """Mermaid flowchart: components as subgraphs, custom resources as nodes."""
-    children: dict[str | None, list[dict]] = {}
+    children: dict[str | None, list[dict[str, Any]]] = {}
     for res in synth.resources:
         children.setdefault(res["parent"], []).append(res)
     components = {r["name"] for r in synth.resources if r["type"].startswith("inference-stack:")}
@@ -45,9 +46,15 @@ def diagram(synth: Synth) -> str:
     emit(None, "  ")
     for res in synth.of_type("docker:index/container:Container"):
         for mount in res["inputs"].get("mounts", []):
-            source = next((r["name"] for r in synth.resources
-                           if r["type"] == "docker:index/volume:Volume"
-                           and r["inputs"].get("name", r["name"]) == mount["source"]), None)
+            source = next(
+                (
+                    r["name"]
+                    for r in synth.resources
+                    if r["type"] == "docker:index/volume:Volume"
+                    and r["inputs"].get("name", r["name"]) == mount["source"]
+                ),
+                None,
+            )
             if source:
                 mode = "ro" if mount.get("readOnly") else "rw"
                 lines.append(f"  {node_id(res['name'])} -->|{mode} {mount['target']}| {node_id(source)}")

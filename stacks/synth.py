@@ -10,9 +10,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pulumi
 import yaml
@@ -91,7 +92,7 @@ class _Mocks(pulumi.runtime.Mocks):
     """Echo inputs back as state, with deterministic ids and the few computed outputs the
     program reads (Docker object names, random passwords)."""
 
-    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict]:
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
         state = dict(args.inputs)
         if args.typ.startswith("docker:index/") and "name" not in state:
             state["name"] = args.name
@@ -100,7 +101,7 @@ class _Mocks(pulumi.runtime.Mocks):
             state["result"] = digest[: int(args.inputs.get("length", 32))]
         return f"{args.name}-id", state
 
-    def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict, list[tuple[str, str]] | None]:
+    def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
         return {}, None
 
 
@@ -114,7 +115,7 @@ class _RecordingMonitor(pulumi_mocks.MockMonitor):
             raw = json_format.MessageToDict(request.object, preserving_proto_field_name=True)
             urn = self.make_urn(request.parent, request.type, request.name)
             self.records.append((urn, request.type, request.name, request.parent, raw))
-        return super().RegisterResource(request)
+        return super().RegisterResource(request)  # type: ignore[no-untyped-call]
 
 
 def run(

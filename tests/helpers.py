@@ -16,10 +16,12 @@ VALID_MODEL: dict[str, Any] = {
 
 def valid_config() -> dict[str, Any]:
     """A small valid stack, as the Python objects behind `inference-stack:*` keys."""
-    return copy.deepcopy({
-        "hosts": [{"name": "gpu-a", "gpus": {"count": 2}}],
-        "workers": [{"name": "chat", "image": "vllm/vllm-openai:v0.32.0", "model": dict(VALID_MODEL)}],
-    })
+    return copy.deepcopy(
+        {
+            "hosts": [{"name": "gpu-a", "gpus": {"count": 2}}],
+            "workers": [{"name": "chat", "image": "vllm/vllm-openai:v0.32.0", "model": dict(VALID_MODEL)}],
+        }
+    )
 
 
 def as_pulumi_config(values: dict[str, Any]) -> dict[str, str]:

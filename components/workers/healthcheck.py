@@ -14,6 +14,7 @@ Exit 0 healthy, 1 unhealthy; the one line printed lands in `docker inspect`'s he
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -28,11 +29,11 @@ QUESTION = "What is 2 + 2?"
 ANSWER = re.compile(r"(?<!\d)4(?!\d)|\bfour\b", re.IGNORECASE)
 
 
-class ProbeFailure(Exception):
+class ProbeError(Exception):
     pass
 
 
-def request(url: str, timeout: float, body: dict | None = None, api_key: str | None = None) -> bytes:
+def request(url: str, timeout: float, body: dict[str, object] | None = None, api_key: str | None = None) -> bytes:
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(url, data=data, method="POST" if data else "GET")
     if data:
@@ -41,18 +42,19 @@ def request(url: str, timeout: float, body: dict | None = None, api_key: str | N
         req.add_header("Authorization", f"Bearer {api_key}")
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
-            return resp.read()
+            answer: bytes = resp.read()
+            return answer
     except urllib.error.HTTPError as err:
-        raise ProbeFailure(f"{url} answered HTTP {err.code}") from None
-    except (socket.timeout, TimeoutError):
-        raise ProbeFailure(f"{url} timed out after {timeout:g}s") from None
+        raise ProbeError(f"{url} answered HTTP {err.code}") from None
+    except TimeoutError:
+        raise ProbeError(f"{url} timed out after {timeout:g}s") from None
     except urllib.error.URLError as err:
         reason = err.reason
         if isinstance(reason, (socket.timeout, TimeoutError)):
-            raise ProbeFailure(f"{url} timed out after {timeout:g}s") from None
-        raise ProbeFailure(f"{url} unreachable: {reason}") from None
+            raise ProbeError(f"{url} timed out after {timeout:g}s") from None
+        raise ProbeError(f"{url} unreachable: {reason}") from None
     except (ConnectionError, OSError) as err:
-        raise ProbeFailure(f"{url} failed: {err}") from None
+        raise ProbeError(f"{url} failed: {err}") from None
 
 
 def check_health(base: str, timeout: float) -> None:
@@ -60,7 +62,7 @@ def check_health(base: str, timeout: float) -> None:
 
 
 def probe_model(base: str, model: str, timeout: float, api_key: str | None) -> str:
-    """Returns the model's answer; raises ProbeFailure unless it contains a 4."""
+    """Returns the model's answer; raises ProbeError unless it contains a 4."""
     body = {
         "model": model,
         "messages": [{"role": "user", "content": QUESTION}],
@@ -71,9 +73,9 @@ def probe_model(base: str, model: str, timeout: float, api_key: str | None) -> s
     try:
         answer = json.loads(raw)["choices"][0]["message"]["content"]
     except (ValueError, KeyError, IndexError, TypeError):
-        raise ProbeFailure(f"malformed completion response: {raw[:120]!r}") from None
+        raise ProbeError(f"malformed completion response: {raw[:120]!r}") from None
     if not isinstance(answer, str) or not ANSWER.search(answer):
-        raise ProbeFailure(f"wrong answer to {QUESTION!r}: {str(answer)[:120]!r}")
+        raise ProbeError(f"wrong answer to {QUESTION!r}: {str(answer)[:120]!r}")
     return answer
 
 
@@ -107,12 +109,10 @@ def main(argv: list[str] | None = None) -> int:
         if not probe_due(args.state_file, args.probe_every, time.time()):
             print("healthy (/health ok; model probe passed recently)")
             return 0
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.remove(args.state_file)
-        except FileNotFoundError:
-            pass
         answer = probe_model(base, args.model, args.timeout, read_key(args.api_key_file))
-    except ProbeFailure as failure:
+    except ProbeError as failure:
         print(f"unhealthy: {failure}")
         return 1
     with open(args.state_file, "w", encoding="utf-8") as handle:

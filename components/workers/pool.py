@@ -53,12 +53,18 @@ class VllmWorkerPool(pulumi.ComponentResource):
         uploads = [
             docker.ContainerUploadArgs(file=spec.PROBE_PATH, content=spec.probe_source(), permissions="0555"),
             docker.ContainerUploadArgs(file=spec.ENTRYPOINT_PATH, content=spec.entrypoint_source(), permissions="0555"),
-            docker.ContainerUploadArgs(file=spec.API_KEY_PATH, content=pulumi.Output.secret(args.api_key), permissions="0400"),
+            docker.ContainerUploadArgs(
+                file=spec.API_KEY_PATH, content=pulumi.Output.secret(args.api_key), permissions="0400"
+            ),
         ]
         if args.hf_token is not None:
-            uploads.append(docker.ContainerUploadArgs(
-                file=spec.HF_TOKEN_PATH, content=pulumi.Output.secret(args.hf_token), permissions="0400",
-            ))
+            uploads.append(
+                docker.ContainerUploadArgs(
+                    file=spec.HF_TOKEN_PATH,
+                    content=pulumi.Output.secret(args.hf_token),
+                    permissions="0400",
+                )
+            )
         health = group.health
         containers: list[docker.Container] = []
         urls: list[pulumi.Output[str]] = []
@@ -75,18 +81,27 @@ class VllmWorkerPool(pulumi.ComponentResource):
             )
             ports = None
             if placement.published_port is not None:
-                ports = [docker.ContainerPortArgs(
-                    internal=group.port, external=placement.published_port, ip=placement.host.private_address,
-                )]
-                urls.append(pulumi.Output.from_input(
-                    f"http://{placement.host.private_address}:{placement.published_port}"))
+                ports = [
+                    docker.ContainerPortArgs(
+                        internal=group.port,
+                        external=placement.published_port,
+                        ip=placement.host.private_address,
+                    )
+                ]
+                urls.append(
+                    pulumi.Output.from_input(f"http://{placement.host.private_address}:{placement.published_port}")
+                )
             else:
                 urls.append(pulumi.Output.from_input(f"http://{container_name}:{group.port}"))
             device_requests = None
             if group.accelerator == "nvidia":
-                device_requests = [docker.ContainerDeviceRequestArgs(
-                    driver="nvidia", device_ids=list(placement.devices), capabilities=["gpu"],
-                )]
+                device_requests = [
+                    docker.ContainerDeviceRequestArgs(
+                        driver="nvidia",
+                        device_ids=list(placement.devices),
+                        capabilities=["gpu"],
+                    )
+                ]
             all_labels = {**args.labels, **spec.labels(placement, args.stack)}
             container = docker.Container(
                 worker,
@@ -99,7 +114,9 @@ class VllmWorkerPool(pulumi.ComponentResource):
                 device_requests=device_requests,
                 mounts=[
                     docker.ContainerMountArgs(
-                        type="volume", source=host.model_cache_volume, target=spec.HF_HOME,
+                        type="volume",
+                        source=host.model_cache_volume,
+                        target=spec.HF_HOME,
                         read_only=group.model.weights == "prefetched",
                     ),
                     docker.ContainerMountArgs(type="volume", source=compile_cache.name, target=spec.VLLM_CACHE_ROOT),
@@ -114,9 +131,12 @@ class VllmWorkerPool(pulumi.ComponentResource):
                 log_opts={"max-size": group.logs.max_size, "max-file": str(group.logs.max_file)},
                 restart="on-failure",
                 max_retry_count=group.max_restarts,
-                networks_advanced=[docker.ContainerNetworksAdvancedArgs(
-                    name=host.network_name, aliases=[container_name],
-                )],
+                networks_advanced=[
+                    docker.ContainerNetworksAdvancedArgs(
+                        name=host.network_name,
+                        aliases=[container_name],
+                    )
+                ],
                 ports=ports,
                 healthcheck=docker.ContainerHealthcheckArgs(
                     tests=spec.healthcheck_test(group),

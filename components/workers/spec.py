@@ -33,15 +33,24 @@ def vllm_args(group: WorkerGroup) -> list[str]:
     """The `vllm serve` arguments; secrets are not among them (see entrypoint.sh)."""
     m = group.model
     args = [
-        "--model", m.id,
-        "--revision", m.revision,
-        "--served-model-name", m.served_name,
-        "--host", "0.0.0.0",
-        "--port", str(group.port),
-        "--dtype", m.dtype,
-        "--max-model-len", str(m.max_model_len),
-        "--max-num-seqs", str(m.max_num_seqs),
-        "--tensor-parallel-size", str(m.tensor_parallel_size),
+        "--model",
+        m.id,
+        "--revision",
+        m.revision,
+        "--served-model-name",
+        m.served_name,
+        "--host",
+        "0.0.0.0",
+        "--port",
+        str(group.port),
+        "--dtype",
+        m.dtype,
+        "--max-model-len",
+        str(m.max_model_len),
+        "--max-num-seqs",
+        str(m.max_num_seqs),
+        "--tensor-parallel-size",
+        str(m.tensor_parallel_size),
     ]
     if m.quantization != "none":
         args += ["--quantization", m.quantization]
@@ -71,12 +80,19 @@ def healthcheck_test(group: WorkerGroup) -> list[str]:
     # "timed out" in the health log instead of being killed without a word.
     http_timeout = max(1, group.health.timeout_seconds - 2)
     return [
-        "CMD", "python3", PROBE_PATH,
-        "--url", f"http://127.0.0.1:{group.port}",
-        "--model", group.model.served_name,
-        "--timeout", str(http_timeout),
-        "--probe-every", str(group.health.probe_every_minutes * 60),
-        "--api-key-file", API_KEY_PATH,
+        "CMD",
+        "python3",
+        PROBE_PATH,
+        "--url",
+        f"http://127.0.0.1:{group.port}",
+        "--model",
+        group.model.served_name,
+        "--timeout",
+        str(http_timeout),
+        "--probe-every",
+        str(group.health.probe_every_minutes * 60),
+        "--api-key-file",
+        API_KEY_PATH,
     ]
 
 

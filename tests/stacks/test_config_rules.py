@@ -20,11 +20,11 @@ def group(cfg: dict[str, Any]) -> dict[str, Any]:
     return cfg["workers"][0]
 
 
-def second_host(cfg: dict[str, Any], **extra: Any) -> None:
+def second_host(cfg: dict[str, Any], **extra: Any) -> Any:
     cfg["hosts"].append({"name": "gpu-b", "gpus": {"count": 2}, **extra})
 
 
-def two_hosts(cfg: dict[str, Any], **b: Any) -> None:
+def two_hosts(cfg: dict[str, Any], **b: Any) -> Any:
     cfg["hosts"][0]["privateAddress"] = "10.0.0.11"
     second_host(cfg, **b)
 
@@ -48,17 +48,18 @@ CASES: list[tuple[str, Mutation, set[str], str, str]] = [
     ("replicas-zero", lambda c: group(c).update(replicasPerHost=0), set(),
      "inference-stack:workers[0].replicasPerHost", "greater than or equal to 1"),
     ("gpu-overlap-in-group", lambda c: group(c).update(gpuAssignments=[[0], [0]]), set(),
-     "inference-stack:workers[0].gpuAssignments[1]", "GPU `0` on host `gpu-a` is already assigned to worker `chat-gpu-a-0`"),
+     "inference-stack:workers[0].gpuAssignments[1]", "GPU `0` on host `gpu-a` is already assigned"),
     ("gpu-overlap-across-groups",
      lambda c: c["workers"].append({**group(c), "name": "other", "gpuAssignments": [[1], [0]]})
      or group(c).update(gpuAssignments=[[0]]), set(),
-     "inference-stack:workers[1].gpuAssignments[1]", "GPU `0` on host `gpu-a` is already assigned to worker `chat-gpu-a-0`"),
+     "inference-stack:workers[1].gpuAssignments[1]", "GPU `0` on host `gpu-a` is already assigned"),
     ("gpu-position-out-of-range", lambda c: group(c).update(gpuAssignments=[[5]]), set(),
      "inference-stack:workers[0].gpuAssignments[0]", "host `gpu-a` has 2 GPU(s)"),
     ("gpus-exceeded", lambda c: group(c).update(replicasPerHost=3), set(),
      "inference-stack:workers[0].replicasPerHost", "3 worker(s) x 1 GPU(s) do not fit in the 2 free GPU(s)"),
-    ("tp-mismatch", lambda c: group(c)["model"].update(tensorParallelSize=2) or group(c).update(gpuAssignments=[[0]]), set(),
-     "inference-stack:workers[0].gpuAssignments[0]", "tensor-parallel size is 2, so each worker needs exactly 2 GPU(s)"),
+    ("tp-mismatch",
+     lambda c: group(c)["model"].update(tensorParallelSize=2) or group(c).update(gpuAssignments=[[0]]), set(),
+     "inference-stack:workers[0].gpuAssignments[0]", "each worker needs exactly 2 GPU(s)"),
     ("tp-exceeds-host", lambda c: group(c)["model"].update(tensorParallelSize=4), set(),
      "inference-stack:workers[0].replicasPerHost", "do not fit in the 2 free GPU(s)"),
     ("hf-token-plain", lambda c: c.update(hfToken="hf_abc"), set(),

@@ -152,10 +152,8 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         return
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGTERM)
-    try:
+    with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=STOP_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        pass
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
     with contextlib.suppress(subprocess.TimeoutExpired):
@@ -201,8 +199,7 @@ def vllm_server(
             code = proc.poll()
             if code is not None:
                 raise RuntimeError(
-                    f"vllm serve exited with code {code} before becoming healthy; "
-                    f"log {log_path}:\n{_tail(log_path)}"
+                    f"vllm serve exited with code {code} before becoming healthy; log {log_path}:\n{_tail(log_path)}"
                 )
             if time.monotonic() > deadline:
                 raise RuntimeError(

@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,7 +23,7 @@ python3 -c 'import json, os, sys; json.dump({"argv": sys.argv[1:], "key": os.env
 """
 
 
-def run_entrypoint(tmp_path: Path, secrets: dict[str, str]) -> dict:
+def run_entrypoint(tmp_path: Path, secrets: dict[str, str]) -> dict[str, Any]:
     bin_dir, secrets_dir = tmp_path / "bin", tmp_path / "secrets"
     bin_dir.mkdir()
     secrets_dir.mkdir()

@@ -31,12 +31,12 @@ class Scripted:
             def log_message(self, *args: object) -> None:
                 pass
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 self.send_response(health_status if self.path == "/health" else 404)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", 0))
                 body = json.loads(self.rfile.read(length))
                 assert body["temperature"] == 0 and body["messages"][0]["content"] == "What is 2 + 2?"
@@ -88,9 +88,24 @@ def server_factory() -> Iterator[Callable[..., Scripted]]:
 
 def probe(url: str, tmp_path: Path, *extra: str, timeout: str = "5") -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, str(PROBE), "--url", url, "--model", "m", "--timeout", timeout,
-         "--state-file", str(tmp_path / "probe.ok"), "--api-key-file", str(tmp_path / "key"), *extra],
-        capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            str(PROBE),
+            "--url",
+            url,
+            "--model",
+            "m",
+            "--timeout",
+            timeout,
+            "--state-file",
+            str(tmp_path / "probe.ok"),
+            "--api-key-file",
+            str(tmp_path / "key"),
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
@@ -155,16 +170,44 @@ def test_real_vllm_answers_the_probe(tmp_path: Path) -> None:
     (tmp_path / "key").write_text("sk-real-probe")
     with vllm_server(api_key="sk-real-probe") as url:
         result = subprocess.run(
-            [sys.executable, str(PROBE), "--url", url, "--model", "smollm2-135m", "--timeout", "60",
-             "--state-file", str(tmp_path / "ok"), "--api-key-file", str(tmp_path / "key")],
-            capture_output=True, text=True, timeout=120,
+            [
+                sys.executable,
+                str(PROBE),
+                "--url",
+                url,
+                "--model",
+                "smollm2-135m",
+                "--timeout",
+                "60",
+                "--state-file",
+                str(tmp_path / "ok"),
+                "--api-key-file",
+                str(tmp_path / "key"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         assert result.returncode == 0, result.stdout
         assert "model probe answered" in result.stdout
         (tmp_path / "key").write_text("wrong-key")
         denied = subprocess.run(
-            [sys.executable, str(PROBE), "--url", url, "--model", "smollm2-135m", "--timeout", "60",
-             "--state-file", str(tmp_path / "ok2"), "--api-key-file", str(tmp_path / "key")],
-            capture_output=True, text=True, timeout=120,
+            [
+                sys.executable,
+                str(PROBE),
+                "--url",
+                url,
+                "--model",
+                "smollm2-135m",
+                "--timeout",
+                "60",
+                "--state-file",
+                str(tmp_path / "ok2"),
+                "--api-key-file",
+                str(tmp_path / "key"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         assert denied.returncode == 1 and "HTTP 401" in denied.stdout
