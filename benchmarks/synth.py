@@ -18,9 +18,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from stacks.platform import main as program  # noqa: E402
-from stacks.synth import run  # noqa: E402
-from tests.helpers import VALID_MODEL, as_pulumi_config  # noqa: E402
+from stacks.platform import main as program
+from stacks.synth import run
+from tests.helpers import VALID_MODEL, as_pulumi_config
 
 GPUS_PER_HOST = 8
 

@@ -140,8 +140,22 @@ class HostConfig(Schema):
         return value
 
 
+# The methods vLLM 0.32 accepts that suit serving (GGUF moved to a CUDA-only plugin in 0.32).
 Quantization = Literal[
-    "none", "awq", "awq_marlin", "gptq", "gptq_marlin", "fp8", "bitsandbytes", "compressed-tensors", "gguf"
+    "none",
+    "awq",
+    "awq_marlin",
+    "gptq",
+    "gptq_marlin",
+    "fp8",
+    "compressed-tensors",
+    "modelopt",
+    "modelopt_fp4",
+    "mxfp4",
+    "experts_int8",
+    "moe_wna16",
+    "quark",
+    "torchao",
 ]
 
 

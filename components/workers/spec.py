@@ -32,26 +32,21 @@ def entrypoint_source() -> str:
 def vllm_args(group: WorkerGroup) -> list[str]:
     """The `vllm serve` arguments; secrets are not among them (see entrypoint.sh)."""
     m = group.model
-    args = [
-        "--model",
-        m.id,
-        "--revision",
-        m.revision,
-        "--served-model-name",
-        m.served_name,
-        "--host",
-        "0.0.0.0",
-        "--port",
-        str(group.port),
-        "--dtype",
-        m.dtype,
-        "--max-model-len",
-        str(m.max_model_len),
-        "--max-num-seqs",
-        str(m.max_num_seqs),
-        "--tensor-parallel-size",
-        str(m.tensor_parallel_size),
-    ]
+    options = {
+        "--revision": m.revision,
+        "--served-model-name": m.served_name,
+        "--host": "0.0.0.0",
+        "--port": str(group.port),
+        "--dtype": m.dtype,
+        "--max-model-len": str(m.max_model_len),
+        "--max-num-seqs": str(m.max_num_seqs),
+        "--tensor-parallel-size": str(m.tensor_parallel_size),
+        "--uvicorn-log-level": group.log_level.lower(),
+    }
+    # The model is positional: vLLM 0.32 deprecates `--model` for `vllm serve` and warns on it.
+    args = [m.id]
+    for flag, value in options.items():
+        args += [flag, value]
     if m.quantization != "none":
         args += ["--quantization", m.quantization]
     if group.accelerator == "nvidia":

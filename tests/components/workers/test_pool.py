@@ -47,7 +47,7 @@ def test_prod_has_one_worker_per_gpu_on_each_host(prod: Synth) -> None:
 def test_prod_command_line(prod: Synth) -> None:
     for w in containers(prod):
         cmd = w["inputs"]["command"]
-        assert arg(cmd, "--model") == "solidrust/Mistral-7B-Instruct-v0.3-AWQ"
+        assert cmd[0] == "solidrust/Mistral-7B-Instruct-v0.3-AWQ", "vllm serve takes the model positionally"
         assert arg(cmd, "--served-model-name") == "mistral-7b-instruct"
         assert arg(cmd, "--quantization") == "awq_marlin"
         assert arg(cmd, "--max-model-len") == "8192"
