@@ -86,27 +86,12 @@ def server_factory() -> Iterator[Callable[..., Scripted]]:
         s.close()
 
 
-def probe(url: str, tmp_path: Path, *extra: str, timeout: str = "5") -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [
-            sys.executable,
-            str(PROBE),
-            "--url",
-            url,
-            "--model",
-            "m",
-            "--timeout",
-            timeout,
-            "--state-file",
-            str(tmp_path / "probe.ok"),
-            "--api-key-file",
-            str(tmp_path / "key"),
-            *extra,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+def probe(
+    url: str, tmp_path: Path, *extra: str, timeout: str = "5", model: str = "m", state: str = "probe.ok"
+) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, str(PROBE), "--url", url, "--model", model, "--timeout", timeout]
+    command += ["--state-file", str(tmp_path / state), "--api-key-file", str(tmp_path / "key"), *extra]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120)
 
 
 def test_right_answer_passes_then_probe_is_rate_limited(server_factory, tmp_path: Path) -> None:
@@ -169,45 +154,9 @@ def test_real_vllm_answers_the_probe(tmp_path: Path) -> None:
     require_model_server()
     (tmp_path / "key").write_text("sk-real-probe")
     with vllm_server(api_key="sk-real-probe") as url:
-        result = subprocess.run(
-            [
-                sys.executable,
-                str(PROBE),
-                "--url",
-                url,
-                "--model",
-                "smollm2-135m",
-                "--timeout",
-                "60",
-                "--state-file",
-                str(tmp_path / "ok"),
-                "--api-key-file",
-                str(tmp_path / "key"),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        result = probe(url, tmp_path, timeout="60", model="smollm2-135m")
         assert result.returncode == 0, result.stdout
         assert "model probe answered" in result.stdout
         (tmp_path / "key").write_text("wrong-key")
-        denied = subprocess.run(
-            [
-                sys.executable,
-                str(PROBE),
-                "--url",
-                url,
-                "--model",
-                "smollm2-135m",
-                "--timeout",
-                "60",
-                "--state-file",
-                str(tmp_path / "ok2"),
-                "--api-key-file",
-                str(tmp_path / "key"),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        denied = probe(url, tmp_path, timeout="60", model="smollm2-135m", state="second.ok")
         assert denied.returncode == 1 and "HTTP 401" in denied.stdout

@@ -134,14 +134,16 @@ def test_configured_secrets_stay_secret_everywhere() -> None:
     captured: dict[str, Any] = {}
 
     async def program() -> None:
-        pools = build(load())
-        pool = pools["chat"]
+        stack = load()
+        pool = build(stack)["chat"]
         captured["api_key_secret"] = await pool.api_key.is_secret()
+        captured["config_secrets"] = {k: await v.is_secret() for k, v in stack.secrets.items()}
 
     synth = run("test", config, ["inference-stack:hfToken", "inference-stack:vllmApiKey"], program)
     dump = json.dumps(synth.resources)
     assert "TOPSECRET" not in dump
     assert captured["api_key_secret"] is True
+    assert captured["config_secrets"] == {"hfToken": True, "vllmApiKey": True}
     (w,) = synth.of_type(CONTAINER)[:1]
     files = {u["file"]: u["content"] for u in w["inputs"]["uploads"]}
     assert files["/run/secrets/vllm-api-key"] == "[secret]"
