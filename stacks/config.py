@@ -8,6 +8,7 @@ so each can name the exact key path it is about.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Annotated, Literal
 
@@ -79,8 +80,30 @@ class GpuInventory(Schema):
             raise rule_error("a device is listed twice", "list each device once")
         return ids
 
+    driver_version: str | None = Field(default=None, pattern=r"^\d+\.\d+(\.\d+)?$")
+    """The NVIDIA driver version the host runs (`nvidia-smi --query-gpu=driver_version`). Lets
+    `pulumi preview` check it against the image's CUDA before the host has been verified; after
+    verification the measured version is used."""
+    memory_mib: int | None = Field(default=None, ge=1024)
+    """Memory of one GPU in MiB (`nvidia-smi --query-gpu=memory.total`), for the memory-fit
+    preflight before the host has been verified."""
+
     def devices(self) -> list[str]:
         return list(self.ids) if self.ids is not None else [str(i) for i in range(self.count)]
+
+
+class SshConfig(Schema):
+    """SSH access to a host. The key comes from the `sshPrivateKey` secret when set, otherwise
+    from the SSH agent (`SSH_AUTH_SOCK`)."""
+
+    user: str = Field(pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
+    """Login user; needs passwordless sudo for the provisioning steps."""
+    address: str = Field(pattern=r"^[A-Za-z0-9.:-]+$")
+    """Host name or IP address that SSH (and Docker over SSH) connects to."""
+    port: int = Field(default=22, ge=1, le=65535)
+    """SSH port."""
+    host_key: str | None = None
+    """The host's public key (`ssh-ed25519 AAAA…`), to pin it instead of trusting on first use."""
 
 
 class HostConfig(Schema):
@@ -88,56 +111,57 @@ class HostConfig(Schema):
 
     name: Name
     """Short host name, used in resource and container names (lowercase, digits, dashes)."""
-    docker: str = "local"
-    """How Docker is reached: `local` for this machine's engine (DOCKER_HOST or the default
-    socket), or `ssh://user@host[:port]` for a remote engine over SSH."""
+    ssh: SshConfig | None = None
+    """How to reach the host over SSH. Unset: this machine, its local Docker engine and no SSH."""
+    provision: bool | None = None
+    """Install and configure the NVIDIA Container Toolkit and Docker's log rotation on the host.
+    Defaults to true for SSH hosts and false for the local machine (`make up` never changes the
+    developer's system packages). Verification, storage, weights and image pre-pulls always run."""
     gpus: GpuInventory = GpuInventory(count=0)
     """The GPUs on this host."""
     model_cache_path: str = "/data/model-cache"
     """Absolute path on the host's fastest local storage (NVMe) that holds the Hugging Face cache.
     Bound into workers as a Docker volume; weights are never copied into images."""
+    compile_cache_path: str = "/data/vllm-compile-cache"
+    """Absolute path on fast local storage for vLLM's torch.compile and CUDA-graph cache, one
+    subdirectory per worker, so a replaced container skips compilation already done."""
+    allow_network_storage: bool = False
+    """Allow the caches on network storage (NFS, CIFS, FUSE). Off: loading 15 GB of weights over
+    NFS turns a one-minute cold start into ten."""
+    cache_owner: str = Field(default="0:0", pattern=r"^\d+:\d+$")
+    """`uid:gid` that owns the cache directories: the user the vLLM image runs as (root)."""
     private_address: str | None = None
     """The host's private-network IPv4 address. Required in multi-host stacks: workers publish
     their API port on this address only (never on 0.0.0.0) so a gateway on another host can
     reach them."""
 
-    @field_validator("docker")
-    @classmethod
-    def _docker_endpoint(cls, value: str) -> str:
-        if value == "local" or re.fullmatch(r"ssh://[A-Za-z0-9._-]+@[A-Za-z0-9.-]+(:\d{1,5})?", value):
-            return value
-        raise rule_error(
-            "Docker is reached either through the local engine or over SSH",
-            "use `local`, or `ssh://user@host` / `ssh://user@host:2222`",
-        )
-
-    @field_validator("model_cache_path")
+    @field_validator("model_cache_path", "compile_cache_path")
     @classmethod
     def _absolute_path(cls, value: str) -> str:
         if not value.startswith("/") or ".." in value.split("/"):
             raise rule_error(
-                "the model cache path must be absolute, without `..`",
+                "cache paths must be absolute, without `..`",
                 "use an absolute path on fast local storage, e.g. `/data/model-cache`",
             )
         return value.rstrip("/") or "/"
 
     @field_validator("private_address")
     @classmethod
-    def _private_ipv4(cls, value: str | None) -> str | None:
+    def _an_address(cls, value: str | None) -> str | None:
         if value is None:
             return value
-        import ipaddress
-
         try:
-            address = ipaddress.IPv4Address(value)
+            ipaddress.ip_address(value)
         except ValueError:
-            raise rule_error("not an IPv4 address", "use the host's private IPv4 address, e.g. `10.0.0.11`") from None
-        if not address.is_private or address.is_loopback or address.is_unspecified:
-            raise rule_error(
-                "workers may only publish on a private, routable address (RFC 1918), never a public one",
-                "use the host's address on the private network between the GPU hosts",
-            )
+            raise rule_error("not an IP address", "use the host's private address, e.g. `10.0.0.11`") from None
         return value
+
+    def docker_url(self) -> str | None:
+        """The Docker provider's `host`: None for the local engine."""
+        return None if self.ssh is None else f"ssh://{self.ssh.user}@{self.ssh.address}:{self.ssh.port}"
+
+    def provisioned(self) -> bool:
+        return self.provision if self.provision is not None else self.ssh is not None
 
 
 # The methods vLLM 0.32 accepts that suit serving (GGUF moved to a CUDA-only plugin in 0.32).
@@ -157,6 +181,19 @@ Quantization = Literal[
     "quark",
     "torchao",
 ]
+
+
+class ModelShape(Schema):
+    """The model's size, from its `config.json` (and its card, for the parameter count)."""
+
+    parameters_billion: float = Field(gt=0, le=2000)
+    """Parameter count in billions, e.g. 7.25 for Mistral-7B."""
+    layers: int = Field(ge=1, le=1000)
+    """`num_hidden_layers`."""
+    kv_heads: int = Field(ge=1, le=1024)
+    """`num_key_value_heads` (the KV heads, not the attention heads: GQA models have fewer)."""
+    head_dim: int = Field(ge=1, le=4096)
+    """`head_dim`, or `hidden_size / num_attention_heads`."""
 
 
 class ModelConfig(Schema):
@@ -182,10 +219,39 @@ class ModelConfig(Schema):
     cold_start_seconds: int = Field(ge=1, le=3600)
     """Measured seconds from container start to a healthy `/health` on the target hardware. The
     health start period is derived from it (2x by default)."""
-    weights: Literal["prefetched", "download"] = "download"
-    """`prefetched`: the cache already holds this revision, so workers run with
+    weights: Literal["prefetch", "prefetched", "download"] = "prefetch"
+    """`prefetch`: each host downloads this revision from `source` into its cache before any
+    worker starts. `prefetched`: the operator already filled the cache. In both, workers run with
     `HF_HUB_OFFLINE=1` and mount the cache read-only. `download`: workers fetch the weights on
     first start (needs egress, and the cache is mounted read-write)."""
+    source: str | None = None
+    """Where `prefetch` downloads from: `hf://org/name@revision` (the default, from `id` and
+    `revision`) or `s3://bucket/prefix`, a model registry holding the files and a `manifest.json`
+    of sha256 checksums."""
+    s3_endpoint_url: str | None = Field(default=None, pattern=r"^https?://[^\s/]+(/.*)?$")
+    """S3-compatible endpoint (MinIO and the like) for an `s3://` source; AWS when unset."""
+    s3_region: str | None = None
+    """Region of the `s3://` source's bucket."""
+    shape: ModelShape | None = None
+    """Size numbers for the memory-fit preflight. Without them, the check is skipped with a warning."""
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, value: str | None) -> str | None:
+        if value is None or re.fullmatch(
+            r"hf://[\w.-]+/[\w.-]+@[0-9a-f]{40}|s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[^\s]*)?", value
+        ):
+            return value
+        raise rule_error(
+            "a weights source is `hf://org/name@<40-hex commit>` or `s3://bucket/prefix`",
+            "fix the URL, or remove `source` to download the pinned `id`@`revision` from Hugging Face",
+        )
+
+    def weights_source(self) -> str:
+        return self.source or f"hf://{self.id}@{self.revision}"
+
+    def offline(self) -> bool:
+        return self.weights != "download"
 
     @field_validator("revision")
     @classmethod
@@ -273,6 +339,9 @@ class WorkerGroup(Schema):
     port: int = Field(default=8000, ge=1024, le=65535)
     """Port vLLM listens on inside the container. In multi-host stacks workers publish on
     `port + worker index` on the host's private address."""
+    cuda_version: str | None = Field(default=None, pattern=r"^\d+\.\d+$")
+    """CUDA version the image is built for, e.g. `12.9`. Known for the official vLLM tags
+    (`components/hosts/preflight.py`); set it for your own images so the driver check can run."""
     log_level: Literal["INFO", "WARNING", "ERROR"] = "INFO"
     """vLLM log level (`VLLM_LOGGING_LEVEL`). DEBUG is refused: under load it fills a disk in hours."""
     extra_args: list[str] = []
@@ -320,6 +389,59 @@ class WorkerGroup(Schema):
         return 0 if self.accelerator == "cpu" else self.model.tensor_parallel_size
 
 
+class NetworkConfig(Schema):
+    """Traffic between hosts. Docker networks end at the host, so workers on other hosts than
+    the gateway's publish their port on their host's private address, and nowhere else."""
+
+    gateway_host: Name | None = None
+    """The host that runs the gateway; the first host when unset. Its workers are reached over
+    the container network and publish nothing."""
+    extra_private_ranges: list[str] = []
+    """CIDRs besides RFC 1918, CGNAT (100.64.0.0/10) and IPv6 ULA (fc00::/7) that count as
+    private, e.g. a WireGuard overlay on other addressing."""
+
+    @field_validator("extra_private_ranges")
+    @classmethod
+    def _cidrs(cls, value: list[str]) -> list[str]:
+        for cidr in value:
+            try:
+                network = ipaddress.ip_network(cidr, strict=True)
+            except ValueError:
+                raise rule_error(f"`{cidr}` is not a network in CIDR form", "write it like `10.99.0.0/16`") from None
+            if network.prefixlen < 8:
+                raise rule_error(f"`{cidr}` is far too wide to be a private overlay", "list the overlay's own range")
+        return value
+
+    def is_private(self, address: str) -> bool:
+        ip = ipaddress.ip_address(address)
+        if any(ip in ipaddress.ip_network(c) for c in self.extra_private_ranges):
+            return True
+        if ip.is_loopback or ip.is_unspecified or ip.is_link_local or ip.is_multicast:
+            return False
+        builtin = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7"]
+        return any(ip in ipaddress.ip_network(c) for c in builtin)
+
+
+class ProvisioningConfig(Schema):
+    """Pinned tooling that the host steps install and use."""
+
+    toolkit_version: str = Field(default="1.17.8-1", pattern=r"^\d+\.\d+\.\d+-\d+$")
+    """NVIDIA Container Toolkit package version (all four of its apt packages are pinned to it)."""
+    verify_image: str = "nvidia/cuda:12.9.1-base-ubuntu24.04"
+    """The CUDA base image that proves a container sees the GPUs (`docker run --gpus all`)."""
+    tools_venv: str = "/opt/inference-stack/venv"
+    """Where the host keeps the Python venv for weight downloads."""
+    huggingface_hub_version: str = "1.1.5"
+    """`huggingface_hub` release in that venv (its `hf download` fetches `hf://` weights)."""
+    boto3_version: str = "1.44.8"
+    """`boto3` release in that venv (the `s3://` model-registry sync)."""
+
+    @field_validator("verify_image")
+    @classmethod
+    def _pinned(cls, value: str) -> str:
+        return check_pinned_image(value)
+
+
 class StackConfig(Schema):
     """Everything a stack deploys. Each top-level field is one `inference-stack:<key>` entry."""
 
@@ -327,10 +449,20 @@ class StackConfig(Schema):
     """The Docker hosts."""
     workers: list[WorkerGroup] = Field(min_length=1)
     """The vLLM worker groups."""
+    network: NetworkConfig = NetworkConfig()
+    """Traffic between hosts."""
+    provisioning: ProvisioningConfig = ProvisioningConfig()
+    """Versions of what the host steps install."""
+
+    def gateway_host(self) -> str:
+        return self.network.gateway_host or self.hosts[0].name
 
 
 # Top-level config keys that hold secrets. Each must be set with `pulumi config set --secret`.
 SECRET_KEYS: dict[str, str] = {
     "hfToken": "Hugging Face token, for gated or private models.",
+    "sshPrivateKey": "SSH private key for the hosts' `ssh.user` (otherwise the SSH agent is used).",
+    "s3AccessKeyId": "Access key id for an `s3://` weights source (otherwise the host's default AWS credentials).",
+    "s3SecretAccessKey": "Secret access key for an `s3://` weights source.",
     "vllmApiKey": "The key workers require on their OpenAI API. Generated (and kept secret in state) when unset.",
 }

@@ -85,8 +85,9 @@ def reference() -> str:
         sub = _nested(field.annotation)
         assert sub is not None
         doc = " ".join((field.description or "").split())
-        body.append(f"| `{NAMESPACE}:{key}` | list of object | **required** | {doc} |")
-        _rows(sub, f"{key}[].", body)
+        is_list = typing.get_origin(field.annotation) is list
+        body.append(f"| `{NAMESPACE}:{key}` | {_type_name(field.annotation)} | {_default(field)} | {doc} |")
+        _rows(sub, f"{key}[]." if is_list else f"{key}.", body)
     lines += body
     lines += ["", "Secrets, each set with `pulumi config set --secret <key> <value>` (a plain value is refused):", ""]
     lines += ["| key | meaning |", "| --- | --- |"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from components.hosts.preflight import MEMORY_FIX, cuda_of, driver_problem, memory_fit
 from components.workers.vllm_flags import check_extra_args
 from stacks.config import HostConfig, StackConfig, WorkerGroup
 from stacks.errors import ConfigIssue, did_you_mean, key_path
@@ -36,18 +37,7 @@ def place(cfg: StackConfig) -> tuple[list[Placement], list[ConfigIssue]]:
     issues += _unique(cfg)
     hosts = {h.name: h for h in cfg.hosts}
     multi_host = len(cfg.hosts) > 1
-    if multi_host:
-        for i, each in enumerate(cfg.hosts):
-            if each.private_address is None:
-                issues.append(
-                    ConfigIssue(
-                        key_path(("hosts", i, "privateAddress")),
-                        None,
-                        "a multi-host stack needs each host's private address: workers publish their port "
-                        "there, and only there, for the gateway on another host",
-                        "set `privateAddress` to the host's IPv4 address on the private network",
-                    )
-                )
+    issues += _network_rules(cfg)
     used: dict[str, dict[str, str]] = {h.name: {} for h in cfg.hosts}
     ports: dict[str, dict[int, str]] = {h.name: {} for h in cfg.hosts}
     placements: list[Placement] = []
@@ -66,9 +56,9 @@ def place(cfg: StackConfig) -> tuple[list[Placement], list[ConfigIssue]]:
                 )
                 continue
             found, problems = _place_on_host(g, group, host, used[host.name])
-            issues += problems
+            issues += problems + _declared_preflight(g, group, host)
             for placement in found:
-                if multi_host:
+                if multi_host and host.name != cfg.gateway_host():
                     port = group.port + placement.index
                     if port in ports[host.name]:
                         issues.append(
@@ -84,6 +74,88 @@ def place(cfg: StackConfig) -> tuple[list[Placement], list[ConfigIssue]]:
                     placement = Placement(group, host, placement.index, placement.devices, port)
                 placements.append(placement)
     return placements, issues
+
+
+def _network_rules(cfg: StackConfig) -> list[ConfigIssue]:
+    issues = []
+    names = [h.name for h in cfg.hosts]
+    if cfg.network.gateway_host is not None and cfg.network.gateway_host not in names:
+        issues.append(
+            ConfigIssue(
+                key_path(("network", "gatewayHost")),
+                cfg.network.gateway_host,
+                "no host has this name",
+                did_you_mean(cfg.network.gateway_host, names).replace("Rename the key", "Use that name"),
+            )
+        )
+    for i, host in enumerate(cfg.hosts):
+        where = key_path(("hosts", i, "privateAddress"))
+        if host.private_address is None:
+            if len(cfg.hosts) > 1:
+                issues.append(
+                    ConfigIssue(
+                        where,
+                        None,
+                        "a multi-host stack needs each host's private address: workers on hosts without the "
+                        "gateway publish their port there, and only there",
+                        "set `privateAddress` to the host's address on the private network or VPN",
+                    )
+                )
+        elif not cfg.network.is_private(host.private_address):
+            issues.append(
+                ConfigIssue(
+                    where,
+                    host.private_address,
+                    "workers may only publish on a private address (RFC 1918, CGNAT 100.64.0.0/10, IPv6 ULA, "
+                    "or `network.extraPrivateRanges`), never a public one",
+                    "use the host's address on the private network or VPN between the hosts, or list your "
+                    "overlay's CIDR in `network.extraPrivateRanges`",
+                )
+            )
+    return issues
+
+
+def _declared_preflight(g: int, group: WorkerGroup, host: HostConfig) -> list[ConfigIssue]:
+    """The preflight on what the stack declares about a host, so a first `preview` fails too.
+    After verification, the worker pool repeats it on the measured inventory."""
+    issues = []
+    if group.model.weights == "prefetch" and host.ssh is None:
+        issues.append(
+            ConfigIssue(
+                key_path(("workers", g, "model", "weights")),
+                "prefetch",
+                f"host `{host.name}` is this machine (no `ssh`): pre-fetching runs as root on SSH hosts only",
+                "use `download` (the worker fetches the weights) or `prefetched` (you filled the cache)",
+            )
+        )
+    if group.accelerator != "nvidia":
+        return issues
+    cuda = cuda_of(group)
+    driver = host.gpus.driver_version
+    if cuda is not None and driver is not None:
+        problem = driver_problem(driver, cuda)
+        if problem:
+            issues.append(
+                ConfigIssue(
+                    key_path(("workers", g, "image")),
+                    group.image,
+                    f"host `{host.name}`: {problem} that this image needs",
+                    "upgrade the host's NVIDIA driver (then update `hosts[].gpus.driverVersion`), or pin an "
+                    "image built for an older CUDA (`workers[].cudaVersion` for your own images)",
+                )
+            )
+    if host.gpus.memory_mib is not None:
+        fit = memory_fit(group, host.gpus.memory_mib)
+        if fit is not None and not fit.fits:
+            issues.append(
+                ConfigIssue(
+                    key_path(("workers", g, "model", "maxNumSeqs")),
+                    group.model.max_num_seqs,
+                    f"on host `{host.name}` ({host.gpus.memory_mib} MiB GPUs) the model does not fit: {fit.explain()}",
+                    MEMORY_FIX,
+                )
+            )
+    return issues
 
 
 def _unique(cfg: StackConfig) -> list[ConfigIssue]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,23 +80,52 @@ class Synth:
     def named(self, name: str) -> dict[str, Any]:
         return next(r for r in self.resources if r["name"] == name)
 
+    depends: dict[str, set[str]] = field(default_factory=dict)
+    """Explicit `depends_on` of each resource, by name (not written to resources.json)."""
+
+    def depends_on(self, name: str, other: str) -> bool:
+        """Whether `name` waits for `other`, directly or through a chain of dependencies."""
+        seen, todo = set(), [name]
+        while todo:
+            current = todo.pop()
+            for dep in self.depends.get(current, ()):
+                if dep == other:
+                    return True
+                if dep not in seen:
+                    seen.add(dep)
+                    todo.append(dep)
+        return False
+
     def files(self) -> dict[str, str]:
-        """Generated files, keyed `<resource name>/<absolute path>`."""
+        """Generated files, keyed `<resource name>/<path>`: container uploads at their absolute path,
+        and each host step's script under its own name."""
         out = {}
         for res in self.resources:
             for upload in res["inputs"].get("uploads", []):
                 out[f"{res['name']}{upload['file']}"] = upload.get("content", SECRET)
+            if res["type"] in ("command:remote:Command", "command:local:Command"):
+                words = shlex.split(res["inputs"]["create"])
+                source = words[words.index("-c") + 1]
+                name = words[words.index("-c") + 2] if words[words.index("-c") - 1] == "bash" else "s3_sync.py"
+                out[f"{res['name']}/{name}"] = source
         return out
 
 
 class _Mocks(pulumi.runtime.Mocks):
     """Echo inputs back as state, with deterministic ids and the few computed outputs the
-    program reads (Docker object names, random passwords)."""
+    program reads (Docker object names, random passwords). `stdout` maps command resource names
+    to what the command prints, to simulate a host's measured GPU inventory; unlisted commands
+    print nothing known, and the up-time preflight then waits for a real run."""
+
+    def __init__(self, stdout: dict[str, str] | None = None) -> None:
+        self.stdout = stdout or {}
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
         state = dict(args.inputs)
         if args.typ.startswith("docker:index/") and "name" not in state:
             state["name"] = args.name
+        if args.name in self.stdout:
+            state["stdout"] = self.stdout[args.name]
         if args.typ == "random:index/randomPassword:RandomPassword":
             digest = hashlib.sha256(args.name.encode()).hexdigest()
             state["result"] = digest[: int(args.inputs.get("length", 32))]
@@ -109,12 +139,14 @@ class _RecordingMonitor(pulumi_mocks.MockMonitor):
     def __init__(self, mocks: pulumi.runtime.Mocks) -> None:
         super().__init__(mocks)
         self.records: list[tuple[str, str, str, str, Any]] = []
+        self.dependencies: dict[str, list[str]] = {}
 
     def RegisterResource(self, request: Any) -> Any:  # noqa: N802 (gRPC method name)
         if request.type != "pulumi:pulumi:Stack":
             raw = json_format.MessageToDict(request.object, preserving_proto_field_name=True)
             urn = self.make_urn(request.parent, request.type, request.name)
             self.records.append((urn, request.type, request.name, request.parent, raw))
+            self.dependencies[urn] = list(request.dependencies)
         return super().RegisterResource(request)  # type: ignore[no-untyped-call]
 
 
@@ -124,11 +156,12 @@ def run(
     secret_keys: list[str],
     program: Callable[[], Any],
     monitor: _RecordingMonitor | None = None,
+    stdout: dict[str, str] | None = None,
 ) -> Synth:
     """Runs `program` under mocks in a fresh event loop and returns what it registered."""
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    mocks = _Mocks()
+    mocks = _Mocks(stdout)
     monitor = monitor or _RecordingMonitor(mocks)
     try:
         pulumi.runtime.set_all_config(config, secret_keys)
@@ -150,7 +183,8 @@ def run(
         for _, type_, name, parent, raw in monitor.records
     ]
     resources.sort(key=lambda r: (r["name"], r["type"]))
-    return Synth(resources)
+    depends = {names[urn]: {names[d] for d in deps if d in names} for urn, deps in monitor.dependencies.items()}
+    return Synth(resources, depends)
 
 
 def synth_stack(stack: str, stack_file: Path | None = None) -> Synth:

@@ -11,6 +11,7 @@ VALID_MODEL: dict[str, Any] = {
     "revision": "31b70e2e869a7173562077fd711b654946d38674",
     "servedName": "smollm2-1.7b",
     "coldStartSeconds": 60,
+    "weights": "download",
 }
 
 

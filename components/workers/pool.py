@@ -7,7 +7,9 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_docker as docker
 
-from components.docker_host import DockerHost
+from components.hosts.host import GpuHost
+from components.hosts.inventory import Gpu
+from components.hosts.preflight import PreflightError, worker_problems
 from components.workers import spec
 from stacks.config import WorkerGroup
 from stacks.placement import Placement
@@ -18,7 +20,7 @@ class VllmWorkerPoolArgs:
     group: WorkerGroup
     placements: list[Placement]
     """Where each worker runs (from `stacks.placement.place`)."""
-    hosts: dict[str, DockerHost]
+    hosts: dict[str, GpuHost]
     """The prepared Docker hosts, by host name."""
     api_key: pulumi.Output[str]
     """The key workers require; must be a Pulumi secret."""
@@ -34,14 +36,18 @@ class VllmWorkerPool(pulumi.ComponentResource):
     Each worker reserves exactly its GPUs through a Docker device request (driver `nvidia`,
     explicit device ids, capability `gpu`), so two engines never share a GPU by accident. Weights
     come from the host's model-cache volume, read-only and with `HF_HUB_OFFLINE=1` when they are
-    pre-fetched; torch.compile and CUDA-graph artefacts persist in a per-worker compile-cache
-    volume, so a restart skips work already done (per worker, because concurrent writers to one
-    cache directory race). `pulumi up` waits until the two-tier healthcheck passes: `/health`,
-    then a real "What is 2 + 2?" completion. Secrets are uploaded as files (mode 0400) and read
-    by the entrypoint, never put in the container's env or argv. Restarts are `on-failure` with a
-    bounded count: a worker that cannot load its model stops instead of thrashing the GPU.
+    pre-fetched; torch.compile and CUDA-graph artefacts persist in a per-worker directory under
+    the host's `compileCachePath`, so a restart skips work already done (per worker, because
+    concurrent writers to one cache directory race). The image is handed over only once the
+    preflight passed on the GPUs the host verification measured. `pulumi up` waits until the
+    two-tier healthcheck passes: `/health`, then a real "What is 2 + 2?" completion. Secrets are
+    uploaded as files (mode 0400) and read by the entrypoint, never put in the container's env or
+    argv. Restarts are `on-failure` with a bounded count: a worker that cannot load its model
+    stops instead of thrashing the GPU.
     """
 
+    compile_cache_dirs: list[str]
+    """Host directories of the workers' compile caches."""
     urls: pulumi.Output[list[str]]
     """Base URLs of the workers, as the gateway reaches them."""
     container_names: pulumi.Output[list[str]]
@@ -70,15 +76,9 @@ class VllmWorkerPool(pulumi.ComponentResource):
         urls: list[pulumi.Output[str]] = []
         for placement in args.placements:
             host = args.hosts[placement.host.name]
-            on_host = pulumi.ResourceOptions(parent=self, provider=host.provider)
+            on_host = pulumi.ResourceOptions(parent=self, provider=host.provider, depends_on=host.ready)
             worker = f"{name}-{placement.host.name}-{placement.index}"
             container_name = f"{args.stack}-{placement.name}"
-            compile_cache = docker.Volume(
-                f"{worker}-compile-cache",
-                name=f"{container_name}-compile-cache",
-                labels=[docker.VolumeLabelArgs(label="inference-stack.group", value=group.name)],
-                opts=on_host,
-            )
             ports = None
             if placement.published_port is not None:
                 ports = [
@@ -107,7 +107,7 @@ class VllmWorkerPool(pulumi.ComponentResource):
                 worker,
                 name=container_name,
                 hostname=container_name,
-                image=group.image,
+                image=self._checked_image(placement, host),
                 entrypoints=["/bin/sh", spec.ENTRYPOINT_PATH],
                 command=spec.vllm_args(group),
                 envs=spec.worker_env(group),
@@ -117,9 +117,15 @@ class VllmWorkerPool(pulumi.ComponentResource):
                         type="volume",
                         source=host.model_cache_volume,
                         target=spec.HF_HOME,
-                        read_only=group.model.weights == "prefetched",
+                        read_only=group.model.offline(),
                     ),
-                    docker.ContainerMountArgs(type="volume", source=compile_cache.name, target=spec.VLLM_CACHE_ROOT),
+                ],
+                # A host directory per worker on fast storage; Docker creates it when missing.
+                volumes=[
+                    docker.ContainerVolumeArgs(
+                        host_path=f"{placement.host.compile_cache_path}/{container_name}",
+                        container_path=spec.VLLM_CACHE_ROOT,
+                    )
                 ],
                 uploads=uploads,
                 shm_size=spec.shm_size_mb(group),
@@ -157,6 +163,25 @@ class VllmWorkerPool(pulumi.ComponentResource):
             )
             containers.append(container)
         self.urls = pulumi.Output.all(*urls).apply(list)
+        self.compile_cache_dirs = [f"{p.host.compile_cache_path}/{args.stack}-{p.name}" for p in args.placements]
         self.container_names = pulumi.Output.all(*[c.name for c in containers]).apply(list)
         self.api_key = pulumi.Output.secret(args.api_key)
         self.register_outputs({"urls": self.urls, "containerNames": self.container_names})
+
+    @staticmethod
+    def _checked_image(placement: Placement, host: GpuHost) -> pulumi.Input[str]:
+        """The image, once the preflight passed on the inventory the host measured. Failing here,
+        inside an Output, stops `up` before this worker is created."""
+        image = placement.group.image
+        if host.inventory is None or placement.group.accelerator != "nvidia":
+            return image
+
+        def check(gpus: list[Gpu] | None) -> str:
+            if gpus is None:
+                return image
+            problems = worker_problems(placement.group, placement.devices, gpus, placement.host.name)
+            if problems:
+                raise PreflightError(f"worker `{placement.name}` cannot start:\n  " + "\n  ".join(problems))
+            return image
+
+        return host.inventory.apply(check)

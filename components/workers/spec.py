@@ -62,7 +62,7 @@ def worker_env(group: WorkerGroup) -> list[str]:
         "VLLM_NO_USAGE_STATS": "1",
         "DO_NOT_TRACK": "1",
     }
-    if group.model.weights == "prefetched":
+    if group.model.offline():
         env["HF_HUB_OFFLINE"] = "1"
         env["TRANSFORMERS_OFFLINE"] = "1"
     if group.accelerator == "cpu":

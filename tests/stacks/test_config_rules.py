@@ -14,6 +14,7 @@ from stacks.loader import validate
 from tests.helpers import valid_config
 
 Mutation = Callable[[dict[str, Any]], None]
+MISTRAL_SHAPE = {"parametersBillion": 7.25, "layers": 32, "kvHeads": 8, "headDim": 128}
 
 
 def group(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -85,9 +86,25 @@ CASES: list[tuple[str, Mutation, set[str], str, str]] = [
     ("multi-host-no-address", lambda c: second_host(c), set(),
      "inference-stack:hosts[0].privateAddress", "a multi-host stack needs each host's private address"),
     ("public-address", lambda c: two_hosts(c, privateAddress="8.8.8.8"), set(),
-     "inference-stack:hosts[1].privateAddress", "only publish on a private, routable address"),
-    ("docker-endpoint-tcp", lambda c: c["hosts"][0].update(docker="tcp://10.0.0.5:2375"), set(),
-     "inference-stack:hosts[0].docker", "either through the local engine or over SSH"),
+     "inference-stack:hosts[1].privateAddress", "may only publish on a private address"),
+    ("ssh-without-user", lambda c: c["hosts"][0].update(ssh={"address": "gpu-a.internal"}), set(),
+     "inference-stack:hosts[0].ssh.user", "required key is missing"),
+    ("gateway-host-unknown", lambda c: c.update(network={"gatewayHost": "gpu-z"}), set(),
+     "inference-stack:network.gatewayHost", "no host has this name"),
+    ("private-range-not-cidr", lambda c: c.update(network={"extraPrivateRanges": ["10.0.0.0/33"]}), set(),
+     "inference-stack:network.extraPrivateRanges", "is not a network in CIDR form"),
+    ("weights-source-http", lambda c: group(c)["model"].update(source="http://models.example/m"), set(),
+     "inference-stack:workers[0].model.source", "a weights source is"),
+    ("prefetch-on-local-host", lambda c: group(c)["model"].update(weights="prefetch"), set(),
+     "inference-stack:workers[0].model.weights", "pre-fetching runs as root on SSH hosts only"),
+    ("driver-too-old", lambda c: c["hosts"][0]["gpus"].update(driverVersion="535.54.03"), set(),
+     "inference-stack:workers[0].image", "driver 535.54.03 is older than 575.51.03, the minimum for CUDA 12.9"),
+    ("model-does-not-fit",
+     lambda c: c["hosts"][0]["gpus"].update(memoryMib=24576)
+     or group(c)["model"].update(maxModelLen=8192, maxNumSeqs=64, quantization="awq_marlin", shape=MISTRAL_SHAPE),
+     set(), "inference-stack:workers[0].model.maxNumSeqs", "the model does not fit"),
+    ("toolkit-version-unpinned", lambda c: c.update(provisioning={"toolkitVersion": "latest"}), set(),
+     "inference-stack:provisioning.toolkitVersion", "must match"),
     ("revision-branch", lambda c: group(c)["model"].update(revision="main"), set(),
      "inference-stack:workers[0].model.revision", "the revision must be a full commit hash"),
     ("duplicate-host", lambda c: c["hosts"].append({"name": "gpu-a", "gpus": {"count": 1}}), set(),
@@ -112,7 +129,7 @@ CASES: list[tuple[str, Mutation, set[str], str, str]] = [
     ("port-clash", lambda c: two_hosts(c, privateAddress="10.0.0.12")
      or group(c).update(replicasPerHost=1)
      or c["workers"].append({**group(c), "name": "other", "replicasPerHost": 1}), set(),
-     "inference-stack:workers[1].port", "host port 8000 on host `gpu-a` is already taken"),
+     "inference-stack:workers[1].port", "host port 8000 on host `gpu-b` is already taken"),
 ]
 
 
@@ -156,6 +173,15 @@ def test_extra_arg_typo_suggests_flag() -> None:
     group(cfg)["extraArgs"] = ["--enable-prefix-cache"]
     with pytest.raises(ConfigError, match="did you mean `--enable-prefix-caching`"):
         run(cfg, set())
+
+
+def test_cgnat_and_overlay_addresses_are_private() -> None:
+    cfg = valid_config()
+    two_hosts(cfg, privateAddress="100.64.3.7")
+    run(cfg, set())
+    cfg["hosts"][1]["privateAddress"] = "203.0.113.9"
+    cfg["network"] = {"extraPrivateRanges": ["203.0.113.0/24"]}
+    run(cfg, set())
 
 
 def test_secrets_accepted_when_secret() -> None:

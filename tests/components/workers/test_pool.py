@@ -53,7 +53,7 @@ def test_prod_command_line(prod: Synth) -> None:
         assert arg(cmd, "--max-model-len") == "8192"
         assert arg(cmd, "--gpu-memory-utilization") == "0.9"
         assert arg(cmd, "--tensor-parallel-size") == "1"
-        assert arg(cmd, "--max-num-seqs") == "128"
+        assert arg(cmd, "--max-num-seqs") == "64"
         assert len(arg(cmd, "--revision")) == 40
         assert "--enable-prefix-caching" in cmd
         assert "--api-key" not in cmd, "the key reaches vLLM from a file, never argv"
@@ -72,8 +72,10 @@ def test_mounts_and_offline_weights(dev: Synth, prod: Synth) -> None:
             assert volume["inputs"]["driverOpts"]["device"].startswith("/")
             assert cache["readOnly"] is prefetched
             assert ("HF_HUB_OFFLINE=1" in w["inputs"]["envs"]) is prefetched
-            compile_cache = mounts["/root/.cache/vllm"]
-            assert compile_cache["source"].endswith("-compile-cache")
+            (compile_cache,) = w["inputs"]["volumes"]
+            assert compile_cache["containerPath"] == "/root/.cache/vllm"
+            root = "/var/lib/inference-stack/compile-cache" if synth is dev else "/nvme/vllm-compile-cache"
+            assert compile_cache["hostPath"] == f"{root}/{w['inputs']['name']}"
             assert "VLLM_CACHE_ROOT=/root/.cache/vllm" in w["inputs"]["envs"]
 
 
@@ -109,12 +111,14 @@ def test_dev_publishes_no_port(dev: Synth) -> None:
         assert w["inputs"]["networksAdvanced"][0]["name"] == "dev-workers"
 
 
-def test_prod_publishes_only_on_private_address(prod: Synth) -> None:
-    addresses = {"gpu-a": "10.20.0.11", "gpu-b": "10.20.0.12"}
+def test_prod_publishes_only_off_the_gateway_host_on_its_private_address(prod: Synth) -> None:
     for w in containers(prod):
-        (port,) = w["inputs"]["ports"]
         host = "-".join(w["name"].split("-")[1:3])
-        assert port["ip"] == addresses[host]
+        if host == "gpu-a":  # the gateway host reaches its workers over the container network
+            assert not w["inputs"].get("ports")
+            continue
+        (port,) = w["inputs"]["ports"]
+        assert port["ip"] == "10.20.0.12"
         assert port["internal"] == 8000
         assert port["external"] == 8000 + int(w["name"].rsplit("-", 1)[1])
 
@@ -170,5 +174,5 @@ def test_component_tree(stack: str, request: pytest.FixtureRequest) -> None:
         if r["type"].startswith("docker:index/"):
             assert r["parent"] is not None, f"{r['name']} must be parented to a component"
     pools = synth.of_type("inference-stack:workers:VllmWorkerPool")
-    hosts = synth.of_type("inference-stack:hosts:DockerHost")
+    hosts = synth.of_type("inference-stack:hosts:GpuHost")
     assert pools and hosts
