@@ -6,9 +6,11 @@ placement that the rules approve is exactly the one the components deploy.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
-from components.hosts.preflight import MEMORY_FIX, cuda_of, driver_problem, memory_fit
+from components.hosts.preflight import MEMORY_FIX, cuda_of, driver_problem, memory_fit, shape_from_config_json
 from components.workers.vllm_flags import check_extra_args
 from stacks.config import HostConfig, StackConfig, WorkerGroup
 from stacks.errors import ConfigIssue, did_you_mean, key_path
@@ -145,7 +147,7 @@ def _declared_preflight(g: int, group: WorkerGroup, host: HostConfig) -> list[Co
                 )
             )
     if host.gpus.memory_mib is not None:
-        fit = memory_fit(group, host.gpus.memory_mib)
+        fit = memory_fit(with_cached_shape(group, host), host.gpus.memory_mib)
         if fit is not None and not fit.fits:
             issues.append(
                 ConfigIssue(
@@ -156,6 +158,21 @@ def _declared_preflight(g: int, group: WorkerGroup, host: HostConfig) -> list[Co
                 )
             )
     return issues
+
+
+def with_cached_shape(group: WorkerGroup, host: HostConfig) -> WorkerGroup:
+    """The group with its model shape read from `config.json` in this machine's model cache, when
+    the stack declares none and the cache (a local host's) already holds the revision."""
+    model = group.model
+    if model.shape is not None or host.ssh is not None:
+        return group
+    org, repo = model.id.split("/", 1)
+    path = Path(host.model_cache_path) / f"hub/models--{org}--{repo}/snapshots/{model.revision}/config.json"
+    try:
+        shape = shape_from_config_json(json.loads(path.read_text()))
+    except (OSError, ValueError):
+        return group
+    return group.model_copy(update={"model": model.model_copy(update={"shape": shape})})
 
 
 def _unique(cfg: StackConfig) -> list[ConfigIssue]:

@@ -168,6 +168,11 @@ def run(
         pulumi.runtime.set_mocks(mocks, project=NAMESPACE, stack=stack, preview=False, monitor=monitor)
         _sync_await(run_pulumi_func(program))
     finally:
+        # A failed program (a config or preflight error) leaves registrations in flight.
+        pending = asyncio.all_tasks(loop)
+        for task in pending:
+            task.cancel()
+        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
         settings.reset_options()
         pulumi.runtime.set_all_config({}, [])
         asyncio.set_event_loop(None)

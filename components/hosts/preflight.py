@@ -7,10 +7,11 @@ Pure functions on numbers, used twice: at config time on what the stack declares
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from components.hosts.inventory import Gpu
-from stacks.config import WorkerGroup
+from stacks.config import ModelShape, WorkerGroup
 
 MIB = 1024 * 1024
 
@@ -192,3 +193,26 @@ def worker_problems(group: WorkerGroup, devices: tuple[str, ...], gpus: list[Gpu
 
 class PreflightError(RuntimeError):
     """Raised inside an Output during `up`: Pulumi stops before the worker is created."""
+
+
+def shape_from_config_json(config: Mapping[str, object]) -> ModelShape:
+    """A model's shape from its Hugging Face `config.json`, for when the stack declares none.
+    The parameter count is estimated from the layer sizes (embeddings, attention, gated MLP)."""
+
+    def num(key: str, default: int | None = None) -> int:
+        value = config.get(key, default)
+        if not isinstance(value, int):
+            raise ValueError(f"config.json has no integer `{key}`")
+        return value
+
+    hidden, layers, heads = num("hidden_size"), num("num_hidden_layers"), num("num_attention_heads")
+    kv_heads = num("num_key_value_heads", heads)
+    head_dim = config.get("head_dim") or hidden // heads
+    assert isinstance(head_dim, int)
+    embeddings = num("vocab_size") * hidden * (1 if config.get("tie_word_embeddings") else 2)
+    attention = hidden * heads * head_dim * 2 + hidden * kv_heads * head_dim * 2
+    mlp = 3 * hidden * num("intermediate_size")
+    parameters = embeddings + layers * (attention + mlp + 2 * hidden) + hidden
+    return ModelShape(
+        parameters_billion=round(parameters / 1e9, 3), layers=layers, kv_heads=kv_heads, head_dim=head_dim
+    )

@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 from components.hosts.inventory import Gpu
-from components.hosts.preflight import CUDA_MIN_DRIVER, driver_problem, memory_fit, worker_problems
+from components.hosts.preflight import (
+    CUDA_MIN_DRIVER,
+    driver_problem,
+    memory_fit,
+    shape_from_config_json,
+    worker_problems,
+)
 from stacks.config import WorkerGroup
 
 MIB = 1024 * 1024
@@ -121,3 +127,41 @@ def test_mig_device_needs_mig_mode() -> None:
 def test_healthy_worker_has_no_problems() -> None:
     assert worker_problems(mistral_awq(64), ("0",), [H100], "gpu-a") == []
     assert worker_problems(mistral_awq(64), (H100.uuid,), [H100], "gpu-a") == []
+
+
+def test_shape_from_mistral_config_json() -> None:
+    # mistralai/Mistral-7B-Instruct-v0.3's config.json (the numbers that matter).
+    config = {
+        "hidden_size": 4096,
+        "num_hidden_layers": 32,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 8,
+        "head_dim": 128,
+        "intermediate_size": 14336,
+        "vocab_size": 32768,
+        "tie_word_embeddings": False,
+    }
+    shape = shape_from_config_json(config)
+    # 2 x 32768 x 4096 embeddings + 32 x (41.9M attention + 176.2M MLP + norms) = 7.248 B
+    assert shape.parameters_billion == pytest.approx(7.248, abs=0.001)
+    assert (shape.layers, shape.kv_heads, shape.head_dim) == (32, 8, 128)
+
+
+def test_cached_config_json_enables_the_memory_check(tmp_path) -> None:
+    from stacks.config import HostConfig
+    from stacks.placement import with_cached_shape
+
+    group = mistral_awq(64)
+    group = group.model_copy(update={"model": group.model.model_copy(update={"shape": None})})
+    host = HostConfig.model_validate({"name": "local", "modelCachePath": str(tmp_path)})
+    assert with_cached_shape(group, host).model.shape is None
+    snapshot = tmp_path / "hub/models--solidrust--Mistral-7B-Instruct-v0.3-AWQ/snapshots"
+    (snapshot / group.model.revision).mkdir(parents=True)
+    (snapshot / group.model.revision / "config.json").write_text(
+        '{"hidden_size": 4096, "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8,'
+        ' "intermediate_size": 14336, "vocab_size": 32768}'
+    )
+    shaped = with_cached_shape(group, host)
+    assert shaped.model.shape is not None and shaped.model.shape.kv_heads == 8
+    fit = memory_fit(shaped, 24576)
+    assert fit is not None and not fit.fits
