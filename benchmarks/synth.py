@@ -30,13 +30,15 @@ def fleet(hosts: int) -> dict[str, Any]:
         "hosts": [
             {
                 "name": f"gpu-{i:02d}",
-                "docker": f"ssh://deploy@gpu-{i:02d}.internal",
+                "ssh": {"user": "deploy", "address": f"gpu-{i:02d}.internal"},
                 "privateAddress": f"10.20.{i // 250}.{i % 250 + 1}",
                 "gpus": {"count": GPUS_PER_HOST},
             }
             for i in range(hosts)
         ],
-        "workers": [{"name": "chat", "image": "vllm/vllm-openai:v0.32.0", "model": dict(VALID_MODEL)}],
+        "workers": [
+            {"name": "chat", "image": "vllm/vllm-openai:v0.32.0", "model": {**VALID_MODEL, "weights": "prefetch"}}
+        ],
     }
 
 
