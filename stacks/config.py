@@ -442,6 +442,72 @@ class ProvisioningConfig(Schema):
         return check_pinned_image(value)
 
 
+class RateLimit(Schema):
+    """Requests per client key; over the limit gets 429 with `Retry-After`."""
+
+    requests_per_second: int = Field(default=10, ge=1, le=100000)
+    """Sustained rate per client key."""
+    burst: int = Field(default=20, ge=0, le=100000)
+    """Requests above the rate that are still served at once (nginx `limit_req burst`, `nodelay`)."""
+
+
+class Canary(Schema):
+    """Sends a share of one model's traffic to a second worker group serving the same model name."""
+
+    group: Name
+    """The canary worker group; another group must serve the same `servedName`."""
+    percent: float = Field(gt=0, lt=100)
+    """Share of that model's requests the canary gets (nginx `split_clients` on the request id)."""
+
+
+class GatewayConfig(Schema):
+    """The nginx gateway, the platform's only published port."""
+
+    image: str = "nginx:1.28.0-alpine"
+    """nginx image, pinned. Alpine, for busybox `wget` in the healthcheck."""
+    listen_address: str = "127.0.0.1"
+    """Host address the gateway publishes on. Loopback by default: exposing the API is a decision,
+    so `0.0.0.0` must be written out."""
+    port: int = Field(default=8080, ge=1, le=65535)
+    """Host port the gateway publishes."""
+    balance: Literal["least_conn", "round_robin", "random_two"] = "least_conn"
+    """Upstream balancing. `least_conn` suits generations whose length varies 100x."""
+    keepalive: int = Field(default=32, ge=0, le=1024)
+    """Idle keepalive connections per nginx worker to each upstream group."""
+    read_timeout_seconds: int = Field(default=600, ge=10, le=86400)
+    """Longest silence from a worker mid-response; covers long non-streamed generations."""
+    client_max_body_size: str = Field(default="16m", pattern=r"^\d+[km]?$")
+    """Largest request body (prompts with long context)."""
+    max_fails: int = Field(default=2, ge=1, le=100)
+    """Failed attempts within `failTimeoutSeconds` before a worker is skipped for that long."""
+    fail_timeout_seconds: int = Field(default=10, ge=1, le=3600)
+    """Window and penalty of passive failover."""
+    next_upstream_tries: int = Field(default=3, ge=1, le=20)
+    """Attempts per request across workers, on connection errors and 502/503 before any byte is sent."""
+    rate_limit: RateLimit = RateLimit()
+    """Per-client-key rate limit."""
+    canary: Canary | None = None
+    """Optional canary split."""
+    cpus: float = Field(default=1.0, gt=0, le=64)
+    """CPU limit of the gateway container."""
+    memory_mb: int = Field(default=512, ge=64)
+    """Memory limit of the gateway container in MiB."""
+
+    @field_validator("image")
+    @classmethod
+    def _pinned(cls, value: str) -> str:
+        return check_pinned_image(value)
+
+    @field_validator("listen_address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            raise rule_error("not an IP address", "use the host address to publish on, e.g. `10.20.0.11`") from None
+        return value
+
+
 class StackConfig(Schema):
     """Everything a stack deploys. Each top-level field is one `inference-stack:<key>` entry."""
 
@@ -453,6 +519,8 @@ class StackConfig(Schema):
     """Traffic between hosts."""
     provisioning: ProvisioningConfig = ProvisioningConfig()
     """Versions of what the host steps install."""
+    gateway: GatewayConfig = GatewayConfig()
+    """The nginx gateway in front of the workers."""
 
     def gateway_host(self) -> str:
         return self.network.gateway_host or self.hosts[0].name
@@ -464,5 +532,7 @@ SECRET_KEYS: dict[str, str] = {
     "sshPrivateKey": "SSH private key for the hosts' `ssh.user` (otherwise the SSH agent is used).",
     "s3AccessKeyId": "Access key id for an `s3://` weights source (otherwise the host's default AWS credentials).",
     "s3SecretAccessKey": "Secret access key for an `s3://` weights source.",
+    "gatewayApiKeys": "Client API keys for the gateway, as a JSON object of client name to key, e.g. "
+    '`{"team-a": "sk-…"}`. Without it the gateway refuses every request.',
     "vllmApiKey": "The key workers require on their OpenAI API. Generated (and kept secret in state) when unset.",
 }

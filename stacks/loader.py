@@ -13,6 +13,7 @@ import pulumi
 from pulumi.runtime import config as runtime_config
 from pydantic import ValidationError
 
+from components.gateway.nginx import render_clients_map
 from stacks.config import SECRET_KEYS, StackConfig
 from stacks.errors import NAMESPACE, ConfigError, ConfigIssue, did_you_mean, field_aliases, issues_from_validation
 from stacks.placement import Placement, place
@@ -38,6 +39,28 @@ def raw_config() -> tuple[dict[str, Any], set[str]]:
     return values, secret
 
 
+def _client_keys_issues(value: Any) -> list[ConfigIssue]:
+    """The client keys are a secret, so problems name the rule but never echo a value."""
+    try:
+        try:
+            keys = json.loads(value) if isinstance(value, str) else value
+        except json.JSONDecodeError:
+            keys = None
+        if not isinstance(keys, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in keys.items()):
+            raise ValueError("gatewayApiKeys must be a JSON object of client name to key")
+        render_clients_map(keys)
+    except ValueError as err:
+        return [
+            ConfigIssue(
+                f"{NAMESPACE}:gatewayApiKeys",
+                "(secret, not shown)",
+                str(err).split(": ", 1)[-1] if str(err).startswith("gatewayApiKeys") else str(err),
+                'pulumi config set --secret gatewayApiKeys \'{"team-a": "<key of 16+ characters>"}\'',
+            )
+        ]
+    return []
+
+
 def validate(stack: str, values: dict[str, Any], secret_keys: set[str]) -> tuple[StackConfig, list[Placement]]:
     """Pure validation of the raw key/value config. Raises ConfigError listing every problem."""
     issues: list[ConfigIssue] = []
@@ -45,6 +68,8 @@ def validate(stack: str, values: dict[str, Any], secret_keys: set[str]) -> tuple
     data: dict[str, Any] = {}
     for key, value in sorted(values.items()):
         if key in SECRET_KEYS:
+            if key == "gatewayApiKeys" and key in secret_keys:
+                issues += _client_keys_issues(value)
             if key not in secret_keys:
                 issues.append(
                     ConfigIssue(

@@ -79,7 +79,7 @@ def place(cfg: StackConfig) -> tuple[list[Placement], list[ConfigIssue]]:
 
 
 def _network_rules(cfg: StackConfig) -> list[ConfigIssue]:
-    issues = []
+    issues = _canary_rules(cfg)
     names = [h.name for h in cfg.hosts]
     if cfg.network.gateway_host is not None and cfg.network.gateway_host not in names:
         issues.append(
@@ -173,6 +173,34 @@ def with_cached_shape(group: WorkerGroup, host: HostConfig) -> WorkerGroup:
     except (OSError, ValueError):
         return group
     return group.model_copy(update={"model": model.model_copy(update={"shape": shape})})
+
+
+def _canary_rules(cfg: StackConfig) -> list[ConfigIssue]:
+    canary = cfg.gateway.canary
+    if canary is None:
+        return []
+    groups = {g.name: g for g in cfg.workers}
+    where = key_path(("gateway", "canary", "group"))
+    if canary.group not in groups:
+        return [
+            ConfigIssue(
+                where,
+                canary.group,
+                "no worker group has this name",
+                did_you_mean(canary.group, list(groups)).replace("Rename the key", "Use that name"),
+            )
+        ]
+    model = groups[canary.group].model.served_name
+    if not any(g.model.served_name == model and g.name != canary.group for g in cfg.workers):
+        return [
+            ConfigIssue(
+                where,
+                canary.group,
+                f"a canary needs a stable group serving the same model (`{model}`) to split traffic with",
+                "add the stable group, or give the canary group the stable group's `model.servedName`",
+            )
+        ]
+    return []
 
 
 def _unique(cfg: StackConfig) -> list[ConfigIssue]:

@@ -5,10 +5,13 @@ from __future__ import annotations
 import pulumi
 import pulumi_random as random
 
+from components.gateway.gateway import Gateway, GatewayArgs
+from components.gateway.nginx import Pool, Route
 from components.hosts.host import GpuHost, GpuHostArgs, s3_credentials
 from components.workers.pool import VllmWorkerPool, VllmWorkerPoolArgs
-from stacks.config import ModelConfig
+from stacks.config import ModelConfig, StackConfig
 from stacks.loader import LoadedStack, load
+from stacks.placement import Placement
 
 
 def build_hosts(stack: LoadedStack) -> dict[str, GpuHost]:
@@ -47,6 +50,37 @@ def build_hosts(stack: LoadedStack) -> dict[str, GpuHost]:
     return hosts
 
 
+def routes(cfg: StackConfig, placements: list[Placement], stack: str) -> list[Route]:
+    """One route per served model, in group order: the canary group (if any) gets its share, every
+    other group serving that model joins the stable pool. Workers on the gateway host are reached
+    by container name, the rest at their host's private address and published port."""
+    gateway_host = cfg.gateway_host()
+    canary = cfg.gateway.canary
+
+    def servers(group: str) -> list[str]:
+        out = []
+        for p in placements:
+            if p.group.name != group:
+                continue
+            if p.host.name == gateway_host:
+                out.append(f"{stack}-{p.name}:{p.group.port}")
+            else:
+                out.append(f"{p.host.private_address}:{p.published_port}")
+        return out
+
+    result = []
+    for model in dict.fromkeys(g.model.served_name for g in cfg.workers):
+        groups = [g.name for g in cfg.workers if g.model.served_name == model]
+        canary_group = canary.group if canary is not None and canary.group in groups else None
+        stable = [g for g in groups if g != canary_group]
+        pool = Pool(stable[0], [s for g in stable for s in servers(g)])
+        if canary_group is None or canary is None:
+            result.append(Route(model, pool))
+        else:
+            result.append(Route(model, pool, Pool(canary_group, servers(canary_group)), canary.percent))
+    return result
+
+
 def build(stack: LoadedStack) -> dict[str, VllmWorkerPool]:
     hosts = build_hosts(stack)
     api_key = stack.secrets.get("vllmApiKey")
@@ -68,6 +102,20 @@ def build(stack: LoadedStack) -> dict[str, VllmWorkerPool]:
                 stack=stack.name,
             ),
         )
+    cfg = stack.config
+    gateway = Gateway(
+        "gateway",
+        GatewayArgs(
+            config=cfg.gateway,
+            host=hosts[cfg.gateway_host()],
+            routes=routes(cfg, stack.placements, stack.name),
+            worker_key=api_key,
+            client_keys=stack.secrets.get("gatewayApiKeys"),
+            workers=[c for pool in pools.values() for c in pool.containers],
+            stack=stack.name,
+        ),
+    )
+    pulumi.export("gatewayUrl", gateway.url)
     for name, host in hosts.items():
         if host.inventory is not None:
             pulumi.export(f"gpus-{name}", host.inventory.apply(lambda gpus: [g.as_output() for g in gpus or []]))

@@ -27,7 +27,6 @@ def diagram(synth: Synth) -> str:
     children: dict[str | None, list[dict[str, Any]]] = {}
     for res in synth.resources:
         children.setdefault(res["parent"], []).append(res)
-    components = {r["name"] for r in synth.resources if r["type"].startswith("inference-stack:")}
     lines = ["flowchart LR"]
 
     def node_id(name: str) -> str:
@@ -36,7 +35,7 @@ def diagram(synth: Synth) -> str:
     def emit(parent: str | None, indent: str) -> None:
         for res in children.get(parent, []):
             short = res["type"].split(":")[-1]
-            if res["name"] in components:
+            if res["type"].startswith("inference-stack:"):
                 lines.append(f'{indent}subgraph {node_id(res["name"])}["{short}: {res["name"]}"]')
                 emit(res["name"], indent + "  ")
                 lines.append(f"{indent}end")

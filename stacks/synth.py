@@ -28,6 +28,10 @@ from stacks.errors import NAMESPACE
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "[secret]"
+# Stand-ins for `secure:` values, shaped like the real ones so the program runs; every input
+# derived from them is still a secret and is written out as "[secret]".
+PLACEHOLDERS = {f"{NAMESPACE}:gatewayApiKeys": '{"synth-client": "synth-placeholder-client-key"}'}
+PLACEHOLDER = "synth-placeholder-secret-value"
 _SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
 _RESOURCE_SIG = "5cf8f73096256a8f31e491e813e4eb8e"
 _SIG_KEY = "4dabf18193072939515e22adb298388d"
@@ -43,7 +47,7 @@ def read_stack_file(path: Path) -> tuple[dict[str, str], list[str]]:
     for key, value in (doc.get("config") or {}).items():
         full = key if ":" in key else f"{NAMESPACE}:{key}"
         if isinstance(value, dict) and set(value) == {"secure"}:
-            config[full] = SECRET
+            config[full] = PLACEHOLDERS.get(full, PLACEHOLDER)
             secret_keys.append(full)
         elif isinstance(value, str):
             config[full] = value
@@ -105,6 +109,8 @@ class Synth:
                 out[f"{res['name']}{upload['file']}"] = upload.get("content", SECRET)
             if res["type"] in ("command:remote:Command", "command:local:Command"):
                 words = shlex.split(res["inputs"]["create"])
+                if "-c" not in words:
+                    continue  # a plain command (e.g. the gateway reload), no script
                 source = words[words.index("-c") + 1]
                 name = words[words.index("-c") + 2] if words[words.index("-c") - 1] == "bash" else "s3_sync.py"
                 out[f"{res['name']}/{name}"] = source

@@ -172,13 +172,7 @@ class GpuHost(pulumi.ComponentResource):
         if host.ssh is not None:
             resource = command.remote.Command(
                 f"{self._name}-{step}",
-                connection=command.remote.ConnectionArgs(
-                    host=host.ssh.address,
-                    port=host.ssh.port,
-                    user=host.ssh.user,
-                    private_key=self._args.ssh_private_key,
-                    host_key=host.ssh.host_key,
-                ),
+                connection=self._connection(),
                 create=step_command(text, script_name, args, sudo=True, interpreter=interpreter),
                 stdin=stdin,
                 triggers=[digest],
@@ -196,6 +190,38 @@ class GpuHost(pulumi.ComponentResource):
             )
         self._last = resource
         return resource
+
+    def run_command(
+        self,
+        name: str,
+        argv: list[str],
+        triggers: list[pulumi.Input[str]],
+        parent: pulumi.Resource,
+        depends_on: list[pulumi.Resource],
+    ) -> command.remote.Command | command.local.Command:
+        """Runs `argv` on this host (as root over SSH) whenever a trigger changes."""
+        host = self._args.host
+        opts = pulumi.ResourceOptions(parent=parent, depends_on=depends_on)
+        if host.ssh is not None:
+            return command.remote.Command(
+                name,
+                connection=self._connection(),
+                create=shlex.join(["sudo", "-n", *argv]),
+                triggers=triggers,
+                opts=opts,
+            )
+        return command.local.Command(name, create=shlex.join(argv), triggers=triggers, opts=opts)
+
+    def _connection(self) -> command.remote.ConnectionArgs:
+        ssh = self._args.host.ssh
+        assert ssh is not None
+        return command.remote.ConnectionArgs(
+            host=ssh.address,
+            port=ssh.port,
+            user=ssh.user,
+            private_key=self._args.ssh_private_key,
+            host_key=ssh.host_key,
+        )
 
     def _prefetch(self, model: ModelConfig) -> None:
         host, p = self._args.host, self._args.provisioning

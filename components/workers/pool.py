@@ -46,6 +46,7 @@ class VllmWorkerPool(pulumi.ComponentResource):
     stops instead of thrashing the GPU.
     """
 
+    containers: list[docker.Container]
     compile_cache_dirs: list[str]
     """Host directories of the workers' compile caches."""
     urls: pulumi.Output[list[str]]
@@ -162,6 +163,7 @@ class VllmWorkerPool(pulumi.ComponentResource):
                 opts=on_host,
             )
             containers.append(container)
+        self.containers = containers
         self.urls = pulumi.Output.all(*urls).apply(list)
         self.compile_cache_dirs = [f"{p.host.compile_cache_path}/{args.stack}-{p.name}" for p in args.placements]
         self.container_names = pulumi.Output.all(*[c.name for c in containers]).apply(list)

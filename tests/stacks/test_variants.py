@@ -14,7 +14,7 @@ def test_cpu_variant_of_dev_is_valid_and_gpu_free(tmp_path: Path) -> None:
     out = tmp_path / "Pulumi.dev.yaml"
     assert variants.main(["--stack", "dev", "--accelerator", "cpu", "--out", str(out)]) == 0
     synth = synth_stack("dev", out)
-    (worker,) = synth.of_type("docker:index/container:Container")
+    (worker,) = [c for c in synth.of_type("docker:index/container:Container") if c["parent"] == "chat"]
     inputs = worker["inputs"]
     assert "deviceRequests" not in inputs
     assert inputs["image"] == variants.CPU_IMAGE

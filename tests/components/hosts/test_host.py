@@ -49,7 +49,7 @@ def test_prod_has_one_provisioning_chain_per_host(prod: Synth) -> None:
 def test_every_worker_and_host_resource_waits_for_verification(prod: Synth) -> None:
     for res in prod.resources:
         if res["type"].startswith("docker:index/"):
-            host = "gpu-a" if "gpu-a" in res["name"] else "gpu-b"
+            host = "gpu-b" if "gpu-b" in res["name"] else "gpu-a"  # the gateway runs on gpu-a
             assert prod.depends_on(res["name"], f"{host}-verify"), res["name"]
             assert prod.depends_on(res["name"], f"{host}-weights-mistral-7b-instruct"), res["name"]
 
@@ -81,7 +81,7 @@ def test_weights_step_keeps_the_token_on_stdin(prod: Synth) -> None:
 
 def test_dev_local_host_is_verified_but_not_provisioned(dev: Synth) -> None:
     local = [r["name"] for r in dev.of_type("command:local:Command")]
-    assert local == ["local-images", "local-verify"]
+    assert local == ["gateway-reload", "local-images", "local-verify"]
     assert not dev.of_type("command:remote:Command")
     assert dev.depends_on("chat-local-0", "local-verify")
 
@@ -147,20 +147,22 @@ def prod_with_inventory(stdout: dict[str, str]) -> tuple[Synth | None, _Recordin
 def test_matching_inventory_deploys_every_worker() -> None:
     synth, _, error = prod_with_inventory({"gpu-a-verify": inventory(), "gpu-b-verify": inventory()})
     assert error is None and synth is not None
-    assert len(synth.of_type("docker:index/container:Container")) == 8
+    workers = [c for c in synth.of_type("docker:index/container:Container") if c["parent"] == "mistral"]
+    assert len(workers) == 8
 
 
 @pytest.mark.parametrize(
-    ("stdout", "message"),
+    ("stdout", "message", "stopped"),
     [
-        (inventory(driver="550.54.14"), "driver 550.54.14 is older than 575.51.03"),
-        (inventory(memory=24576), "GPU 0 (NVIDIA H100 80GB HBM3, 24576 MiB)"),
-        (inventory(count=2), "GPU `2` does not exist"),
+        (inventory(driver="550.54.14"), "driver 550.54.14 is older than 575.51.03", [0, 1, 2, 3]),
+        (inventory(memory=24576), "(NVIDIA H100 80GB HBM3, 24576 MiB): group `mistral`", [0, 1, 2, 3]),
+        (inventory(count=2), "does not exist (the host has 2:", [2, 3]),
     ],
     ids=["old-driver", "small-gpu", "missing-gpu"],
 )
-def test_measured_inventory_failure_stops_workers_on_that_host(stdout: str, message: str) -> None:
+def test_measured_inventory_failure_stops_workers_on_that_host(stdout: str, message: str, stopped: list[int]) -> None:
     _, monitor, error = prod_with_inventory({"gpu-a-verify": inventory(), "gpu-b-verify": stdout})
     assert error is not None and message in str(error) and "host `gpu-b`" in str(error)
     registered = {name for _, type_, name, _, _ in monitor.records if type_ == "docker:index/container:Container"}
-    assert not any(name.startswith("mistral-gpu-b") for name in registered)
+    assert not any(f"mistral-gpu-b-{i}" in registered for i in stopped)
+    assert "gateway-nginx" not in registered, "the gateway waits for every worker"

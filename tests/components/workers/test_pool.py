@@ -17,7 +17,7 @@ CONTAINER = "docker:index/container:Container"
 
 
 def containers(s: Synth) -> list[dict[str, Any]]:
-    return s.of_type(CONTAINER)
+    return [c for c in s.of_type(CONTAINER) if c["parent"] != "gateway"]
 
 
 def arg(command: list[str], flag: str) -> str:

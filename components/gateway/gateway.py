@@ -1,0 +1,125 @@
+"""The nginx gateway: the only published port of the platform."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_docker as docker
+
+from components.gateway import nginx
+from components.hosts.host import GpuHost
+from stacks.config import GatewayConfig
+
+HEALTHZ = f"http://127.0.0.1:{nginx.LISTEN_PORT}/healthz"
+
+
+@dataclass(frozen=True)
+class GatewayArgs:
+    config: GatewayConfig
+    host: GpuHost
+    """The host the gateway runs on; its workers are reached over the container network."""
+    routes: list[nginx.Route]
+    worker_key: pulumi.Output[str]
+    """The key the workers require (secret); the gateway sends it instead of the client's."""
+    client_keys: pulumi.Output[str] | None
+    """`gatewayApiKeys`: a JSON object of client name to key (secret). None refuses every request."""
+    workers: Sequence[docker.Container]
+    """The gateway starts after these are healthy, and reloads when any of them is replaced."""
+    stack: str
+
+
+class Gateway(pulumi.ComponentResource):
+    """nginx in front of the vLLM workers, tuned so it adds nothing measurable to TTFT.
+
+    The config (`nginx.conf.template`, rendered by `nginx.py`) streams without buffering or
+    caching, balances with `least_conn` over keepalive HTTP/1.1 connections, retries another
+    worker on connection errors and 502/503 before any byte is sent, serves only the OpenAI
+    inference endpoints, maps client keys to names, swaps in the workers' own key, rate-limits per
+    key and logs JSON with a request id. It is the only container with a published port, bound to
+    `listenAddress` (loopback unless the stack says otherwise). When a worker container is
+    replaced, its new address is picked up by a graceful reload (SIGHUP) run on the gateway host:
+    old nginx workers finish their streams, new ones resolve the container names again. A reload
+    is chosen over nginx's upstream `resolve` because the same config then works on every nginx
+    the tests can run (Debian's 1.22 lacks `resolve`), and because a reload is an event Pulumi
+    knows about rather than a DNS poll. The root filesystem is read-only; secrets arrive as files.
+    """
+
+    url: pulumi.Output[str]
+    container_name: pulumi.Output[str]
+
+    def __init__(self, name: str, args: GatewayArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("inference-stack:gateway:Gateway", name, None, opts)
+        gw, host = args.config, args.host
+        on_host = pulumi.ResourceOptions(parent=self, provider=host.provider, depends_on=host.ready)
+        edge = docker.Network(
+            f"{name}-edge",
+            name=f"{args.stack}-gateway",
+            driver="bridge",
+            labels=[docker.NetworkLabelArgs(label="inference-stack.role", value="gateway")],
+            opts=on_host,
+        )
+        clients = (
+            args.client_keys.apply(lambda text: nginx.render_clients_map(json.loads(text)))
+            if args.client_keys is not None
+            else pulumi.Output.from_input("")
+        )
+        container_name = f"{args.stack}-gateway"
+        container = docker.Container(
+            f"{name}-nginx",
+            name=container_name,
+            hostname=container_name,
+            image=gw.image,
+            uploads=[
+                docker.ContainerUploadArgs(
+                    file=nginx.CONFIG_PATH, content=nginx.render_nginx_conf(gw, args.routes), permissions="0444"
+                ),
+                docker.ContainerUploadArgs(
+                    file=f"{nginx.SECRETS_DIR}/clients.map", content=pulumi.Output.secret(clients), permissions="0400"
+                ),
+                docker.ContainerUploadArgs(
+                    file=f"{nginx.SECRETS_DIR}/worker-auth.conf",
+                    content=pulumi.Output.secret(args.worker_key.apply(nginx.render_worker_auth)),
+                    permissions="0400",
+                ),
+            ],
+            ports=[docker.ContainerPortArgs(internal=nginx.LISTEN_PORT, external=gw.port, ip=gw.listen_address)],
+            networks_advanced=[
+                docker.ContainerNetworksAdvancedArgs(name=edge.name),
+                docker.ContainerNetworksAdvancedArgs(name=host.network_name),
+            ],
+            read_only=True,
+            tmpfs={"/tmp": "rw,size=64m"},
+            cpus=f"{gw.cpus:g}",
+            memory=gw.memory_mb,
+            log_driver="json-file",
+            log_opts={"max-size": "100m", "max-file": "5"},
+            restart="unless-stopped",
+            healthcheck=docker.ContainerHealthcheckArgs(
+                tests=["CMD", "wget", "-q", "-O", "/dev/null", HEALTHZ],
+                interval="10s",
+                timeout="3s",
+                retries=3,
+                start_period="5s",
+            ),
+            wait=True,
+            wait_timeout=60,
+            # SIGQUIT is nginx's graceful shutdown: in-flight streams finish first.
+            stop_signal="SIGQUIT",
+            stop_timeout=gw.read_timeout_seconds,
+            labels=[docker.ContainerLabelArgs(label="inference-stack.role", value="gateway")],
+            opts=pulumi.ResourceOptions(parent=self, provider=host.provider, depends_on=[*host.ready, *args.workers]),
+        )
+        # Container names stay, addresses change: re-resolve them whenever a worker is replaced.
+        host.run_command(
+            f"{name}-reload",
+            ["docker", "kill", "--signal", "HUP", container_name],
+            triggers=[container.id, *(w.id for w in args.workers)],
+            parent=self,
+            depends_on=[container],
+        )
+        self.url = pulumi.Output.from_input(f"http://{gw.listen_address}:{gw.port}")
+        self.container_name = container.name
+        self.register_outputs({"url": self.url, "containerName": self.container_name})

@@ -1,0 +1,158 @@
+"""Pure functions that render the gateway's nginx config from the stack.
+
+nginx.conf (beside this file as a template) holds no secret, so `make render` shows it whole;
+the client keys and the workers' key go to two small files that are uploaded as secrets.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from stacks.config import GatewayConfig
+
+TEMPLATE = Path(__file__).with_name("nginx.conf.template")
+SECRETS_DIR = "/etc/nginx/inference-stack"
+CONFIG_PATH = "/etc/nginx/nginx.conf"
+LISTEN_PORT = 8080
+# The OpenAI endpoints the gateway serves; everything else is a 404 (vLLM's own security guide:
+# `--api-key` alone does not protect /metrics, /pause, /tokenize and the like).
+ENDPOINTS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/models")
+CLIENT_KEY = re.compile(r"[A-Za-z0-9._~+/=-]{16,256}")
+CLIENT_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+UNAUTHORIZED = (
+    '{"error":{"message":"Missing or unknown API key. Send it as Authorization: Bearer <key>.",'
+    '"type":"invalid_request_error","param":null,"code":"invalid_api_key"}}'
+)
+
+
+@dataclass(frozen=True)
+class Pool:
+    """The workers of one group serving one model, as nginx reaches them."""
+
+    group: str
+    servers: list[str]
+    """`host:port`: a container name on the gateway host's network, or a private address."""
+
+
+@dataclass(frozen=True)
+class Route:
+    """One served model: its stable pool, and an optional canary pool with its share."""
+
+    model: str
+    stable: Pool
+    canary: Pool | None = None
+    canary_percent: float = 0.0
+    extra: list[Pool] = field(default_factory=list)
+
+
+def ident(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_]", "_", text)
+
+
+def _upstream(pool: Pool, gw: GatewayConfig) -> str:
+    balance = {"least_conn": "least_conn;", "round_robin": "", "random_two": "random two least_conn;"}[gw.balance]
+    lines = [f"    upstream {ident(pool.group)} {{"]
+    if balance:
+        lines.append(f"        {balance}")
+    for server in sorted(pool.servers):
+        lines.append(f"        server {server} max_fails={gw.max_fails} fail_timeout={gw.fail_timeout_seconds}s;")
+    if gw.keepalive:
+        lines += [f"        keepalive {gw.keepalive};", "        keepalive_timeout 60s;"]
+    lines.append("    }")
+    return "\n".join(lines)
+
+
+def _pool_variable(route: Route) -> str:
+    name = f"$pool_{ident(route.model)}"
+    if route.canary is None:
+        return f"    map $host {name} {{\n        default {ident(route.stable.group)};\n    }}"
+    share = f"{route.canary_percent:g}%"
+    return (
+        f'    split_clients "${{req_id}}" {name} {{\n'
+        f"        {share} {ident(route.canary.group)};\n"
+        f"        * {ident(route.stable.group)};\n"
+        "    }"
+    )
+
+
+def _location(match: str, pool: str, gw: GatewayConfig, upstream_uri: str = "") -> str:
+    return (
+        f"        location {match} {{\n"
+        f'            if ($client_name = "") {{\n'
+        f"                return 401 '{UNAUTHORIZED}';\n"
+        "            }\n"
+        f"            limit_req zone=per_client burst={gw.rate_limit.burst} nodelay;\n"
+        f"            proxy_pass http://{pool}{upstream_uri};\n"
+        "        }\n"
+    )
+
+
+def render_nginx_conf(gw: GatewayConfig, routes: list[Route], listen_port: int = LISTEN_PORT) -> str:
+    """The whole nginx.conf. The first route is also served at the plain `/v1/...` paths; every
+    route is served at `/models/<served name>/v1/...`, so routing never parses a request body."""
+    if not routes:
+        raise ValueError("the gateway needs at least one route")
+    pools = [p for r in routes for p in (r.stable, *([r.canary] if r.canary else []), *r.extra)]
+    default = f"$pool_{ident(routes[0].model)}"
+    # The path goes upstream as matched, never as the client spelled it: without a URI, proxy_pass
+    # forwards the raw one, and `/metrics/../v1/models` (matched as /v1/models) reached /metrics.
+    locations = [_location(f"= {path}", default, gw, f"{path}$is_args$args") for path in ENDPOINTS]
+    by_model = "\n".join(f"        {r.model} $pool_{ident(r.model)};" for r in routes)
+    pool_map = f'    map $route_model $route_pool {{\n        default "";\n{by_model}\n    }}'
+    path_alternatives = "|".join(p.removeprefix("/v1/") for p in ENDPOINTS)
+    locations.append(
+        f"        location ~ ^/models/(?<route_model>[A-Za-z0-9._-]+)(?<route_path>/v1/({path_alternatives}))$ {{\n"
+        '            if ($route_pool = "") {\n'
+        '                return 404 \'{"error":{"message":"Unknown model.","type":"invalid_request_error",'
+        '"param":"model","code":"model_not_found"}}\';\n'
+        "            }\n"
+        f'            if ($client_name = "") {{\n'
+        f"                return 401 '{UNAUTHORIZED}';\n"
+        "            }\n"
+        f"            limit_req zone=per_client burst={gw.rate_limit.burst} nodelay;\n"
+        "            proxy_pass http://$route_pool$route_path$is_args$args;\n"
+        "        }\n"
+    )
+    text = TEMPLATE.read_text()
+    values = {
+        "UPSTREAMS": "\n".join(_upstream(p, gw) for p in pools),
+        "POOLS": "\n".join([*(_pool_variable(r) for r in routes), pool_map]) + "\n",
+        "LOCATIONS": "\n".join(locations),
+        "PORT": str(listen_port),
+        "MAX_BODY": gw.client_max_body_size,
+        "READ_TIMEOUT": str(gw.read_timeout_seconds),
+        "RATE": str(gw.rate_limit.requests_per_second),
+        "TRIES": str(gw.next_upstream_tries),
+        "SECRETS_DIR": SECRETS_DIR,
+    }
+    for key, value in values.items():
+        text = text.replace("{{" + key + "}}", value)
+    leftover = re.search(r"\{\{[A-Z_]+\}\}", text)
+    if leftover:
+        raise ValueError(f"template placeholder {leftover.group()} was not filled")
+    return text
+
+
+def render_clients_map(client_keys: dict[str, str]) -> str:
+    """`"Bearer <key>" <client>;` lines for the map in nginx.conf. Keys are checked so that no
+    character can break out of the quoted string."""
+    lines = []
+    for name, key in sorted(client_keys.items()):
+        if not CLIENT_NAME.fullmatch(name):
+            raise ValueError(f"gatewayApiKeys: client name {name!r} must be lowercase letters, digits, - or _")
+        if not CLIENT_KEY.fullmatch(key):
+            raise ValueError(
+                f"gatewayApiKeys: the key of client {name!r} must be 16-256 characters of A-Z a-z 0-9 . _ ~ + / = -"
+            )
+        lines.append(f'"Bearer {key}" {name};')
+    if len({k for k in client_keys.values()}) != len(client_keys):
+        raise ValueError("gatewayApiKeys: two clients share a key, so the logs could not tell them apart")
+    return "\n".join(lines) + "\n"
+
+
+def render_worker_auth(worker_key: str) -> str:
+    if not CLIENT_KEY.fullmatch(worker_key):
+        raise ValueError("the worker API key must be 16-256 characters of A-Z a-z 0-9 . _ ~ + / = -")
+    return f'map $host $worker_authorization {{\n    default "Bearer {worker_key}";\n}}\n'

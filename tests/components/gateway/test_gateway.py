@@ -1,0 +1,88 @@
+"""The gateway as the shipped stacks declare it (Pulumi mocks): the only published port, secrets
+as files, routes to local and remote workers, and the reload on worker replacement."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from stacks.platform import main as program
+from stacks.synth import Synth, read_stack_file, run
+
+CONTAINER = "docker:index/container:Container"
+
+
+def gateway(s: Synth) -> dict[str, Any]:
+    return s.named("gateway-nginx")
+
+
+def test_gateway_is_the_only_published_port_in_dev(dev: Synth) -> None:
+    published = [c["name"] for c in dev.of_type(CONTAINER) if c["inputs"].get("ports")]
+    assert published == ["gateway-nginx"]
+    (port,) = gateway(dev)["inputs"]["ports"]
+    assert port == {"internal": 8080, "external": 8080, "ip": "127.0.0.1", "protocol": "tcp"} or (
+        port["internal"] == 8080 and port["external"] == 8080 and port["ip"] == "127.0.0.1"
+    )
+
+
+def test_config_is_plain_and_keys_are_secret_files(dev: Synth) -> None:
+    files = {u["file"]: u for u in gateway(dev)["inputs"]["uploads"]}
+    conf = files["/etc/nginx/nginx.conf"]["content"]
+    assert "proxy_buffering off;" in conf and "server dev-chat-local-0:8000" in conf
+    for secret in ("/etc/nginx/inference-stack/clients.map", "/etc/nginx/inference-stack/worker-auth.conf"):
+        assert files[secret]["content"] == "[secret]" and files[secret]["permissions"] == "0400"
+
+
+def test_gateway_hardening(dev: Synth) -> None:
+    inputs = gateway(dev)["inputs"]
+    assert inputs["readOnly"] is True and "/tmp" in inputs["tmpfs"]
+    assert inputs["healthcheck"]["tests"][:2] == ["CMD", "wget"]
+    assert inputs["image"] == "nginx:1.28.0-alpine"
+    assert inputs["stopSignal"] == "SIGQUIT"
+    assert {n["name"] for n in inputs["networksAdvanced"]} == {"dev-gateway", "dev-workers"}
+
+
+def test_gateway_waits_for_every_worker_and_reloads_on_replacement(prod: Synth) -> None:
+    workers = [c["name"] for c in prod.of_type(CONTAINER) if c["parent"] == "mistral"]
+    assert len(workers) == 8
+    for worker in workers:
+        assert prod.depends_on("gateway-nginx", worker)
+    reload = prod.named("gateway-reload")
+    assert reload["type"] == "command:remote:Command"  # the gateway host is an SSH host in prod
+    assert reload["inputs"]["create"] == "sudo -n docker kill --signal HUP prod-gateway"
+    assert len(reload["inputs"]["triggers"]) == 1 + len(workers)
+    assert prod.depends_on("gateway-reload", "gateway-nginx")
+
+
+def test_prod_upstreams_local_by_name_remote_by_private_address(prod: Synth) -> None:
+    conf = {u["file"]: u["content"] for u in gateway(prod)["inputs"]["uploads"]}["/etc/nginx/nginx.conf"]
+    servers = sorted(
+        line.split()[1] for line in conf.splitlines() if line.strip().startswith("server ") and ":" in line
+    )
+    assert servers == [
+        "10.20.0.12:8000",
+        "10.20.0.12:8001",
+        "10.20.0.12:8002",
+        "10.20.0.12:8003",
+        "prod-mistral-gpu-a-0:8000",
+        "prod-mistral-gpu-a-1:8000",
+        "prod-mistral-gpu-a-2:8000",
+        "prod-mistral-gpu-a-3:8000",
+    ]
+
+
+def test_canary_group_gets_a_split() -> None:
+    config, secret_keys = read_stack_file(Path("Pulumi.prod.yaml"))
+    workers = json.loads(config["inference-stack:workers"])
+    stable = workers[0]
+    stable["replicasPerHost"] = 3
+    workers.append({**stable, "name": "mistral-next", "replicasPerHost": 1, "port": 8100})
+    config["inference-stack:workers"] = json.dumps(workers)
+    config["inference-stack:gateway"] = json.dumps({"canary": {"group": "mistral-next", "percent": 10}})
+    synth = run("prod", config, secret_keys, program)
+    conf = {u["file"]: u["content"] for u in gateway(synth)["inputs"]["uploads"]}["/etc/nginx/nginx.conf"]
+    assert 'split_clients "${req_id}" $pool_mistral_7b_instruct {' in conf
+    assert "10% mistral_next;" in conf and "* mistral;" in conf
+
+    assert "server 10.20.0.12:8100" in conf  # the canary worker on gpu-b, on its own port range
