@@ -490,8 +490,8 @@ class GatewayConfig(Schema):
     """Optional canary split."""
     cpus: float = Field(default=1.0, gt=0, le=64)
     """CPU limit of the gateway container."""
-    memory_mb: int = Field(default=512, ge=64)
-    """Memory limit of the gateway container in MiB."""
+    memory_mb: int = Field(default=1024, ge=128)
+    """Memory limit of the gateway container in MiB; includes its 256 MiB /tmp for large bodies."""
 
     @field_validator("image")
     @classmethod

@@ -91,7 +91,8 @@ class Gateway(pulumi.ComponentResource):
                 docker.ContainerNetworksAdvancedArgs(name=host.network_name),
             ],
             read_only=True,
-            tmpfs={"/tmp": "rw,size=64m"},
+            # Request bodies over 1 MiB spill here (up to clientMaxBodySize each).
+            tmpfs={"/tmp": "rw,size=256m"},
             cpus=f"{gw.cpus:g}",
             memory=gw.memory_mb,
             log_driver="json-file",

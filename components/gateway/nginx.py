@@ -6,6 +6,7 @@ the client keys and the workers' key go to two small files that are uploaded as 
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +57,9 @@ def _upstream(pool: Pool, gw: GatewayConfig) -> str:
     lines = [f"    upstream {ident(pool.group)} {{"]
     if balance:
         lines.append(f"        {balance}")
+    # Shared by all nginx worker processes: without it each one counts only its own connections
+    # (least_conn piled concurrent streams on one worker) and its own failures.
+    lines.append(f"        zone upstream_{ident(pool.group)} 64k;")
     for server in sorted(pool.servers):
         lines.append(f"        server {server} max_fails={gw.max_fails} fail_timeout={gw.fail_timeout_seconds}s;")
     if gw.keepalive:
@@ -121,6 +125,7 @@ def render_nginx_conf(gw: GatewayConfig, routes: list[Route], listen_port: int =
         "POOLS": "\n".join([*(_pool_variable(r) for r in routes), pool_map]) + "\n",
         "LOCATIONS": "\n".join(locations),
         "PORT": str(listen_port),
+        "WORKERS": str(max(1, math.ceil(gw.cpus))),
         "MAX_BODY": gw.client_max_body_size,
         "READ_TIMEOUT": str(gw.read_timeout_seconds),
         "RATE": str(gw.rate_limit.requests_per_second),

@@ -1,0 +1,283 @@
+"""Fake vLLM workers and a small HTTP client for the gateway tests. Stdlib only.
+
+`FakeWorker` answers any path: a JSON echo (which worker, what it saw, the body's sha256) after
+a fixed delay, or, for a body with `"stream": true`, an SSE stream of `chunks` events `gap`
+seconds apart whose send times it records. It runs in a thread of the test process, or as its
+own process (`python -m tests.components.gateway.fakes NAME HOST DELAY`) for a test that needs
+to SIGKILL it. Every address is on 127.0.0.0/8.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+
+
+@dataclass
+class Seen:
+    """One request as the worker received it."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    """Lowercased names; a repeated header keeps its values joined by `, `."""
+    body_sha256: str
+    body_bytes: int
+
+
+@dataclass
+class Stream:
+    """One SSE stream the worker sent: `time.monotonic()` just before each event is written."""
+
+    request_id: str
+    sent: list[float] = field(default_factory=list)
+    done: bool = False
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+class FakeWorker:
+    def __init__(self, name: str, host: str, port: int = 0, delay: float = 0.0) -> None:
+        self.name = name
+        self.delay = delay
+        self.seen: list[Seen] = []
+        self.streams: list[Stream] = []
+        self._lock = threading.Lock()
+        self._connections: set[socket.socket] = set()
+        self.server = _Server((host, port), self._handler())
+        self.host, self.port = host, int(self.server.server_address[1])
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread.start()
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def close(self) -> None:
+        """Stop listening and cut every open connection (nginx keeps idle ones to reuse)."""
+        self.server.shutdown()
+        self.server.server_close()
+        with self._lock:
+            for conn in self._connections:
+                with contextlib.suppress(OSError):
+                    conn.shutdown(socket.SHUT_RDWR)
+
+    def __enter__(self) -> FakeWorker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        worker = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def setup(self) -> None:
+                super().setup()
+                with worker._lock:
+                    worker._connections.add(self.connection)
+
+            def finish(self) -> None:
+                with worker._lock:
+                    worker._connections.discard(self.connection)
+                with contextlib.suppress(OSError):
+                    super().finish()
+
+            def do_GET(self) -> None:
+                self._answer()
+
+            def do_POST(self) -> None:
+                self._answer()
+
+            def _body(self) -> bytes:
+                if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+                    parts: list[bytes] = []
+                    while True:
+                        size = int(self.rfile.readline().split(b";")[0], 16)
+                        if size == 0:
+                            self.rfile.readline()
+                            return b"".join(parts)
+                        parts.append(self.rfile.read(size))
+                        self.rfile.readline()
+                return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+            def _answer(self) -> None:
+                body = self._body()
+                headers: dict[str, str] = {}
+                for key, value in self.headers.items():
+                    k = key.lower()
+                    headers[k] = f"{headers[k]}, {value}" if k in headers else value
+                seen = Seen(self.command, self.path, headers, hashlib.sha256(body).hexdigest(), len(body))
+                with worker._lock:
+                    worker.seen.append(seen)
+                try:
+                    request = json.loads(body) if body else {}
+                except ValueError:
+                    request = {}
+                if isinstance(request, dict) and request.get("stream"):
+                    self._stream(int(request.get("chunks", 5)), float(request.get("gap", 0.2)), headers)
+                    return
+                time.sleep(worker.delay)
+                payload = json.dumps(
+                    {
+                        "worker": worker.name,
+                        "path": seen.path,
+                        "sha256": seen.body_sha256,
+                        "bytes": seen.body_bytes,
+                        "headers": headers,
+                    }
+                ).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.send_header("X-Worker", worker.name)
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def _stream(self, chunks: int, gap: float, headers: dict[str, str]) -> None:
+                stream = Stream(headers.get("x-request-id", ""))
+                with worker._lock:
+                    worker.streams.append(stream)
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Transfer-Encoding", "chunked")
+                self.send_header("X-Worker", worker.name)
+                self.end_headers()
+                self.wfile.flush()
+                for i in range(chunks + 1):
+                    if i:
+                        time.sleep(gap)
+                    data = json.dumps({"i": i, "worker": worker.name}) if i < chunks else "[DONE]"
+                    event = f"data: {data}\n\n".encode()
+                    stream.sent.append(time.monotonic())
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(event), event))
+                    self.wfile.flush()
+                self.wfile.write(b"0\r\n\r\n")
+                self.wfile.flush()
+                stream.done = True
+
+        return Handler
+
+
+@contextlib.contextmanager
+def worker_process(name: str, host: str, delay: float = 0.0) -> Iterator[tuple[subprocess.Popen[str], int]]:
+    """A FakeWorker in its own process, to be SIGKILLed; yields the process and its port."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.components.gateway.fakes", name, host, str(delay)],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert process.stdout is not None
+        port = int(process.stdout.readline())
+        yield process, port
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGKILL)
+        process.wait(timeout=10)
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: http.client.HTTPMessage
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def call(
+    base: str,
+    path: str,
+    *,
+    method: str = "POST",
+    key: str | None = None,
+    body: bytes | dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 10.0,
+) -> Reply:
+    """One request on a fresh connection. The path goes out exactly as given (no normalising)."""
+    host, port = base.removeprefix("http://").split(":")
+    sent = dict(headers or {})
+    if key is not None:
+        sent["Authorization"] = f"Bearer {key}"
+    data = json.dumps(body).encode() if isinstance(body, dict) else body
+    if data is not None:
+        sent.setdefault("Content-Type", "application/json")
+    conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
+    try:
+        conn.request(method, path, body=data, headers=sent)
+        response = conn.getresponse()
+        return Reply(response.status, response.headers, response.read())
+    finally:
+        conn.close()
+
+
+def read_sse(
+    base: str, path: str, *, key: str, body: dict[str, Any], headers: dict[str, str] | None = None, timeout: float = 10
+) -> Iterator[tuple[float, dict[str, Any] | str]]:
+    """POST and yield `(time.monotonic() at arrival, event data)` for each SSE event as it arrives."""
+    host, port = base.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
+    try:
+        conn.request(
+            "POST",
+            path,
+            body=json.dumps(body).encode(),
+            headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json", **(headers or {})},
+        )
+        response = conn.getresponse()
+        if response.status != 200:
+            raise AssertionError(f"stream answered {response.status}: {response.read()[:500]!r}")
+        buffer = b""
+        while True:
+            data = response.read1(65536)
+            arrived = time.monotonic()
+            if not data:
+                return
+            buffer += data
+            while b"\n\n" in buffer:
+                event, buffer = buffer.split(b"\n\n", 1)
+                text = event.decode().removeprefix("data: ")
+                yield arrived, (text if text == "[DONE]" else json.loads(text))
+    finally:
+        conn.close()
+
+
+def main() -> None:
+    name, host, delay = sys.argv[1], sys.argv[2], float(sys.argv[3])
+    worker = FakeWorker(name, host, delay=delay)
+    print(worker.port, flush=True)
+    threading.Event().wait()
+
+
+if __name__ == "__main__":
+    main()
