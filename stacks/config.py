@@ -508,6 +508,94 @@ class GatewayConfig(Schema):
         return value
 
 
+EvictionPolicy = Literal[
+    "noeviction", "allkeys-lru", "allkeys-lfu", "volatile-lru", "volatile-lfu", "allkeys-random", "volatile-ttl"
+]
+
+
+class LmCacheConfig(Schema):
+    """vLLM's KV-cache offload to Redis through LMCache (`LMCacheConnectorV1`). The worker image
+    must contain `lmcache==0.5.6` (the first release that matches vLLM 0.32's KV layout)."""
+
+    chunk_size: int = Field(default=256, ge=16, le=4096)
+    """Tokens per KV chunk LMCache stores (`chunk_size`)."""
+    local_cpu: bool = True
+    """Keep a CPU-RAM tier in each worker before Redis (`local_cpu`)."""
+    max_local_cpu_size_gb: float = Field(default=5.0, gt=0, le=1024)
+    """Size of that CPU tier in GB (`max_local_cpu_size`)."""
+
+
+class RedisConfig(Schema):
+    """Redis: the workers' shared KV-cache store, and a cache for applications on the platform."""
+
+    enabled: bool = False
+    """Deploy Redis."""
+    image: str = "redis:7.4.9"
+    """Redis image, pinned."""
+    persistence: Literal["aof", "none"] = "aof"
+    """`aof`: append-only file with `appendfsync everysec` on a named volume; a crash loses at most
+    the last second of writes. `none`: memory only, for a pure cache; a restart loses everything."""
+    maxmemory_mb: int = Field(default=1024, ge=16)
+    """Memory Redis may use for data (`maxmemory`)."""
+    maxmemory_policy: EvictionPolicy | None = None
+    """What happens at `maxmemory`: `allkeys-lru` when Redis is a pure cache (KV-cache offload
+    writes keys without a TTL, so nothing else frees memory); `noeviction` when its data must not
+    silently disappear (writes then fail instead). Required: there is no safe default."""
+    kv_cache_offload: bool = False
+    """Workers offload their KV cache to this Redis through LMCache."""
+    lmcache: LmCacheConfig = LmCacheConfig()
+    """LMCache settings for the offload."""
+    cpus: float = Field(default=1.0, gt=0, le=64)
+    """CPU limit."""
+    memory_mb: int = Field(default=1536, ge=64)
+    """Container memory limit in MiB; above `maxmemoryMb` for client buffers and the copy-on-write
+    pages of the forked AOF rewrite."""
+
+    @field_validator("image")
+    @classmethod
+    def _pinned(cls, value: str) -> str:
+        return check_pinned_image(value)
+
+
+class WeaviateBackup(Schema):
+    """Backups through Weaviate's backup-s3 module; S3 or anything S3-compatible (MinIO)."""
+
+    enabled: bool = False
+    """Load the backup-s3 module and check its backups."""
+    bucket: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+    """Bucket the backups go to (`BACKUP_S3_BUCKET`). Required when backups are on."""
+    path: str = Field(default="weaviate", pattern=r"^[A-Za-z0-9._/-]*$")
+    """Prefix inside the bucket (`BACKUP_S3_PATH`)."""
+    endpoint: str | None = Field(default=None, pattern=r"^[A-Za-z0-9.-]+(:\d{1,5})?$")
+    """`host[:port]` of an S3-compatible endpoint, no scheme (`BACKUP_S3_ENDPOINT`); AWS when unset."""
+    use_ssl: bool = True
+    """`BACKUP_S3_USE_SSL`; false only for a plain-HTTP endpoint on a private network."""
+    region: str | None = None
+    """`AWS_REGION` of the bucket."""
+    max_age_hours: int = Field(default=26, ge=1, le=24 * 90)
+    """`make backup-check` fails when the newest successful backup is older than this."""
+
+
+class WeaviateConfig(Schema):
+    """Weaviate, the vector database, with API-key auth and anonymous access off."""
+
+    enabled: bool = False
+    """Deploy Weaviate."""
+    image: str = "cr.weaviate.io/semitechnologies/weaviate:1.39.15"
+    """Weaviate image, pinned."""
+    backup: WeaviateBackup = WeaviateBackup()
+    """S3 backups."""
+    cpus: float = Field(default=2.0, gt=0, le=64)
+    """CPU limit."""
+    memory_mb: int = Field(default=4096, ge=256)
+    """Memory limit in MiB (`GOMEMLIMIT` is set a little below it)."""
+
+    @field_validator("image")
+    @classmethod
+    def _pinned(cls, value: str) -> str:
+        return check_pinned_image(value)
+
+
 class StackConfig(Schema):
     """Everything a stack deploys. Each top-level field is one `inference-stack:<key>` entry."""
 
@@ -521,6 +609,10 @@ class StackConfig(Schema):
     """Versions of what the host steps install."""
     gateway: GatewayConfig = GatewayConfig()
     """The nginx gateway in front of the workers."""
+    redis: RedisConfig = RedisConfig()
+    """Redis (off by default)."""
+    weaviate: WeaviateConfig = WeaviateConfig()
+    """Weaviate (off by default)."""
 
     def gateway_host(self) -> str:
         return self.network.gateway_host or self.hosts[0].name
@@ -534,5 +626,10 @@ SECRET_KEYS: dict[str, str] = {
     "s3SecretAccessKey": "Secret access key for an `s3://` weights source.",
     "gatewayApiKeys": "Client API keys for the gateway, as a JSON object of client name to key, e.g. "
     '`{"team-a": "sk-…"}`. Without it the gateway refuses every request.',
+    "redisPassword": "Password of Redis's default user. Generated (and kept secret in state) when unset.",
+    "weaviateApiKeys": 'Weaviate API keys as a JSON object of user to key, e.g. `{"app": "…"}`. When unset, one '
+    "`admin` key is generated (stack output `weaviateAdminKey`); anonymous access is always off.",
+    "weaviateBackupAccessKeyId": "S3 access key id for Weaviate's backups.",
+    "weaviateBackupSecretAccessKey": "S3 secret access key for Weaviate's backups.",
     "vllmApiKey": "The key workers require on their OpenAI API. Generated (and kept secret in state) when unset.",
 }

@@ -13,6 +13,7 @@ import pulumi
 from pulumi.runtime import config as runtime_config
 from pydantic import ValidationError
 
+from components.data.weaviate import parse_api_keys
 from components.gateway.nginx import render_clients_map
 from stacks.config import SECRET_KEYS, StackConfig
 from stacks.errors import NAMESPACE, ConfigError, ConfigIssue, did_you_mean, field_aliases, issues_from_validation
@@ -26,6 +27,8 @@ class LoadedStack:
     placements: list[Placement]
     secrets: dict[str, pulumi.Output[str]]
     """Secret config values by key, each still a Pulumi secret."""
+    weaviate_users: list[str]
+    """The user names of `weaviateApiKeys` (names are not secret; their keys are)."""
 
 
 def raw_config() -> tuple[dict[str, Any], set[str]]:
@@ -70,6 +73,18 @@ def validate(stack: str, values: dict[str, Any], secret_keys: set[str]) -> tuple
         if key in SECRET_KEYS:
             if key == "gatewayApiKeys" and key in secret_keys:
                 issues += _client_keys_issues(value)
+            if key == "weaviateApiKeys" and key in secret_keys:
+                try:
+                    parse_api_keys(value)
+                except ValueError as err:
+                    issues.append(
+                        ConfigIssue(
+                            f"{NAMESPACE}:{key}",
+                            "(secret, not shown)",
+                            str(err).removeprefix("weaviateApiKeys: "),
+                            'pulumi config set --secret weaviateApiKeys \'{"app": "<key of 16+ characters>"}\'',
+                        )
+                    )
             if key not in secret_keys:
                 issues.append(
                     ConfigIssue(
@@ -109,6 +124,7 @@ def validate(stack: str, values: dict[str, Any], secret_keys: set[str]) -> tuple
     if cfg is not None:
         placements, more = place(cfg)
         issues += more
+
     if issues or cfg is None:
         raise ConfigError(stack, issues)
     return cfg, placements
@@ -120,4 +136,5 @@ def load() -> LoadedStack:
     cfg, placements = validate(stack, values, secret_keys)
     conf = pulumi.Config(NAMESPACE)
     secrets = {key: conf.require_secret(key) for key in SECRET_KEYS if key in values}
-    return LoadedStack(stack, cfg, placements, secrets)
+    users = list(parse_api_keys(values["weaviateApiKeys"])) if "weaviateApiKeys" in values else []
+    return LoadedStack(stack, cfg, placements, secrets, users)

@@ -79,7 +79,7 @@ def place(cfg: StackConfig) -> tuple[list[Placement], list[ConfigIssue]]:
 
 
 def _network_rules(cfg: StackConfig) -> list[ConfigIssue]:
-    issues = _canary_rules(cfg)
+    issues = _canary_rules(cfg) + _data_rules(cfg)
     names = [h.name for h in cfg.hosts]
     if cfg.network.gateway_host is not None and cfg.network.gateway_host not in names:
         issues.append(
@@ -173,6 +173,49 @@ def with_cached_shape(group: WorkerGroup, host: HostConfig) -> WorkerGroup:
     except (OSError, ValueError):
         return group
     return group.model_copy(update={"model": model.model_copy(update={"shape": shape})})
+
+
+def _data_rules(cfg: StackConfig) -> list[ConfigIssue]:
+    issues = []
+    redis, backup = cfg.redis, cfg.weaviate.backup
+    if redis.kv_cache_offload and not redis.enabled:
+        issues.append(
+            ConfigIssue(
+                key_path(("redis", "kvCacheOffload")),
+                True,
+                "KV-cache offload stores the cache in Redis, and Redis is off",
+                "set `redis.enabled: true` (with a `maxmemoryPolicy`), or turn `kvCacheOffload` off",
+            )
+        )
+    if redis.enabled and redis.maxmemory_policy is None:
+        issues.append(
+            ConfigIssue(
+                key_path(("redis", "maxmemoryPolicy")),
+                None,
+                f"`maxmemory` ({redis.maxmemory_mb} MiB) needs a policy for what happens when it is reached",
+                "`allkeys-lru` for a pure cache (the KV-cache offload), `noeviction` when keys must not disappear",
+            )
+        )
+    if redis.kv_cache_offload and redis.maxmemory_policy not in (None, "allkeys-lru", "allkeys-lfu", "allkeys-random"):
+        issues.append(
+            ConfigIssue(
+                key_path(("redis", "maxmemoryPolicy")),
+                redis.maxmemory_policy,
+                "LMCache writes KV chunks without a TTL, so only an `allkeys-*` policy frees memory; with this one "
+                "every worker's writes fail once Redis is full",
+                "use `allkeys-lru`",
+            )
+        )
+    if cfg.weaviate.enabled and backup.enabled and backup.bucket is None:
+        issues.append(
+            ConfigIssue(
+                key_path(("weaviate", "backup", "bucket")),
+                None,
+                "backups are on but name no bucket",
+                "set `weaviate.backup.bucket`, or turn `weaviate.backup.enabled` off",
+            )
+        )
+    return issues
 
 
 def _canary_rules(cfg: StackConfig) -> list[ConfigIssue]:

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import functools
+import json
+
 import pulumi
 import pulumi_random as random
 
+from components.data.redis import PORT as REDIS_PORT
+from components.data.redis import Redis, RedisArgs
+from components.data.weaviate import Weaviate, WeaviateArgs
 from components.gateway.gateway import Gateway, GatewayArgs
 from components.gateway.nginx import Pool, Route
 from components.hosts.host import GpuHost, GpuHostArgs, s3_credentials
@@ -40,7 +46,8 @@ def build_hosts(stack: LoadedStack) -> dict[str, GpuHost]:
                 verify_gpus=any(g.accelerator == "nvidia" for g in groups),
                 images=[g.image for g in groups],
                 prefetch=list(prefetch.values()),
-                published_ports=[p.published_port for p in here if p.published_port is not None],
+                published_ports=[p.published_port for p in here if p.published_port is not None]
+                + ([REDIS_PORT] if host.name == gateway.name and redis_published(stack) else []),
                 gateway_address=gateway.private_address,
                 ssh_private_key=secrets.get("sshPrivateKey"),
                 hf_token=secrets.get("hfToken"),
@@ -81,6 +88,78 @@ def routes(cfg: StackConfig, placements: list[Placement], stack: str) -> list[Ro
     return result
 
 
+def redis_published(stack: LoadedStack) -> bool:
+    """Redis publishes (on the gateway host's private address) only for offloading workers elsewhere."""
+    cfg = stack.config
+    return (
+        cfg.redis.enabled
+        and cfg.redis.kv_cache_offload
+        and any(p.host.name != cfg.gateway_host() for p in stack.placements)
+    )
+
+
+def build_redis(stack: LoadedStack, hosts: dict[str, GpuHost]) -> Redis | None:
+    cfg = stack.config
+    if not cfg.redis.enabled:
+        return None
+    password = stack.secrets.get("redisPassword")
+    if password is None:
+        password = random.RandomPassword("redis-password", length=40, special=False).result
+    gateway_host = cfg.gateway_host()
+    address = next(h.private_address for h in cfg.hosts if h.name == gateway_host)
+    return Redis(
+        "redis",
+        RedisArgs(
+            config=cfg.redis,
+            host=hosts[gateway_host],
+            password=password,
+            stack=stack.name,
+            publish_address=address if redis_published(stack) else None,
+        ),
+    )
+
+
+def redis_urls(stack: LoadedStack, redis: Redis) -> dict[str, pulumi.Output[str]]:
+    """How each host's workers reach Redis: by name on its own host, at the private address elsewhere."""
+    cfg = stack.config
+    gateway = next(h for h in cfg.hosts if h.name == cfg.gateway_host())
+    urls: dict[str, pulumi.Output[str]] = {}
+    for host in cfg.hosts:
+        target = f"{stack.name}-redis" if host.name == gateway.name else str(gateway.private_address)
+        urls[host.name] = pulumi.Output.secret(redis.password.apply(functools.partial(_redis_url, target)))
+    return urls
+
+
+def _redis_url(target: str, password: str) -> str:
+    return f"redis://:{password}@{target}:6379"
+
+
+def build_data_services(stack: LoadedStack, hosts: dict[str, GpuHost]) -> Weaviate | None:
+    cfg = stack.config
+    if not cfg.weaviate.enabled:
+        return None
+    secrets = stack.secrets
+    api_keys, users = secrets.get("weaviateApiKeys"), stack.weaviate_users
+    if api_keys is None:
+        # No keys configured: one generated admin key, never anonymous access.
+        generated = random.RandomPassword("weaviate-admin-key", length=40, special=False).result
+        api_keys = pulumi.Output.secret(generated.apply(lambda key: json.dumps({"admin": key})))
+        users = ["admin"]
+        pulumi.export("weaviateAdminKey", generated)
+    return Weaviate(
+        "weaviate",
+        WeaviateArgs(
+            config=cfg.weaviate,
+            host=hosts[cfg.gateway_host()],
+            api_keys=api_keys,
+            users=users,
+            stack=stack.name,
+            backup_access_key_id=secrets.get("weaviateBackupAccessKeyId"),
+            backup_secret_access_key=secrets.get("weaviateBackupSecretAccessKey"),
+        ),
+    )
+
+
 def build(stack: LoadedStack) -> dict[str, VllmWorkerPool]:
     hosts = build_hosts(stack)
     api_key = stack.secrets.get("vllmApiKey")
@@ -89,6 +168,7 @@ def build(stack: LoadedStack) -> dict[str, VllmWorkerPool]:
         # generating it beats leaving the API open. RandomPassword results are secret in state.
         api_key = random.RandomPassword("vllm-api-key", length=48, special=False).result
 
+    redis = build_redis(stack, hosts)
     pools = {}
     for group in stack.config.workers:
         pools[group.name] = VllmWorkerPool(
@@ -100,9 +180,14 @@ def build(stack: LoadedStack) -> dict[str, VllmWorkerPool]:
                 api_key=api_key,
                 hf_token=stack.secrets.get("hfToken") if group.model.weights == "download" else None,
                 stack=stack.name,
+                lmcache=stack.config.redis.lmcache
+                if redis is not None and stack.config.redis.kv_cache_offload
+                else None,
+                redis_urls=redis_urls(stack, redis) if redis is not None else {},
             ),
         )
     cfg = stack.config
+    build_data_services(stack, hosts)
     gateway = Gateway(
         "gateway",
         GatewayArgs(

@@ -30,7 +30,10 @@ ROOT = Path(__file__).resolve().parent.parent
 SECRET = "[secret]"
 # Stand-ins for `secure:` values, shaped like the real ones so the program runs; every input
 # derived from them is still a secret and is written out as "[secret]".
-PLACEHOLDERS = {f"{NAMESPACE}:gatewayApiKeys": '{"synth-client": "synth-placeholder-client-key"}'}
+PLACEHOLDERS = {
+    f"{NAMESPACE}:gatewayApiKeys": '{"synth-client": "synth-placeholder-client-key"}',
+    f"{NAMESPACE}:weaviateApiKeys": '{"synth-user": "synth-placeholder-weaviate-key"}',
+}
 PLACEHOLDER = "synth-placeholder-secret-value"
 _SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
 _RESOURCE_SIG = "5cf8f73096256a8f31e491e813e4eb8e"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import pulumi
@@ -11,7 +12,7 @@ from components.hosts.host import GpuHost
 from components.hosts.inventory import Gpu
 from components.hosts.preflight import PreflightError, worker_problems
 from components.workers import spec
-from stacks.config import WorkerGroup
+from stacks.config import LmCacheConfig, WorkerGroup
 from stacks.placement import Placement
 
 
@@ -27,6 +28,10 @@ class VllmWorkerPoolArgs:
     hf_token: pulumi.Output[str] | None = None
     """Hugging Face token (secret), only when the model is gated and downloaded by workers."""
     stack: str = "dev"
+    lmcache: LmCacheConfig | None = None
+    """KV-cache offload settings, when the workers offload to Redis."""
+    redis_urls: dict[str, pulumi.Output[str]] = field(default_factory=dict)
+    """Redis URL (secret) as each host's workers reach it, by host name."""
     labels: dict[str, str] = field(default_factory=dict)
 
 
@@ -104,14 +109,26 @@ class VllmWorkerPool(pulumi.ComponentResource):
                     )
                 ]
             all_labels = {**args.labels, **spec.labels(placement, args.stack)}
+            offload = args.lmcache is not None
+            worker_uploads = list(uploads)
+            if args.lmcache is not None:
+                lm = args.lmcache
+                url = args.redis_urls[placement.host.name]
+                worker_uploads.append(
+                    docker.ContainerUploadArgs(
+                        file=spec.LMCACHE_CONFIG_PATH,
+                        content=pulumi.Output.secret(url.apply(functools.partial(spec.lmcache_yaml, lm))),
+                        permissions="0400",
+                    )
+                )
             container = docker.Container(
                 worker,
                 name=container_name,
                 hostname=container_name,
                 image=self._checked_image(placement, host),
                 entrypoints=["/bin/sh", spec.ENTRYPOINT_PATH],
-                command=spec.vllm_args(group),
-                envs=spec.worker_env(group),
+                command=spec.vllm_args(group, kv_offload=offload),
+                envs=spec.worker_env(group, kv_offload=offload),
                 device_requests=device_requests,
                 mounts=[
                     docker.ContainerMountArgs(
@@ -128,7 +145,7 @@ class VllmWorkerPool(pulumi.ComponentResource):
                         container_path=spec.VLLM_CACHE_ROOT,
                     )
                 ],
-                uploads=uploads,
+                uploads=worker_uploads,
                 shm_size=spec.shm_size_mb(group),
                 cpus=f"{group.resources.cpus:g}",
                 cpu_shares=int(group.resources.cpu_reservation * 1024),

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from stacks.config import WorkerGroup
+from stacks.config import LmCacheConfig, WorkerGroup
 from stacks.placement import Placement
 
 HERE = Path(__file__).parent
@@ -29,7 +29,24 @@ def entrypoint_source() -> str:
     return (HERE / "entrypoint.sh").read_text()
 
 
-def vllm_args(group: WorkerGroup) -> list[str]:
+LMCACHE_CONFIG_PATH = f"{SECRETS_DIR}/lmcache.yaml"
+# vLLM 0.32's connector for LMCache; `kv_both` stores and loads. No secret may go in this JSON:
+# vLLM logs its arguments.
+KV_TRANSFER_CONFIG = '{"kv_connector":"LMCacheConnectorV1","kv_role":"kv_both"}'
+
+
+def lmcache_yaml(lm: LmCacheConfig, redis_url: str) -> str:
+    """LMCache's config file (`LMCACHE_CONFIG_FILE`): the only place the Redis password goes."""
+    return (
+        f"chunk_size: {lm.chunk_size}\n"
+        f"local_cpu: {'true' if lm.local_cpu else 'false'}\n"
+        f"max_local_cpu_size: {lm.max_local_cpu_size_gb:g}\n"
+        f'remote_url: "{redis_url}"\n'
+        "remote_serde: naive\n"
+    )
+
+
+def vllm_args(group: WorkerGroup, kv_offload: bool = False) -> list[str]:
     """The `vllm serve` arguments; secrets are not among them (see entrypoint.sh)."""
     m = group.model
     options = {
@@ -51,10 +68,12 @@ def vllm_args(group: WorkerGroup) -> list[str]:
         args += ["--quantization", m.quantization]
     if group.accelerator == "nvidia":
         args += ["--gpu-memory-utilization", f"{group.gpu_memory_utilization:g}"]
+    if kv_offload:
+        args += ["--kv-transfer-config", KV_TRANSFER_CONFIG]
     return args + list(group.extra_args)
 
 
-def worker_env(group: WorkerGroup) -> list[str]:
+def worker_env(group: WorkerGroup, kv_offload: bool = False) -> list[str]:
     env = {
         "HF_HOME": HF_HOME,
         "VLLM_CACHE_ROOT": VLLM_CACHE_ROOT,
@@ -67,6 +86,12 @@ def worker_env(group: WorkerGroup) -> list[str]:
         env["TRANSFORMERS_OFFLINE"] = "1"
     if group.accelerator == "cpu":
         env["VLLM_CPU_KVCACHE_SPACE"] = str(group.cpu_kv_cache_space_gib)
+    if kv_offload:
+        env["LMCACHE_CONFIG_FILE"] = LMCACHE_CONFIG_PATH
+        # LMCache logs its whole config (Redis URL included) at INFO, and its usage telemetry
+        # would send that URL off-site: keep both quiet.
+        env["LMCACHE_LOG_LEVEL"] = "WARNING"
+        env["LMCACHE_TRACK_USAGE"] = "false"
     return [f"{k}={v}" for k, v in sorted(env.items())]
 
 

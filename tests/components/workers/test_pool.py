@@ -17,7 +17,8 @@ CONTAINER = "docker:index/container:Container"
 
 
 def containers(s: Synth) -> list[dict[str, Any]]:
-    return [c for c in s.of_type(CONTAINER) if c["parent"] != "gateway"]
+    pools = {p["name"] for p in s.of_type("inference-stack:workers:VllmWorkerPool")}
+    return [c for c in s.of_type(CONTAINER) if c["parent"] in pools]
 
 
 def arg(command: list[str], flag: str) -> str:

@@ -1,0 +1,149 @@
+"""Redis for the platform: the workers' shared KV-cache store and an application cache."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import pulumi
+import pulumi_docker as docker
+
+from components.hosts.host import GpuHost
+from stacks.config import RedisConfig
+
+TEMPLATE = Path(__file__).with_name("redis.conf.template")
+CONF_PATH = "/usr/local/etc/redis/redis.conf"
+ACL_PATH = "/run/secrets/redis-acl.conf"
+PASSWORD_PATH = "/run/secrets/redis-password"
+DATA_DIR = "/data"
+PORT = 6379
+REDIS_UID = "999"  # the official image's `redis` user
+
+
+def render_redis_conf(cfg: RedisConfig, data_dir: str = DATA_DIR, acl_file: str = ACL_PATH) -> str:
+    if cfg.maxmemory_policy is None:
+        raise ValueError("redis.maxmemoryPolicy is required")
+    aof = cfg.persistence == "aof"
+    values = {
+        "ACL_FILE": acl_file,
+        "DATA_DIR": data_dir,
+        "MAXMEMORY_MB": str(cfg.maxmemory_mb),
+        "MAXMEMORY_POLICY": cfg.maxmemory_policy,
+        "APPENDONLY": "yes" if aof else "no",
+        # RDB snapshots fork the whole dataset; with AOF they add nothing a restart needs.
+        "SAVE": '""',
+        "PERSISTENCE_NOTE": (
+            "AOF, fsync every second: a crash loses at most the last second of writes."
+            if aof
+            else "none: memory only, a restart starts empty (a pure cache)."
+        ),
+    }
+    text = TEMPLATE.read_text()
+    for key, value in values.items():
+        text = text.replace("{{" + key + "}}", value)
+    return text
+
+
+def render_acl(password: str) -> str:
+    """The default user, with only the SHA-256 of its password."""
+    if len(password) < 16:
+        raise ValueError("the Redis password must be at least 16 characters")
+    digest = hashlib.sha256(password.encode()).hexdigest()
+    return f"user default on #{digest} ~* &* +@all\n"
+
+
+@dataclass(frozen=True)
+class RedisArgs:
+    config: RedisConfig
+    host: GpuHost
+    password: pulumi.Output[str]
+    stack: str
+    publish_address: str | None = None
+    """Publish on this private address (for KV-cache offload from workers on other hosts)."""
+
+
+class Redis(pulumi.ComponentResource):
+    """Redis with auth on, protected mode on, bounded memory and a chosen eviction policy.
+
+    The config is a generated file; the password reaches Redis only as a SHA-256 ACL entry in a
+    secret file and reaches the healthcheck as a 0400 file, never an env var or argv. Persistence
+    is AOF with `appendfsync everysec` on a named volume (at most one second lost on a crash), or
+    none for a pure cache (memory only, on tmpfs, so nothing touches the disk). It runs as the
+    image's `redis` user on a read-only root filesystem with no published port, unless workers
+    on other hosts offload their KV cache to it, and then only on the host's private address.
+    """
+
+    address: pulumi.Output[str]
+    """`host:port` on the platform network."""
+    password: pulumi.Output[str]
+    """Secret."""
+    url: pulumi.Output[str]
+    """`redis://:<password>@host:port`, secret, for LMCache and applications."""
+
+    def __init__(self, name: str, args: RedisArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("inference-stack:data:Redis", name, None, opts)
+        cfg, host = args.config, args.host
+        on_host = pulumi.ResourceOptions(parent=self, provider=host.provider, depends_on=host.ready)
+        container_name = f"{args.stack}-redis"
+        mounts = []
+        tmpfs = None
+        if cfg.persistence == "aof":
+            volume = docker.Volume(
+                f"{name}-data",
+                name=f"{args.stack}-redis-data",
+                opts=on_host.merge(pulumi.ResourceOptions(retain_on_delete=True)),
+            )
+            mounts.append(docker.ContainerMountArgs(type="volume", source=volume.name, target=DATA_DIR))
+        else:
+            tmpfs = {DATA_DIR: f"rw,size={cfg.maxmemory_mb + 64}m,uid={REDIS_UID}"}
+        secret_password: pulumi.Output[str] = pulumi.Output.secret(args.password)
+        ports = None
+        if args.publish_address is not None:
+            ports = [docker.ContainerPortArgs(internal=PORT, external=PORT, ip=args.publish_address)]
+        container = docker.Container(
+            name,
+            name=container_name,
+            hostname=container_name,
+            image=cfg.image,
+            command=["redis-server", CONF_PATH],
+            user=f"{REDIS_UID}:{REDIS_UID}",
+            uploads=[
+                docker.ContainerUploadArgs(file=CONF_PATH, content=render_redis_conf(cfg), permissions="0444"),
+                docker.ContainerUploadArgs(
+                    file=ACL_PATH,
+                    content=pulumi.Output.secret(secret_password.apply(render_acl)),
+                    owner=REDIS_UID,
+                    permissions="0400",
+                ),
+                docker.ContainerUploadArgs(
+                    file=PASSWORD_PATH, content=secret_password, owner=REDIS_UID, permissions="0400"
+                ),
+            ],
+            mounts=mounts,
+            tmpfs=tmpfs,
+            read_only=True,
+            networks_advanced=[docker.ContainerNetworksAdvancedArgs(name=host.network_name, aliases=["redis"])],
+            ports=ports,
+            cpus=f"{cfg.cpus:g}",
+            memory=cfg.memory_mb,
+            log_driver="json-file",
+            log_opts={"max-size": "50m", "max-file": "3"},
+            restart="unless-stopped",
+            healthcheck=docker.ContainerHealthcheckArgs(
+                # `redis-cli ping` exits 0 even on an auth error; only PONG means healthy.
+                tests=["CMD-SHELL", f'REDISCLI_AUTH="$(cat {PASSWORD_PATH})" redis-cli ping | grep -q PONG'],
+                interval="10s",
+                timeout="3s",
+                retries=3,
+                start_period="10s",
+            ),
+            wait=True,
+            wait_timeout=90,
+            opts=on_host,
+        )
+        self.address = pulumi.Output.from_input(f"{container_name}:{PORT}")
+        self.password = secret_password
+        self.url = pulumi.Output.secret(secret_password.apply(lambda p: f"redis://:{p}@{container_name}:{PORT}"))
+        self.container = container
+        self.register_outputs({"address": self.address, "password": self.password})
