@@ -15,7 +15,7 @@ export PULUMI_BACKEND_URL ?= file://$(STATE_DIR)
 export PULUMI_CONFIG_PASSPHRASE_FILE ?= $(PASSPHRASE_FILE)
 export PULUMI_SKIP_UPDATE_CHECK := true
 
-.PHONY: help venv deps test lint typecheck unit render up preview destroy bench docs clean
+.PHONY: help venv deps test lint typecheck unit render up preview destroy bench docs backup-check clean
 
 help:
 	@echo "make up                 deploy the dev stack on the local Docker engine"
@@ -24,6 +24,7 @@ help:
 	@echo "make preview STACK=prod pulumi preview against the stack's real hosts"
 	@echo "make bench              synth benchmark (docs/performance.md)"
 	@echo "make docs               regenerate the README's config reference"
+	@echo "make backup-check STACK=prod  fail when the newest Weaviate backup is too old"
 
 $(VENV)/.stamp: requirements.txt requirements-dev.txt constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -33,7 +34,7 @@ $(VENV)/.stamp: requirements.txt requirements-dev.txt constraints.txt
 venv: $(VENV)/.stamp
 
 # Debian packages the tests use as real consumers; installed only when missing and root.
-DEBIAN_PACKAGES := nodejs npm debootstrap debian-archive-keyring nginx
+DEBIAN_PACKAGES := nodejs npm debootstrap debian-archive-keyring nginx redis-server redis-tools
 deps:
 	@missing=""; for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || command -v $$p >/dev/null || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
@@ -61,8 +62,17 @@ render: venv
 docs: venv
 	$(PY) -m stacks.docs --write README.md
 
+backup-check: venv
+	$(PY) -m components.data.backup_check --stack-file Pulumi.$(STACK).yaml
+
 bench: venv
 	$(PY) benchmarks/synth.py
+	@# LiteLLM, the gateway benchmark's point of comparison, lives in its own venv, never in .venv.
+	@cmp -s benchmarks/requirements.txt .cache/bench-venv/requirements.txt || { \
+	  rm -rf .cache/bench-venv && $(PYTHON) -m venv .cache/bench-venv && \
+	  .cache/bench-venv/bin/pip install --quiet --disable-pip-version-check -r benchmarks/requirements.txt && \
+	  cp benchmarks/requirements.txt .cache/bench-venv/requirements.txt; }
+	$(PY) benchmarks/gateway.py --litellm .cache/bench-venv/bin/litellm
 
 # --- real deployments (need the Pulumi CLI, which `up` installs when missing) ------------------
 
