@@ -12,7 +12,7 @@ import ipaddress
 import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
@@ -53,6 +53,10 @@ def check_pinned_image(value: str) -> str:
             f"pin a release tag instead, e.g. `{name}:v0.32.0`, or a digest",
         )
     return value
+
+
+PinnedImage = Annotated[str, AfterValidator(check_pinned_image)]
+"""An image reference pinned to a release tag or a digest."""
 
 
 class GpuInventory(Schema):
@@ -316,7 +320,7 @@ class WorkerGroup(Schema):
     accelerator: Literal["nvidia", "cpu"] = "nvidia"
     """`nvidia`: each worker reserves its GPUs through Docker device requests. `cpu`: vLLM's CPU
     build with no device requests, for machines without a GPU and for tests."""
-    image: str
+    image: PinnedImage
     """The vLLM image, pinned (no `latest`). The CUDA image for `nvidia`, the CPU build for `cpu`."""
     hosts: list[Name] | None = None
     """Hosts this group runs on; all hosts when unset."""
@@ -354,11 +358,6 @@ class WorkerGroup(Schema):
     instead of thrashing the GPU forever."""
     logs: LogRotation = LogRotation()
     """Log rotation."""
-
-    @field_validator("image")
-    @classmethod
-    def _pinned(cls, value: str) -> str:
-        return check_pinned_image(value)
 
     @field_validator("gpu_memory_utilization")
     @classmethod
@@ -427,7 +426,7 @@ class ProvisioningConfig(Schema):
 
     toolkit_version: str = Field(default="1.17.8-1", pattern=r"^\d+\.\d+\.\d+-\d+$")
     """NVIDIA Container Toolkit package version (all four of its apt packages are pinned to it)."""
-    verify_image: str = "nvidia/cuda:12.9.1-base-ubuntu24.04"
+    verify_image: PinnedImage = "nvidia/cuda:12.9.1-base-ubuntu24.04"
     """The CUDA base image that proves a container sees the GPUs (`docker run --gpus all`)."""
     tools_venv: str = "/opt/inference-stack/venv"
     """Where the host keeps the Python venv for weight downloads."""
@@ -435,11 +434,6 @@ class ProvisioningConfig(Schema):
     """`huggingface_hub` release in that venv (its `hf download` fetches `hf://` weights)."""
     boto3_version: str = "1.44.8"
     """`boto3` release in that venv (the `s3://` model-registry sync)."""
-
-    @field_validator("verify_image")
-    @classmethod
-    def _pinned(cls, value: str) -> str:
-        return check_pinned_image(value)
 
 
 class RateLimit(Schema):
@@ -463,7 +457,7 @@ class Canary(Schema):
 class GatewayConfig(Schema):
     """The nginx gateway, the platform's only published port."""
 
-    image: str = "nginx:1.28.0-alpine"
+    image: PinnedImage = "nginx:1.28.0-alpine"
     """nginx image, pinned. Alpine, for busybox `wget` in the healthcheck."""
     listen_address: str = "127.0.0.1"
     """Host address the gateway publishes on. Loopback by default: exposing the API is a decision,
@@ -492,11 +486,6 @@ class GatewayConfig(Schema):
     """CPU limit of the gateway container."""
     memory_mb: int = Field(default=1024, ge=128)
     """Memory limit of the gateway container in MiB; includes its 256 MiB /tmp for large bodies."""
-
-    @field_validator("image")
-    @classmethod
-    def _pinned(cls, value: str) -> str:
-        return check_pinned_image(value)
 
     @field_validator("listen_address")
     @classmethod
@@ -530,7 +519,7 @@ class RedisConfig(Schema):
 
     enabled: bool = False
     """Deploy Redis."""
-    image: str = "redis:7.4.9"
+    image: PinnedImage = "redis:7.4.9"
     """Redis image, pinned."""
     persistence: Literal["aof", "none"] = "aof"
     """`aof`: append-only file with `appendfsync everysec` on a named volume; a crash loses at most
@@ -550,11 +539,6 @@ class RedisConfig(Schema):
     memory_mb: int = Field(default=1536, ge=64)
     """Container memory limit in MiB; above `maxmemoryMb` for client buffers and the copy-on-write
     pages of the forked AOF rewrite."""
-
-    @field_validator("image")
-    @classmethod
-    def _pinned(cls, value: str) -> str:
-        return check_pinned_image(value)
 
 
 class WeaviateBackup(Schema):
@@ -581,7 +565,7 @@ class WeaviateConfig(Schema):
 
     enabled: bool = False
     """Deploy Weaviate."""
-    image: str = "cr.weaviate.io/semitechnologies/weaviate:1.39.15"
+    image: PinnedImage = "cr.weaviate.io/semitechnologies/weaviate:1.39.15"
     """Weaviate image, pinned."""
     backup: WeaviateBackup = WeaviateBackup()
     """S3 backups."""
@@ -589,11 +573,6 @@ class WeaviateConfig(Schema):
     """CPU limit."""
     memory_mb: int = Field(default=4096, ge=256)
     """Memory limit in MiB (`GOMEMLIMIT` is set a little below it)."""
-
-    @field_validator("image")
-    @classmethod
-    def _pinned(cls, value: str) -> str:
-        return check_pinned_image(value)
 
 
 class StackConfig(Schema):

@@ -10,13 +10,10 @@ The bucket holds what Weaviate's backup-s3 module writes (docs/data-services-fac
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -33,7 +30,8 @@ from moto import mock_aws
 from components.data import backup_check
 from components.data.backup_check import Backup, _parse_time, check, successful_backups
 from stacks.synth import ROOT
-from tests.support.tools import require_tool
+from tests.support.moto import isolated_aws_env
+from tests.support.moto import moto_server as start_moto_server
 
 REGION = "eu-west-1"
 PREFIX = "weaviate/prod"
@@ -117,56 +115,15 @@ class Result:
 Runner = Callable[[list[str]], Result]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def clean_env(home: Path) -> dict[str, str]:
     """An operator's shell with only the fake credentials: no AWS config to fall back on, nothing proxied."""
-    return {
-        "PATH": os.environ["PATH"],
-        "HOME": str(home),
-        "LANG": "C.UTF-8",
-        "AWS_CONFIG_FILE": os.devnull,
-        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
-        "AWS_EC2_METADATA_DISABLED": "true",
-        "NO_PROXY": "127.0.0.1",
-        "no_proxy": "127.0.0.1",
-        **CREDS,
-    }
+    return isolated_aws_env(home, **CREDS)
 
 
 @pytest.fixture(scope="module")
 def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    exe = require_tool("moto_server")
-    port = free_port()
-    home = tmp_path_factory.mktemp("moto-home")
-    with open(home / "moto.log", "wb") as log:
-        proc = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log, env=clean_env(home))
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, (home / "moto.log").read_text()
-            try:
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-                conn.request("GET", "/")
-                conn.getresponse().read()
-                conn.close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "moto_server did not answer within 30s"
-                time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+    with start_moto_server(tmp_path_factory.mktemp("moto-home")) as url:
+        yield url
 
 
 @dataclass

@@ -9,16 +9,12 @@ from __future__ import annotations
 
 import ast
 import hashlib
-import http.client
 import io
 import json
-import os
 import random
 import re
-import socket
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -34,7 +30,8 @@ from botocore.exceptions import ResponseStreamingError  # type: ignore[import-un
 from moto import mock_aws
 
 from components.hosts import s3_sync
-from tests.support.tools import require_tool
+from tests.support.moto import isolated_aws_env
+from tests.support.moto import moto_server as start_moto_server
 
 SOURCE = Path(s3_sync.__file__).read_text()
 PREFIX = "models/org/tiny"
@@ -161,55 +158,15 @@ def client(endpoint_url: str | None = None) -> Any:
     )
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def host_env(home: Path) -> dict[str, str]:
     """A host's root shell: no AWS config to fall back on, nothing proxied."""
-    return {
-        "PATH": os.environ["PATH"],
-        "HOME": str(home),
-        "LANG": "C.UTF-8",
-        "AWS_CONFIG_FILE": os.devnull,
-        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
-        "AWS_EC2_METADATA_DISABLED": "true",
-        "NO_PROXY": "127.0.0.1",
-        "no_proxy": "127.0.0.1",
-    }
+    return isolated_aws_env(home)
 
 
 @pytest.fixture(scope="module")
 def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    exe = require_tool("moto_server")
-    port = free_port()
-    home = tmp_path_factory.mktemp("moto-home")
-    with open(home / "moto.log", "wb") as log:
-        proc = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log, env=host_env(home))
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, (home / "moto.log").read_text()
-            try:
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-                conn.request("GET", "/")
-                conn.getresponse().read()
-                conn.close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "moto_server did not answer within 30s"
-                time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+    with start_moto_server(tmp_path_factory.mktemp("moto-home")) as url:
+        yield url
 
 
 def in_process(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Registry:
