@@ -497,6 +497,29 @@ class GatewayConfig(Schema):
         return value
 
 
+class SloConfig(Schema):
+    """Alert thresholds: TTFT is the users' primary SLO, tracked at P95 and P99, not on average."""
+
+    ttft_p95_seconds: float = Field(default=1.0, gt=0)
+    """TTFT P95 above this, for `forMinutes`, pages."""
+    ttft_p99_seconds: float = Field(default=3.0, gt=0)
+    """TTFT P99 above this, for `forMinutes`, pages."""
+    itl_p99_seconds: float = Field(default=0.15, gt=0)
+    """Inter-token latency P99 above this opens a ticket."""
+    queue_waiting_max: int = Field(default=10, ge=0)
+    """Waiting requests per worker (`vllm:num_requests_waiting`) above this ..."""
+    queue_for_minutes: int = Field(default=5, ge=1, le=1440)
+    """... for this many minutes page: the fleet is short of capacity."""
+    kv_cache_usage_max: float = Field(default=0.9, gt=0, le=1)
+    """KV-cache usage above this means preemptions are near."""
+    gpu_memory_max: float = Field(default=0.95, gt=0, le=1)
+    """GPU memory used above this share opens a ticket."""
+    error_ratio_max: float = Field(default=0.01, gt=0, le=1)
+    """Share of requests ending in error or abort above this pages."""
+    for_minutes: int = Field(default=10, ge=1, le=1440)
+    """How long a threshold must hold before alerting."""
+
+
 EvictionPolicy = Literal[
     "noeviction", "allkeys-lru", "allkeys-lfu", "volatile-lru", "volatile-lfu", "allkeys-random", "volatile-ttl"
 ]
