@@ -520,6 +520,41 @@ class SloConfig(Schema):
     """How long a threshold must hold before alerting."""
 
 
+class ObservabilityConfig(Schema):
+    """Prometheus scraping every worker, the GPU exporters and the gateway, with SLO alert rules."""
+
+    enabled: bool = True
+    """Deploy Prometheus and the exporters."""
+    bind_address: str = "127.0.0.1"
+    """Host address Prometheus publishes its UI on: loopback, reached over an SSH tunnel
+    (`ssh -L 9090:127.0.0.1:9090 <gateway host>`), unless the stack says otherwise."""
+    prometheus_image: PinnedImage = "prom/prometheus:v2.55.1"
+    """Prometheus image (2.x: the same rule and config language the tests check with promtool 2.42)."""
+    prometheus_port: int = Field(default=9090, ge=1, le=65535)
+    """Host port of the Prometheus UI."""
+    retention_time: str = Field(default="15d", pattern=r"^\d+[hdwy]$")
+    """How long samples are kept (`--storage.tsdb.retention.time`)."""
+    retention_size: str = Field(default="20GB", pattern=r"^\d+(MB|GB|TB)$")
+    """Disk the samples may take (`--storage.tsdb.retention.size`); whichever limit comes first wins."""
+    scrape_interval: str = Field(default="15s", pattern=r"^\d+[sm]$")
+    """How often every target is scraped."""
+    dcgm_exporter_image: PinnedImage = "nvcr.io/nvidia/k8s/dcgm-exporter:4.2.3-4.1.3-ubuntu22.04"
+    """NVIDIA DCGM exporter, one per GPU host (utilization, memory, temperature, power)."""
+    nginx_exporter_image: PinnedImage = "nginx/nginx-prometheus-exporter:1.4.2"
+    """Exporter for the gateway's stub_status."""
+    slo: SloConfig = SloConfig()
+    """Alert thresholds."""
+
+    @field_validator("bind_address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            raise rule_error("not an IP address", "use e.g. `127.0.0.1` and an SSH tunnel") from None
+        return value
+
+
 EvictionPolicy = Literal[
     "noeviction", "allkeys-lru", "allkeys-lfu", "volatile-lru", "volatile-lfu", "allkeys-random", "volatile-ttl"
 ]
@@ -615,6 +650,8 @@ class StackConfig(Schema):
     """Redis (off by default)."""
     weaviate: WeaviateConfig = WeaviateConfig()
     """Weaviate (off by default)."""
+    observability: ObservabilityConfig = ObservabilityConfig()
+    """Prometheus, exporters and alert rules."""
 
     def gateway_host(self) -> str:
         return self.network.gateway_host or self.hosts[0].name

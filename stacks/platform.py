@@ -14,6 +14,8 @@ from components.data.weaviate import Weaviate, WeaviateArgs
 from components.gateway.gateway import Gateway, GatewayArgs
 from components.gateway.nginx import Pool, Route
 from components.hosts.host import GpuHost, GpuHostArgs, s3_credentials
+from components.observability.monitoring import Monitoring, MonitoringArgs
+from components.observability.prometheus import Target
 from components.workers.pool import VllmWorkerPool, VllmWorkerPoolArgs
 from stacks.config import ModelConfig, StackConfig
 from stacks.loader import LoadedStack, load
@@ -160,6 +162,25 @@ def build_data_services(stack: LoadedStack, hosts: dict[str, GpuHost]) -> Weavia
     )
 
 
+def scrape_targets(cfg: StackConfig, placements: list[Placement], stack: str) -> list[Target]:
+    """Every worker, as Prometheus on the gateway host reaches it, labelled for the dashboards."""
+    canary = cfg.gateway.canary.group if cfg.gateway.canary else None
+    targets = []
+    for p in placements:
+        local = p.host.name == cfg.gateway_host()
+        address = f"{stack}-{p.name}:{p.group.port}" if local else f"{p.host.private_address}:{p.published_port}"
+        labels = {
+            "host": p.host.name,
+            "gpus": ",".join(p.devices),
+            "replica": str(p.index),
+            "model": p.group.model.served_name,
+            "group": p.group.name,
+            "role": "canary" if p.group.name == canary else "stable",
+        }
+        targets.append(Target(address, labels))
+    return targets
+
+
 def build(stack: LoadedStack) -> dict[str, VllmWorkerPool]:
     hosts = build_hosts(stack)
     api_key = stack.secrets.get("vllmApiKey")
@@ -201,6 +222,25 @@ def build(stack: LoadedStack) -> dict[str, VllmWorkerPool]:
         ),
     )
     pulumi.export("gatewayUrl", gateway.url)
+    if cfg.observability.enabled:
+        monitoring = Monitoring(
+            "monitoring",
+            MonitoringArgs(
+                config=cfg.observability,
+                host=hosts[cfg.gateway_host()],
+                workers=scrape_targets(cfg, stack.placements, stack.name),
+                gpu_hosts={
+                    name: (host, None if name == cfg.gateway_host() else host_cfg.private_address)
+                    for name, host in hosts.items()
+                    for host_cfg in cfg.hosts
+                    if host_cfg.name == name and host.inventory is not None
+                },
+                gateway_container=gateway.container_name,
+                edge_network=gateway.edge_network,
+                stack=stack.name,
+            ),
+        )
+        pulumi.export("prometheusUrl", monitoring.url)
     for name, host in hosts.items():
         if host.inventory is not None:
             pulumi.export(f"gpus-{name}", host.inventory.apply(lambda gpus: [g.as_output() for g in gpus or []]))

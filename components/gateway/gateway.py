@@ -49,6 +49,8 @@ class Gateway(pulumi.ComponentResource):
 
     url: pulumi.Output[str]
     container_name: pulumi.Output[str]
+    edge_network: pulumi.Output[str]
+    """The gateway's bridge network, for services that scrape or sit beside it."""
 
     def __init__(self, name: str, args: GatewayArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("inference-stack:gateway:Gateway", name, None, opts)
@@ -123,4 +125,5 @@ class Gateway(pulumi.ComponentResource):
         )
         self.url = pulumi.Output.from_input(f"http://{gw.listen_address}:{gw.port}")
         self.container_name = container.name
+        self.edge_network = edge.name
         self.register_outputs({"url": self.url, "containerName": self.container_name})

@@ -17,6 +17,7 @@ TEMPLATE = Path(__file__).with_name("nginx.conf.template")
 SECRETS_DIR = "/etc/nginx/inference-stack"
 CONFIG_PATH = "/etc/nginx/nginx.conf"
 LISTEN_PORT = 8080
+STATUS_PORT = 8081
 # The OpenAI endpoints the gateway serves; everything else is a 404 (vLLM's own security guide:
 # `--api-key` alone does not protect /metrics, /pause, /tokenize and the like).
 ENDPOINTS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/models")
@@ -93,7 +94,9 @@ def _location(match: str, pool: str, gw: GatewayConfig, upstream_uri: str = "") 
     )
 
 
-def render_nginx_conf(gw: GatewayConfig, routes: list[Route], listen_port: int = LISTEN_PORT) -> str:
+def render_nginx_conf(
+    gw: GatewayConfig, routes: list[Route], listen_port: int = LISTEN_PORT, status_port: int = STATUS_PORT
+) -> str:
     """The whole nginx.conf. The first route is also served at the plain `/v1/...` paths; every
     route is served at `/models/<served name>/v1/...`, so routing never parses a request body."""
     if not routes:
@@ -126,6 +129,7 @@ def render_nginx_conf(gw: GatewayConfig, routes: list[Route], listen_port: int =
         "LOCATIONS": "\n".join(locations),
         "PORT": str(listen_port),
         "WORKERS": str(max(1, math.ceil(gw.cpus))),
+        "STATUS_PORT": str(status_port),
         "MAX_BODY": gw.client_max_body_size,
         "READ_TIMEOUT": str(gw.read_timeout_seconds),
         "RATE": str(gw.rate_limit.requests_per_second),

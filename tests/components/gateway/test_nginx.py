@@ -52,7 +52,8 @@ CHAT = "/v1/chat/completions"
 @contextlib.contextmanager
 def gateway(root: Path, routes: list[Route], hosts: dict[str, str], gw: GatewayConfig = OPEN) -> Iterator[Nginx]:
     port = free_port()
-    with run_nginx(root, render_nginx_conf(gw, routes, listen_port=port), SECRETS, hosts, port) as nginx:
+    conf = render_nginx_conf(gw, routes, listen_port=port, status_port=free_port())
+    with run_nginx(root, conf, SECRETS, hosts, port) as nginx:
         yield nginx
 
 

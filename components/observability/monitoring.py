@@ -1,0 +1,130 @@
+"""Prometheus and its exporters: every worker, every GPU and the gateway, with SLO alert rules."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_docker as docker
+
+from components.gateway import nginx
+from components.hosts.host import GpuHost
+from components.observability.prometheus import RULES_PATH, Target, render_prometheus_yml, render_rules
+from stacks.config import ObservabilityConfig
+
+CONFIG_PATH = "/etc/prometheus/prometheus.yml"
+DATA_PATH = "/prometheus"
+DCGM_PORT = 9400
+NGINX_EXPORTER_PORT = 9113
+
+
+@dataclass(frozen=True)
+class MonitoringArgs:
+    config: ObservabilityConfig
+    host: GpuHost
+    """The gateway host, where Prometheus runs."""
+    workers: list[Target]
+    gpu_hosts: dict[str, tuple[GpuHost, str | None]]
+    """GPU hosts by name: the host, and its private address when it is not the gateway host."""
+    gateway_container: pulumi.Output[str]
+    edge_network: pulumi.Output[str]
+    stack: str
+
+
+class Monitoring(pulumi.ComponentResource):
+    """Prometheus scraping every vLLM worker (labelled with host, GPUs, replica, model and group),
+    a pinned NVIDIA DCGM exporter on every GPU host, the gateway through the nginx exporter, and
+    itself. Retention by time and size on a named volume; the rules (TTFT P95/P99, inter-token
+    latency, queue depth, KV cache, worker down, GPU memory, error ratio) use vLLM 0.32's metric
+    names. The UI publishes on `bindAddress` (loopback by default: reach it over an SSH tunnel);
+    DCGM exporters on other hosts publish only on their private address."""
+
+    url: pulumi.Output[str]
+
+    def __init__(self, name: str, args: MonitoringArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("inference-stack:observability:Monitoring", name, None, opts)
+        cfg, host = args.config, args.host
+        gpu_targets = []
+        for host_name, (gpu_host, private_address) in sorted(args.gpu_hosts.items()):
+            exporter = f"{args.stack}-dcgm-{host_name}"
+            ports = None
+            if private_address is not None:
+                ports = [docker.ContainerPortArgs(internal=DCGM_PORT, external=DCGM_PORT, ip=private_address)]
+            docker.Container(
+                f"{name}-dcgm-{host_name}",
+                name=exporter,
+                image=cfg.dcgm_exporter_image,
+                # DCGM reads every GPU's counters; it needs them all and SYS_ADMIN for profiling metrics.
+                device_requests=[docker.ContainerDeviceRequestArgs(driver="nvidia", count=-1, capabilities=["gpu"])],
+                capabilities=docker.ContainerCapabilitiesArgs(adds=["SYS_ADMIN"]),
+                networks_advanced=[docker.ContainerNetworksAdvancedArgs(name=gpu_host.network_name)],
+                ports=ports,
+                restart="unless-stopped",
+                memory=512,
+                log_driver="json-file",
+                log_opts={"max-size": "20m", "max-file": "3"},
+                opts=pulumi.ResourceOptions(parent=self, provider=gpu_host.provider, depends_on=gpu_host.ready),
+            )
+            address = f"{private_address}:{DCGM_PORT}" if private_address else f"{exporter}:{DCGM_PORT}"
+            gpu_targets.append(Target(address, {"host": host_name}))
+
+        on_host = pulumi.ResourceOptions(parent=self, provider=host.provider, depends_on=host.ready)
+        nginx_exporter = f"{args.stack}-nginx-exporter"
+        docker.Container(
+            f"{name}-nginx-exporter",
+            name=nginx_exporter,
+            image=cfg.nginx_exporter_image,
+            command=args.gateway_container.apply(
+                lambda gw: [f"--nginx.scrape-uri=http://{gw}:{nginx.STATUS_PORT}/stub_status"]
+            ),
+            networks_advanced=[docker.ContainerNetworksAdvancedArgs(name=args.edge_network)],
+            restart="unless-stopped",
+            memory=64,
+            read_only=True,
+            opts=on_host,
+        )
+        volume = docker.Volume(
+            f"{name}-data",
+            name=f"{args.stack}-prometheus-data",
+            opts=on_host.merge(pulumi.ResourceOptions(retain_on_delete=True)),
+        )
+        config = render_prometheus_yml(
+            args.workers, gpu_targets, f"{nginx_exporter}:{NGINX_EXPORTER_PORT}", cfg.scrape_interval
+        )
+        docker.Container(
+            f"{name}-prometheus",
+            name=f"{args.stack}-prometheus",
+            image=cfg.prometheus_image,
+            command=[
+                f"--config.file={CONFIG_PATH}",
+                f"--storage.tsdb.path={DATA_PATH}",
+                f"--storage.tsdb.retention.time={cfg.retention_time}",
+                f"--storage.tsdb.retention.size={cfg.retention_size}",
+                "--web.listen-address=:9090",
+            ],
+            uploads=[
+                docker.ContainerUploadArgs(file=CONFIG_PATH, content=config, permissions="0444"),
+                docker.ContainerUploadArgs(file=RULES_PATH, content=render_rules(cfg.slo), permissions="0444"),
+            ],
+            mounts=[docker.ContainerMountArgs(type="volume", source=volume.name, target=DATA_PATH)],
+            networks_advanced=[
+                docker.ContainerNetworksAdvancedArgs(name=host.network_name),
+                docker.ContainerNetworksAdvancedArgs(name=args.edge_network),
+            ],
+            ports=[docker.ContainerPortArgs(internal=9090, external=cfg.prometheus_port, ip=cfg.bind_address)],
+            read_only=True,
+            restart="unless-stopped",
+            memory=2048,
+            log_driver="json-file",
+            log_opts={"max-size": "50m", "max-file": "3"},
+            healthcheck=docker.ContainerHealthcheckArgs(
+                tests=["CMD", "wget", "-q", "--spider", "http://127.0.0.1:9090/-/ready"],
+                interval="15s",
+                timeout="5s",
+                retries=4,
+                start_period="30s",
+            ),
+            opts=on_host,
+        )
+        self.url = pulumi.Output.from_input(f"http://{cfg.bind_address}:{cfg.prometheus_port}")
+        self.register_outputs({"url": self.url})
