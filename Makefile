@@ -22,7 +22,7 @@ help:
 	@echo "make test               ruff, mypy and every test (installs what it needs)"
 	@echo "make render STACK=prod  write build/<stack>/ offline: resources, files, diagram"
 	@echo "make preview STACK=prod pulumi preview against the stack's real hosts"
-	@echo "make bench              synth benchmark (docs/performance.md)"
+	@echo "make bench              synth and gateway benchmarks (docs/performance.md)"
 	@echo "make docs               regenerate the README's config reference"
 	@echo "make backup-check STACK=prod  fail when the newest Weaviate backup is too old"
 

@@ -13,10 +13,16 @@ Three paths to the same fake OpenAI workers, at 1, 16 and 64 concurrent streams,
 
 The workers are this file's own streaming fake (stdlib asyncio, one process per loopback
 address 127.0.0.2-4): a role chunk and the first token at once, then one `chat.completion.chunk`
-every few ms, so the numbers measure the proxies, not a model. TTFT is from the request's first
-byte sent to the first non-empty `content` received; "added" is a path's TTFT minus direct's in
-the same repetition and at the same concurrency. Each cell runs for a fixed time after a warm-up
-that is not counted, and every response is checked token by token.
+every few ms on a fixed timeline from the request, so the numbers measure the proxies, not a
+model. The client is stdlib asyncio on raw sockets, one keep-alive connection per stream, each
+stream sending its next request when the last one ends (a closed loop, so any latency a proxy adds
+to a whole response shows as fewer requests per second); the streams start spread over one
+response time. TTFT is from the request's first byte sent to the first non-empty `content`
+received; "added" is a path's TTFT minus direct's in the same repetition and at the same
+concurrency. Requests per second is the sum of each stream's completion rate. Each cell runs for
+a fixed time after a warm-up that is not counted, every response is checked token by token, and
+a cell during which other processes on the machine used CPU is measured again while the run
+still fits its time budget (the cores they used are reported either way).
 
 Needs root (nginx's private mount namespace), and runs everything in a private network namespace
 that has only loopback, so no traffic can leave 127.0.0.0/8 and no other process's ports matter.
@@ -102,6 +108,7 @@ class FakeWorker(asyncio.Protocol):
         self.tokens = [sse_chunk(completion_chunk({"content": t.decode()})) for t in tokens]
         self.end = sse_chunk(completion_chunk({}, "stop")) + sse_chunk("[DONE]") + b"0\r\n\r\n"
         self.delay = delay
+        self.start = 0.0
         self.buffer = b""
         self.transport: asyncio.Transport | None = None
         self.auth = f"authorization: bearer {WORKER_KEY}\r\n".encode()
@@ -130,15 +137,19 @@ class FakeWorker(asyncio.Protocol):
             return
         self.transport.write(self.HEAD + self.role)
         self.transport.write(self.tokens[0])
-        asyncio.get_running_loop().call_later(self.delay, self.send, 1)
+        loop = asyncio.get_running_loop()
+        self.start = loop.time()
+        loop.call_at(self.start + self.delay, self.send, 1)
 
     def send(self, index: int) -> None:
+        # On a fixed timeline from the request, as a decode loop's steps: a write that wakes
+        # a proxy (which may run first on a busy core) must not push every later token back.
         assert self.transport is not None
         if self.transport.is_closing():
             return
         if index < len(self.tokens):
             self.transport.write(self.tokens[index])
-            asyncio.get_running_loop().call_later(self.delay, self.send, index + 1)
+            asyncio.get_running_loop().call_at(self.start + (index + 1) * self.delay, self.send, index + 1)
         else:
             self.transport.write(self.end)
 
@@ -277,9 +288,13 @@ class Cell:
     path: str
     streams: int
     ttft_ms: list[float]
+    request_ms: float
+    """Mean time from sending a request to its last byte."""
     rps: float
     errors: int
     client_cpu: float
+    ours: float = 0.0
+    """CPU cores this benchmark's processes (client, workers, proxies) used during the cell."""
     others: float = 0.0
     """CPU cores that processes outside this benchmark used during the cell (a shared machine)."""
 
@@ -291,18 +306,29 @@ class Cell:
 
 
 async def run_cell(
-    path: str, targets: list[Target], streams: int, warmup: float, duration: float, expected: list[bytes]
+    path: str,
+    targets: list[Target],
+    streams: int,
+    warmup: float,
+    duration: float,
+    expected: list[bytes],
+    spread: float = 0.0,
 ) -> Cell:
     loop = asyncio.get_running_loop()
     start = time.perf_counter()
     warm_end, end = start + warmup, start + warmup + duration
     turn = itertools.count()
     results: list[Result] = []
+    rates: list[float] = []
     errors = 0
 
-    async def client() -> None:
+    async def client(number: int) -> None:
         nonlocal errors
         connections: dict[int, Stream] = {}
+        done: list[float] = []
+        # Streams start evenly spread over one response time and keep their phase (the workers
+        # keep a fixed timeline), so requests arrive spread out instead of all 64 at once.
+        await asyncio.sleep(number * spread / streams)
         while time.perf_counter() < end:
             index = next(turn) % len(targets)
             target = targets[index]
@@ -317,20 +343,25 @@ async def run_cell(
                 continue
             if result.sent >= warm_end:
                 results.append(result)
+            if result.ok and warm_end <= result.done <= end:
+                done.append(result.done)
         for stream in connections.values():
             if stream.transport is not None:
                 stream.transport.close()
+        # This stream's rate between its first and last completion in the window: counting
+        # completions in a fixed window instead would quantize to one request per stream (2% at 64).
+        rates.append((len(done) - 1) / (done[-1] - done[0]) if len(done) > 2 else len(done) / duration)
 
     cpu = time.process_time()
-    await asyncio.wait_for(asyncio.gather(*(client() for _ in range(streams))), timeout=warmup + duration + 120)
+    await asyncio.wait_for(asyncio.gather(*(client(i) for i in range(streams))), timeout=warmup + duration + 120)
     client_cpu = (time.process_time() - cpu) / (time.perf_counter() - start)
     errors += sum(not r.ok for r in results)
     good = [r for r in results if r.ok]
-    completed = sum(warm_end <= r.done <= end for r in good)
     ttft = [(r.first - r.sent) * 1000 for r in good]
     if len(ttft) < 2:
         raise RuntimeError(f"{path} at {streams} streams: {len(ttft)} good responses, {errors} errors")
-    return Cell(path, streams, ttft, completed / duration, errors, client_cpu)
+    request_ms = statistics.mean((r.done - r.sent) * 1000 for r in good)
+    return Cell(path, streams, ttft, request_ms, sum(rates), errors, client_cpu)
 
 
 # --- the three paths ---------------------------------------------------------------------------
@@ -392,6 +423,8 @@ def litellm_proxy(binary: Path, tmp: Path, addresses: list[str]) -> Iterator[Non
                     "api_base": f"http://{address}:{WORKER_PORT}/v1",
                     "api_key": WORKER_KEY,
                 },
+                # Priced, so LiteLLM's cost tracking does not look up an unknown model per request.
+                "model_info": {"input_cost_per_token": 0, "output_cost_per_token": 0},
             }
             for address in addresses
         ],
@@ -399,7 +432,9 @@ def litellm_proxy(binary: Path, tmp: Path, addresses: list[str]) -> Iterator[Non
     }
     path = tmp / "litellm.yaml"
     path.write_text(json.dumps(config, indent=2))  # JSON is YAML
-    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR", "NO_DOCS": "True"}
+    # No proxy variables: every hop stays on loopback, as in the other two paths.
+    env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+    env |= {"LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR", "NO_DOCS": "True"}
     log = tmp / "litellm.log"
     command = [str(binary), "--config", str(path), "--host", "127.0.0.1", "--port", str(LITELLM_PORT)]
     command += ["--num_workers", str(os.cpu_count() or 1)]
@@ -408,11 +443,12 @@ def litellm_proxy(binary: Path, tmp: Path, addresses: list[str]) -> Iterator[Non
     try:
         deadline = time.monotonic() + 120
         url = f"http://127.0.0.1:{LITELLM_PORT}/health/liveliness"
+        direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         while True:
             if process.poll() is not None:
                 raise RuntimeError(f"litellm exited with {process.returncode}:\n{log.read_text()[-3000:]}")
             try:
-                with urllib.request.urlopen(url, timeout=1) as response:
+                with direct.open(url, timeout=1) as response:
                     if response.status == 200:
                         break
             except OSError:
@@ -459,7 +495,7 @@ class Spread:
         return f"{self.median():.{digits}f} ({low:.{digits}f} to {high:.{digits}f})"
 
 
-def summarize(runs: list[dict[tuple[str, int], Cell]], levels: list[int]) -> tuple[str, list[str]]:
+def summarize(runs: list[dict[tuple[str, int], Cell]], levels: list[int], paths: list[str]) -> tuple[str, list[str]]:
     rows = [
         "| streams | path | TTFT p50 ms | TTFT p99 ms | added p50 ms | added p99 ms | req/s | req/s vs direct | n |",
         "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
@@ -467,27 +503,28 @@ def summarize(runs: list[dict[tuple[str, int], Cell]], levels: list[int]) -> tup
     verdicts: list[str] = []
     for streams in levels:
         spreads: dict[str, dict[str, Spread]] = {}
-        for path in PATHS:
-            s = {k: Spread() for k in ("p50", "p99", "add50", "add99", "rps", "ratio", "n", "err")}
+        for path in paths:
+            s = {k: Spread() for k in ("p50", "p99", "add50", "add99", "rps", "ratio")}
+            n = errors = 0
             for run in runs:
                 cell, direct = run[(path, streams)], run[("direct", streams)]
                 s["p50"].values.append(cell.p50())
                 s["p99"].values.append(cell.p99())
                 s["rps"].values.append(cell.rps)
-                s["n"].values.append(len(cell.ttft_ms))
-                s["err"].values.append(cell.errors)
+                n, errors = n + len(cell.ttft_ms), errors + cell.errors
                 if path != "direct":
                     s["add50"].values.append(cell.p50() - direct.p50())
                     s["add99"].values.append(cell.p99() - direct.p99())
                     s["ratio"].values.append(100 * cell.rps / direct.rps)
             spreads[path] = s
-            errors = sum(s["err"].values)
             rows.append(
                 f"| {streams} | {path} | {s['p50'].show()} | {s['p99'].show()} | {s['add50'].show()} | "
                 f"{s['add99'].show()} | {s['rps'].show(1)} | {s['ratio'].show(1)}{'%' if s['ratio'].values else ''} | "
-                f"{sum(s['n'].values):.0f}{f', {errors:.0f} errors' if errors else ''} |"
+                f"{n}{f', {errors} errors' if errors else ''} |"
             )
-        gw, ll, base = spreads["gateway"], spreads["litellm"], spreads["direct"]
+        base, gw, ll = spreads["direct"], spreads.get("gateway"), spreads.get("litellm")
+        if gw is None:
+            continue
         if streams in (1, 16):
             median, high = gw["add50"].median(), max(gw["add50"].values)
             verdicts.append(
@@ -497,16 +534,18 @@ def summarize(runs: list[dict[tuple[str, int], Cell]], levels: list[int]) -> tup
         if streams == 64:
             loss = 100 - gw["ratio"].median()
             noise = 100 * (max(base["rps"].values) - min(base["rps"].values)) / base["rps"].median()
+            verdict = "met" if loss <= 0 else "within noise" if loss <= noise else "NOT met"
             verdicts.append(
-                f"- 64 streams, no throughput loss: {'met' if loss <= max(noise, 1.0) else 'NOT met'} "
-                f"(gateway {gw['ratio'].median():.1f}% of direct; direct's own run-to-run spread {noise:.1f}%)"
+                f"- 64 streams, no throughput loss: {verdict} (gateway {gw['rps'].show(1)} req/s, paired with"
+                f" direct's run {gw['ratio'].show(1)}%; direct's own runs spread {noise:.1f}%)"
             )
-        bound = max(max(gw["add50"].values), 0.0)
-        ratio = ll["add50"].median() / bound if bound > 0 else float("inf")
-        verdicts.append(
-            f"- {streams} streams, LiteLLM added p50 ≥ 10x gateway's: {'met' if ratio >= 10 else 'NOT met'} "
-            f"(LiteLLM {ll['add50'].median():.2f} ms vs gateway's worst run {bound:.3f} ms: {ratio:.0f}x)"
-        )
+        if ll is not None:
+            bound = max(gw["add50"].values)
+            ratio = ll["add50"].median() / bound if bound > 0 else float("inf")
+            verdicts.append(
+                f"- {streams} streams, LiteLLM added p50 ≥ 10x gateway's: {'met' if ratio >= 10 else 'NOT met'} "
+                f"(LiteLLM {ll['add50'].median():.2f} ms vs gateway's worst run {bound:.3f} ms: {ratio:.0f}x)"
+            )
     return "\n".join(rows), verdicts
 
 
@@ -577,33 +616,40 @@ async def measure(args: argparse.Namespace, targets: dict[str, list[Target]]) ->
     for path, path_targets in targets.items():
         await smoke(path, path_targets, expected)
     tick = os.sysconf("SC_CLK_TCK")
+    started, cell_seconds = time.monotonic(), args.warmup + args.duration + 0.5
+    cells_left = args.repeat * len(args.streams) * len(args.paths)
     runs: list[dict[tuple[str, int], Cell]] = []
     for repeat in range(args.repeat):
         run: dict[tuple[str, int], Cell] = {}
         for streams in args.streams:
-            order = PATHS[repeat % 3 :] + PATHS[: repeat % 3]  # no path always goes first
-            for path in order:
-                for attempt in range(1 + args.retries):
+            turn = repeat % len(args.paths)
+            for path in args.paths[turn:] + args.paths[:turn]:  # no path always goes first
+                cells_left -= 1
+                for attempt in itertools.count():
                     gc.collect()
                     gc.disable()
                     (busy, ours), start = cpu_sample(), time.monotonic()
-                    cell = await run_cell(path, targets[path], streams, args.warmup, args.duration, expected)
+                    spread = args.tokens * args.token_delay_ms / 1000
+                    cell = await run_cell(path, targets[path], streams, args.warmup, args.duration, expected, spread)
                     (busy_end, ours_end), elapsed = cpu_sample(), time.monotonic() - start
                     gc.enable()
+                    cell.ours = (ours_end - ours) / tick / elapsed
                     cell.others = max(0, (busy_end - busy) - (ours_end - ours)) / tick / elapsed
                     print(
                         f"run {repeat + 1} streams {streams:3d} {path:8s} p50 {cell.p50():7.2f} ms"
-                        f" p99 {cell.p99():7.2f} ms {cell.rps:6.1f} req/s n {len(cell.ttft_ms):5d}"
-                        f" errors {cell.errors} client {cell.client_cpu:.2f} cores, others {cell.others:.2f} cores",
+                        f" p99 {cell.p99():7.2f} ms request {cell.request_ms:7.2f} ms {cell.rps:6.1f} req/s"
+                        f" n {len(cell.ttft_ms):5d} errors {cell.errors}"
+                        f" cores: client {cell.client_cpu:.2f} ours {cell.ours:.2f} others {cell.others:.2f}",
                         file=sys.stderr,
                         flush=True,
                     )
                     await asyncio.sleep(0.3)
-                    if cell.others <= args.max_others:
+                    # Re-measure only while the whole run still fits in the budget.
+                    spare = args.budget - (time.monotonic() - started) - (cells_left + 1) * cell_seconds
+                    if cell.others <= args.max_others or attempt >= args.retries or spare < 0:
                         break
-                    if attempt < args.retries:
-                        print("  other processes were busy: measuring this cell again", file=sys.stderr, flush=True)
-                        await asyncio.sleep(2)
+                    print("  other processes were busy: measuring this cell again", file=sys.stderr, flush=True)
+                    await asyncio.sleep(2)
                 run[(path, streams)] = cell
         runs.append(run)
     return runs
@@ -626,8 +672,13 @@ def main() -> int:
         help="CPU cores other processes may use during a cell before it is retried",
     )
     parser.add_argument("--retries", type=int, default=2, help="re-measurements of a cell disturbed by other processes")
+    parser.add_argument(
+        "--budget", type=float, default=270, help="seconds of measuring, re-measured cells included, not to exceed"
+    )
+    parser.add_argument("--paths", nargs="+", choices=PATHS, default=list(PATHS), help="direct is always measured")
     parser.add_argument("--serve-worker", metavar="ADDRESS", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    args.paths = ["direct", *(p for p in PATHS[1:] if p in args.paths)]
     delay = args.token_delay_ms / 1000
 
     if args.serve_worker:
@@ -638,7 +689,7 @@ def main() -> int:
         if os.geteuid() != 0:
             print("benchmarks/gateway.py needs root: private network and mount namespaces for nginx", file=sys.stderr)
             return 2
-        if not args.litellm.exists():
+        if "litellm" in args.paths and not args.litellm.exists():
             print(
                 f"{args.litellm} is missing: `make bench` installs benchmarks/requirements.txt there", file=sys.stderr
             )
@@ -655,16 +706,19 @@ def main() -> int:
         stack.enter_context(workers(addresses, args.tokens, delay))
         conf, secrets = gateway_config(upstreams)
         stack.enter_context(run_nginx(Path(tmp), conf, secrets, upstreams, GATEWAY_PORT))
-        stack.enter_context(litellm_proxy(args.litellm, Path(tmp), addresses))
+        if "litellm" in args.paths:
+            stack.enter_context(litellm_proxy(args.litellm, Path(tmp), addresses))
         path = "/v1/chat/completions"
         targets = {
             "direct": [chat_request(a, WORKER_PORT, path, WORKER_KEY, args.tokens) for a in addresses],
             "gateway": [chat_request("127.0.0.1", GATEWAY_PORT, path, CLIENT_KEY, args.tokens)],
             "litellm": [chat_request("127.0.0.1", LITELLM_PORT, path, CLIENT_KEY, args.tokens)],
         }
+        targets = {p: t for p, t in targets.items() if p in args.paths}
         runs = asyncio.run(measure(args, targets))
-    table, verdicts = summarize(runs, args.streams)
-    print(f"Machine: {machine()}, litellm {litellm_version(args.litellm)}")
+    table, verdicts = summarize(runs, args.streams, args.paths)
+    version = litellm_version(args.litellm) if "litellm" in args.paths else "not run"
+    print(f"Machine: {machine()}, litellm {version}")
     print(
         f"Workers: {args.workers} fake processes, {args.tokens} tokens {args.token_delay_ms:g} ms apart; "
         f"{args.repeat} runs of {args.warmup:g} s warm-up + {args.duration:g} s per cell; "
@@ -672,6 +726,12 @@ def main() -> int:
         "Each value: median of the runs (lowest to highest run). Added: minus direct, same run and streams.\n"
     )
     print(table)
+    others = [cell.others for run in runs for cell in run.values()]
+    busy = sum(o > args.max_others for o in others)
+    print(
+        f"\nOther processes on the machine used {statistics.mean(others):.2f} CPU cores on average during the cells"
+        f" (most {max(others):.2f}); {busy} of {len(others)} cells kept above {args.max_others:g} cores."
+    )
     print("\nTargets:")
     print("\n".join(verdicts))
     return 0
