@@ -518,6 +518,8 @@ class SloConfig(Schema):
     """Share of requests ending in error or abort above this pages."""
     for_minutes: int = Field(default=10, ge=1, le=1440)
     """How long a threshold must hold before alerting."""
+    worker_down_minutes: int = Field(default=2, ge=1, le=1440)
+    """How long a worker's scrape may fail before it pages (short: capacity is gone)."""
 
 
 class ObservabilityConfig(Schema):

@@ -130,7 +130,12 @@ def alert_rules(slo: SloConfig) -> list[dict[str, object]]:
             "KV cache of {{ $labels.instance }} is over " + f"{slo.kv_cache_usage_max:.0%} full",
             "ticket",
         ),
-        alert("WorkerDown", f'up{{job="{VLLM_JOB}"}} == 0', "2m", "worker {{ $labels.instance }} is not answering"),
+        alert(
+            "WorkerDown",
+            f'up{{job="{VLLM_JOB}"}} == 0',
+            f"{slo.worker_down_minutes}m",
+            "worker {{ $labels.instance }} is not answering",
+        ),
         alert(
             "GPUMemoryNearFull",
             f"DCGM_FI_DEV_FB_USED / (DCGM_FI_DEV_FB_USED + DCGM_FI_DEV_FB_FREE) > {slo.gpu_memory_max:g}",
