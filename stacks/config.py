@@ -540,6 +540,10 @@ class ObservabilityConfig(Schema):
     """Disk the samples may take (`--storage.tsdb.retention.size`); whichever limit comes first wins."""
     scrape_interval: str = Field(default="15s", pattern=r"^\d+[sm]$")
     """How often every target is scraped."""
+    grafana_image: PinnedImage = "grafana/grafana:12.1.1"
+    """Grafana image, with the datasource and dashboards provisioned from files."""
+    grafana_port: int = Field(default=3000, ge=1, le=65535)
+    """Host port of Grafana, on `bindAddress`."""
     dcgm_exporter_image: PinnedImage = "nvcr.io/nvidia/k8s/dcgm-exporter:4.2.3-4.1.3-ubuntu22.04"
     """NVIDIA DCGM exporter, one per GPU host (utilization, memory, temperature, power)."""
     nginx_exporter_image: PinnedImage = "nginx/nginx-prometheus-exporter:1.4.2"
@@ -672,5 +676,7 @@ SECRET_KEYS: dict[str, str] = {
     "`admin` key is generated (stack output `weaviateAdminKey`); anonymous access is always off.",
     "weaviateBackupAccessKeyId": "S3 access key id for Weaviate's backups.",
     "weaviateBackupSecretAccessKey": "S3 secret access key for Weaviate's backups.",
+    "grafanaAdminPassword": "Grafana's admin password. Generated (stack output `grafanaAdminPassword`, secret) "
+    "when unset.",
     "vllmApiKey": "The key workers require on their OpenAI API. Generated (and kept secret in state) when unset.",
 }

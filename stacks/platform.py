@@ -223,6 +223,10 @@ def build(stack: LoadedStack) -> dict[str, VllmWorkerPool]:
     )
     pulumi.export("gatewayUrl", gateway.url)
     if cfg.observability.enabled:
+        grafana_password = stack.secrets.get("grafanaAdminPassword")
+        if grafana_password is None:
+            grafana_password = random.RandomPassword("grafana-admin-password", length=32, special=False).result
+            pulumi.export("grafanaAdminPassword", grafana_password)
         monitoring = Monitoring(
             "monitoring",
             MonitoringArgs(
@@ -238,9 +242,11 @@ def build(stack: LoadedStack) -> dict[str, VllmWorkerPool]:
                 gateway_container=gateway.container_name,
                 edge_network=gateway.edge_network,
                 stack=stack.name,
+                grafana_password=grafana_password,
             ),
         )
         pulumi.export("prometheusUrl", monitoring.url)
+        pulumi.export("grafanaUrl", monitoring.grafana_url)
     for name, host in hosts.items():
         if host.inventory is not None:
             pulumi.export(f"gpus-{name}", host.inventory.apply(lambda gpus: [g.as_output() for g in gpus or []]))

@@ -9,6 +9,7 @@ import pulumi_docker as docker
 
 from components.gateway import nginx
 from components.hosts.host import GpuHost
+from components.observability import grafana
 from components.observability.prometheus import RULES_PATH, Target, render_prometheus_yml, render_rules
 from stacks.config import ObservabilityConfig
 
@@ -29,6 +30,8 @@ class MonitoringArgs:
     gateway_container: pulumi.Output[str]
     edge_network: pulumi.Output[str]
     stack: str
+    grafana_password: pulumi.Output[str]
+    """Grafana's admin password (secret)."""
 
 
 class Monitoring(pulumi.ComponentResource):
@@ -40,6 +43,7 @@ class Monitoring(pulumi.ComponentResource):
     DCGM exporters on other hosts publish only on their private address."""
 
     url: pulumi.Output[str]
+    grafana_url: pulumi.Output[str]
 
     def __init__(self, name: str, args: MonitoringArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("inference-stack:observability:Monitoring", name, None, opts)
@@ -126,5 +130,50 @@ class Monitoring(pulumi.ComponentResource):
             ),
             opts=on_host,
         )
+        prometheus_name = f"{args.stack}-prometheus"
+        grafana_volume = docker.Volume(
+            f"{name}-grafana-data",
+            name=f"{args.stack}-grafana-data",
+            opts=on_host.merge(pulumi.ResourceOptions(retain_on_delete=True)),
+        )
+        docker.Container(
+            f"{name}-grafana",
+            name=f"{args.stack}-grafana",
+            image=cfg.grafana_image,
+            envs=[f"{k}={v}" for k, v in sorted(grafana.grafana_env().items())],
+            uploads=[
+                docker.ContainerUploadArgs(
+                    file=f"{grafana.PROVISIONING_DIR}/datasources/datasources.yaml",
+                    content=grafana.render_datasources(f"http://{prometheus_name}:9090"),
+                    permissions="0444",
+                ),
+                docker.ContainerUploadArgs(
+                    file=f"{grafana.PROVISIONING_DIR}/dashboards/inference-stack.yaml",
+                    content=grafana.render_dashboard_provider(),
+                    permissions="0444",
+                ),
+                docker.ContainerUploadArgs(
+                    file=f"{grafana.DASHBOARDS_DIR}/inference.json",
+                    content=grafana.render_dashboard(),
+                    permissions="0444",
+                ),
+                docker.ContainerUploadArgs(
+                    file="/run/secrets/grafana-admin-password",
+                    content=pulumi.Output.secret(args.grafana_password),
+                    # Grafana's image runs as uid 472.
+                    owner="472",
+                    permissions="0400",
+                ),
+            ],
+            mounts=[docker.ContainerMountArgs(type="volume", source=grafana_volume.name, target="/var/lib/grafana")],
+            networks_advanced=[docker.ContainerNetworksAdvancedArgs(name=args.edge_network)],
+            ports=[docker.ContainerPortArgs(internal=3000, external=cfg.grafana_port, ip=cfg.bind_address)],
+            restart="unless-stopped",
+            memory=512,
+            log_driver="json-file",
+            log_opts={"max-size": "20m", "max-file": "3"},
+            opts=on_host,
+        )
         self.url = pulumi.Output.from_input(f"http://{cfg.bind_address}:{cfg.prometheus_port}")
-        self.register_outputs({"url": self.url})
+        self.grafana_url = pulumi.Output.from_input(f"http://{cfg.bind_address}:{cfg.grafana_port}")
+        self.register_outputs({"url": self.url, "grafanaUrl": self.grafana_url})

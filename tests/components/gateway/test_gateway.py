@@ -19,9 +19,10 @@ def gateway(s: Synth) -> dict[str, Any]:
 
 def test_gateway_is_the_only_published_api_port_in_dev(dev: Synth) -> None:
     published = {c["name"]: c["inputs"]["ports"] for c in dev.of_type(CONTAINER) if c["inputs"].get("ports")}
-    # Besides the gateway, only the Prometheus UI, on loopback for an SSH tunnel.
-    assert set(published) == {"gateway-nginx", "monitoring-prometheus"}
-    assert all(p["ip"] == "127.0.0.1" for p in published["monitoring-prometheus"])
+    # Besides the gateway, only the Prometheus and Grafana UIs, on loopback for an SSH tunnel.
+    assert set(published) == {"gateway-nginx", "monitoring-prometheus", "monitoring-grafana"}
+    for ui in ("monitoring-prometheus", "monitoring-grafana"):
+        assert all(p["ip"] == "127.0.0.1" for p in published[ui])
     (port,) = published["gateway-nginx"]
     assert port["internal"] == 8080 and port["external"] == 8080 and port["ip"] == "127.0.0.1"
 

@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 import pytest
 import yaml
 
+from components.observability.grafana import dashboard_exprs
 from components.observability.prometheus import (
     RULES_PATH,
     Target,
@@ -49,7 +50,7 @@ FIXTURE_SHA256 = "e439010eb65d14a0b93dfcf09bc01a58c0a3d80a710c0bb8deb228c8e53f75
 SLO = SloConfig()
 RECORDED = {str(rule["record"]) for rule in recording_rules()}
 # Series the rules use that come from other jobs than vLLM's: Prometheus's own `up`, DCGM exporter.
-OTHER_JOBS = re.compile(r"up|DCGM_\w+")
+OTHER_JOBS = re.compile(r"up|DCGM_\w+|nginx_\w+")
 
 WORKER = Target("10.0.0.11:8000", {"host": "gpu-a", "replica": "0", "group": "chat"})
 DCGM = Target("10.0.0.11:9400", {"host": "gpu-a"})
@@ -121,6 +122,11 @@ def fixture_labels(metric: str) -> list[dict[str, str]]:
 def rule_exprs() -> list[tuple[str, str]]:
     rules: list[Mapping[str, object]] = [*recording_rules(), *alert_rules(SLO)]
     return [(str(rule.get("record") or rule.get("alert")), str(rule["expr"])) for rule in rules]
+
+
+def all_exprs() -> list[tuple[str, str]]:
+    """Every rule and every dashboard panel query: all of them must parse and find their metrics."""
+    return [*rule_exprs(), *(("dashboard: " + name, expr) for name, expr in dashboard_exprs())]
 
 
 def run(*argv: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -604,13 +610,18 @@ def scrape_mode() -> str:
 def check_prometheus_against(prom: str, mode: str) -> None:
     # (a) Every metric name of every rule is in what Prometheus scraped (other jobs' series aside).
     scraped = set(get_json(f"{prom}/api/v1/label/__name__/values")["data"])
-    for name, expr in rule_exprs():
+    for name, expr in all_exprs():
         missing = {m for m in metric_names(expr) - RECORDED if not OTHER_JOBS.fullmatch(m)} - scraped
         assert not missing, f"{name}: {expr} uses metrics vLLM ({mode}) does not expose: {missing}"
     # (b) Every expression parses and evaluates, and Prometheus's own rule evaluation is healthy.
-    for name, expr in rule_exprs():
+    for name, expr in all_exprs():
         answer = query(prom, expr)
         assert answer["status"] == "success", f"{name}: {expr}: {answer}"
+    # (c) Every dashboard panel fed by vLLM shows data: no "No data" panel on the real server.
+    for name, expr in dashboard_exprs():
+        if any(OTHER_JOBS.fullmatch(m) and m != "up" for m in metric_names(expr)):
+            continue  # DCGM and the nginx exporter are other jobs, not running here
+        assert query(prom, expr)["data"]["result"], f"dashboard {name}: {expr} shows no data ({mode})"
 
     def evaluated_groups() -> list[dict[str, Any]]:
         groups: list[dict[str, Any]] = get_json(f"{prom}/api/v1/rules")["data"]["groups"]
@@ -697,7 +708,7 @@ def test_fixture_parses_as_prometheus_text_format() -> None:
     assert "error while linting" not in result.stdout + result.stderr
 
 
-@pytest.mark.parametrize(("rule", "expr"), rule_exprs(), ids=[name for name, _ in rule_exprs()])
+@pytest.mark.parametrize(("rule", "expr"), all_exprs(), ids=[name for name, _ in all_exprs()])
 def test_rule_metrics_and_labels_exist_in_the_vllm_exposition(rule: str, expr: str) -> None:
     names = metric_names(expr)
     assert names, expr

@@ -156,7 +156,7 @@ def test_configured_secrets_stay_secret_everywhere() -> None:
 
 
 def test_generated_api_key_is_secret(dev: Synth) -> None:
-    (password,) = dev.of_type("random:index/randomPassword:RandomPassword")
+    (password,) = [r for r in dev.of_type("random:index/randomPassword:RandomPassword") if r["name"] == "vllm-api-key"]
     assert password["inputs"]["length"] >= 32
 
     captured: dict[str, Any] = {}
