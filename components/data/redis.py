@@ -84,16 +84,12 @@ class Redis(pulumi.ComponentResource):
     def __init__(self, name: str, args: RedisArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("inference-stack:data:Redis", name, None, opts)
         cfg, host = args.config, args.host
-        on_host = pulumi.ResourceOptions(parent=self, provider=host.provider, depends_on=host.ready)
+        on_host = host.options(self)
         container_name = f"{args.stack}-redis"
         mounts = []
         tmpfs = None
         if cfg.persistence == "aof":
-            volume = docker.Volume(
-                f"{name}-data",
-                name=f"{args.stack}-redis-data",
-                opts=on_host.merge(pulumi.ResourceOptions(retain_on_delete=True)),
-            )
+            volume = host.data_volume(f"{name}-data", f"{args.stack}-redis-data", self)
             mounts.append(docker.ContainerMountArgs(type="volume", source=volume.name, target=DATA_DIR))
         else:
             tmpfs = {DATA_DIR: f"rw,size={cfg.maxmemory_mb + 64}m,uid={REDIS_UID}"}

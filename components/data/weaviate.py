@@ -106,13 +106,9 @@ class Weaviate(pulumi.ComponentResource):
     def __init__(self, name: str, args: WeaviateArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("inference-stack:data:Weaviate", name, None, opts)
         cfg, host = args.config, args.host
-        on_host = pulumi.ResourceOptions(parent=self, provider=host.provider, depends_on=host.ready)
+        on_host = host.options(self)
         container_name = f"{args.stack}-weaviate"
-        volume = docker.Volume(
-            f"{name}-data",
-            name=f"{args.stack}-weaviate-data",
-            opts=on_host.merge(pulumi.ResourceOptions(retain_on_delete=True)),
-        )
+        volume = host.data_volume(f"{name}-data", f"{args.stack}-weaviate-data", self)
         creds = [args.backup_access_key_id, args.backup_secret_access_key]
         secrets = pulumi.Output.all(args.api_keys, *[c for c in creds if c is not None]).apply(
             lambda values: render_secrets_env(

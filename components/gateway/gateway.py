@@ -55,7 +55,7 @@ class Gateway(pulumi.ComponentResource):
     def __init__(self, name: str, args: GatewayArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("inference-stack:gateway:Gateway", name, None, opts)
         gw, host = args.config, args.host
-        on_host = pulumi.ResourceOptions(parent=self, provider=host.provider, depends_on=host.ready)
+        on_host = host.options(self)
         edge = docker.Network(
             f"{name}-edge",
             name=f"{args.stack}-gateway",

@@ -191,6 +191,19 @@ class GpuHost(pulumi.ComponentResource):
         self._last = resource
         return resource
 
+    def options(self, parent: pulumi.Resource) -> pulumi.ResourceOptions:
+        """For anything deployed on this host: its Docker provider, after every provisioning step."""
+        return pulumi.ResourceOptions(parent=parent, provider=self.provider, depends_on=self.ready)
+
+    def data_volume(self, name: str, docker_name: str, parent: pulumi.Resource) -> docker.Volume:
+        """A named volume for data that must outlive its container, and the stack: deleting the
+        stack leaves it in place (`retain_on_delete`), so no `destroy` ever drops a database."""
+        return docker.Volume(
+            name,
+            name=docker_name,
+            opts=self.options(parent).merge(pulumi.ResourceOptions(retain_on_delete=True)),
+        )
+
     def run_command(
         self,
         name: str,

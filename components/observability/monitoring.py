@@ -72,7 +72,7 @@ class Monitoring(pulumi.ComponentResource):
             address = f"{private_address}:{DCGM_PORT}" if private_address else f"{exporter}:{DCGM_PORT}"
             gpu_targets.append(Target(address, {"host": host_name}))
 
-        on_host = pulumi.ResourceOptions(parent=self, provider=host.provider, depends_on=host.ready)
+        on_host = host.options(self)
         nginx_exporter = f"{args.stack}-nginx-exporter"
         docker.Container(
             f"{name}-nginx-exporter",
@@ -87,11 +87,7 @@ class Monitoring(pulumi.ComponentResource):
             read_only=True,
             opts=on_host,
         )
-        volume = docker.Volume(
-            f"{name}-data",
-            name=f"{args.stack}-prometheus-data",
-            opts=on_host.merge(pulumi.ResourceOptions(retain_on_delete=True)),
-        )
+        volume = host.data_volume(f"{name}-data", f"{args.stack}-prometheus-data", self)
         config = render_prometheus_yml(
             args.workers, gpu_targets, f"{nginx_exporter}:{NGINX_EXPORTER_PORT}", cfg.scrape_interval
         )
@@ -131,11 +127,7 @@ class Monitoring(pulumi.ComponentResource):
             opts=on_host,
         )
         prometheus_name = f"{args.stack}-prometheus"
-        grafana_volume = docker.Volume(
-            f"{name}-grafana-data",
-            name=f"{args.stack}-grafana-data",
-            opts=on_host.merge(pulumi.ResourceOptions(retain_on_delete=True)),
-        )
+        grafana_volume = host.data_volume(f"{name}-grafana-data", f"{args.stack}-grafana-data", self)
         docker.Container(
             f"{name}-grafana",
             name=f"{args.stack}-grafana",

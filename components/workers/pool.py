@@ -82,7 +82,7 @@ class VllmWorkerPool(pulumi.ComponentResource):
         urls: list[pulumi.Output[str]] = []
         for placement in args.placements:
             host = args.hosts[placement.host.name]
-            on_host = pulumi.ResourceOptions(parent=self, provider=host.provider, depends_on=host.ready)
+            on_host = host.options(self)
             worker = f"{name}-{placement.host.name}-{placement.index}"
             container_name = f"{args.stack}-{placement.name}"
             ports = None
