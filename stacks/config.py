@@ -662,6 +662,9 @@ class StackConfig(Schema):
     def gateway_host(self) -> str:
         return self.network.gateway_host or self.hosts[0].name
 
+    def host(self, name: str) -> HostConfig:
+        return next(h for h in self.hosts if h.name == name)
+
 
 # Top-level config keys that hold secrets. Each must be set with `pulumi config set --secret`.
 SECRET_KEYS: dict[str, str] = {

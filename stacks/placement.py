@@ -33,6 +33,16 @@ class Placement:
     def name(self) -> str:
         return f"{self.group.name}-{self.host.name}-{self.index}"
 
+    def container_name(self, stack: str) -> str:
+        return f"{stack}-{self.name}"
+
+    def address(self, stack: str) -> str:
+        """`host:port` as the gateway host reaches this worker: the published port on the private
+        address when it publishes one (it runs on another host), else its container name."""
+        if self.published_port is not None:
+            return f"{self.host.private_address}:{self.published_port}"
+        return f"{self.container_name(stack)}:{self.group.port}"
+
 
 def place(cfg: StackConfig) -> tuple[list[Placement], list[ConfigIssue]]:
     issues: list[ConfigIssue] = []

@@ -25,7 +25,7 @@ from stacks.placement import Placement
 def build_hosts(stack: LoadedStack) -> dict[str, GpuHost]:
     cfg = stack.config
     multi_host = len(cfg.hosts) > 1
-    gateway = next(h for h in cfg.hosts if h.name == cfg.gateway_host())
+    gateway = cfg.host(cfg.gateway_host())
     secrets = stack.secrets
     creds = None
     if "s3AccessKeyId" in secrets and "s3SecretAccessKey" in secrets:
@@ -61,21 +61,12 @@ def build_hosts(stack: LoadedStack) -> dict[str, GpuHost]:
 
 def routes(cfg: StackConfig, placements: list[Placement], stack: str) -> list[Route]:
     """One route per served model, in group order: the canary group (if any) gets its share, every
-    other group serving that model joins the stable pool. Workers on the gateway host are reached
-    by container name, the rest at their host's private address and published port."""
-    gateway_host = cfg.gateway_host()
+    other group serving that model joins the stable pool (`Placement.address` says how the
+    gateway reaches each worker)."""
     canary = cfg.gateway.canary
 
     def servers(group: str) -> list[str]:
-        out = []
-        for p in placements:
-            if p.group.name != group:
-                continue
-            if p.host.name == gateway_host:
-                out.append(f"{stack}-{p.name}:{p.group.port}")
-            else:
-                out.append(f"{p.host.private_address}:{p.published_port}")
-        return out
+        return [p.address(stack) for p in placements if p.group.name == group]
 
     result = []
     for model in dict.fromkeys(g.model.served_name for g in cfg.workers):
@@ -108,7 +99,7 @@ def build_redis(stack: LoadedStack, hosts: dict[str, GpuHost]) -> Redis | None:
     if password is None:
         password = random.RandomPassword("redis-password", length=40, special=False).result
     gateway_host = cfg.gateway_host()
-    address = next(h.private_address for h in cfg.hosts if h.name == gateway_host)
+    address = cfg.host(gateway_host).private_address
     return Redis(
         "redis",
         RedisArgs(
@@ -124,7 +115,7 @@ def build_redis(stack: LoadedStack, hosts: dict[str, GpuHost]) -> Redis | None:
 def redis_urls(stack: LoadedStack, redis: Redis) -> dict[str, pulumi.Output[str]]:
     """How each host's workers reach Redis: by name on its own host, at the private address elsewhere."""
     cfg = stack.config
-    gateway = next(h for h in cfg.hosts if h.name == cfg.gateway_host())
+    gateway = cfg.host(cfg.gateway_host())
     urls: dict[str, pulumi.Output[str]] = {}
     for host in cfg.hosts:
         target = f"{stack.name}-redis" if host.name == gateway.name else str(gateway.private_address)
@@ -167,8 +158,6 @@ def scrape_targets(cfg: StackConfig, placements: list[Placement], stack: str) ->
     canary = cfg.gateway.canary.group if cfg.gateway.canary else None
     targets = []
     for p in placements:
-        local = p.host.name == cfg.gateway_host()
-        address = f"{stack}-{p.name}:{p.group.port}" if local else f"{p.host.private_address}:{p.published_port}"
         labels = {
             "host": p.host.name,
             "gpus": ",".join(p.devices),
@@ -177,7 +166,7 @@ def scrape_targets(cfg: StackConfig, placements: list[Placement], stack: str) ->
             "group": p.group.name,
             "role": "canary" if p.group.name == canary else "stable",
         }
-        targets.append(Target(address, labels))
+        targets.append(Target(p.address(stack), labels))
     return targets
 
 
@@ -234,10 +223,9 @@ def build(stack: LoadedStack) -> dict[str, VllmWorkerPool]:
                 host=hosts[cfg.gateway_host()],
                 workers=scrape_targets(cfg, stack.placements, stack.name),
                 gpu_hosts={
-                    name: (host, None if name == cfg.gateway_host() else host_cfg.private_address)
+                    name: (host, None if name == cfg.gateway_host() else cfg.host(name).private_address)
                     for name, host in hosts.items()
-                    for host_cfg in cfg.hosts
-                    if host_cfg.name == name and host.inventory is not None
+                    if host.inventory is not None
                 },
                 gateway_container=gateway.container_name,
                 edge_network=gateway.edge_network,

@@ -84,7 +84,7 @@ class VllmWorkerPool(pulumi.ComponentResource):
             host = args.hosts[placement.host.name]
             on_host = host.options(self)
             worker = f"{name}-{placement.host.name}-{placement.index}"
-            container_name = f"{args.stack}-{placement.name}"
+            container_name = placement.container_name(args.stack)
             ports = None
             if placement.published_port is not None:
                 ports = [
@@ -94,11 +94,7 @@ class VllmWorkerPool(pulumi.ComponentResource):
                         ip=placement.host.private_address,
                     )
                 ]
-                urls.append(
-                    pulumi.Output.from_input(f"http://{placement.host.private_address}:{placement.published_port}")
-                )
-            else:
-                urls.append(pulumi.Output.from_input(f"http://{container_name}:{group.port}"))
+            urls.append(pulumi.Output.from_input(f"http://{placement.address(args.stack)}"))
             device_requests = None
             if group.accelerator == "nvidia":
                 device_requests = [
