@@ -34,7 +34,7 @@ $(VENV)/.stamp: requirements.txt requirements-dev.txt constraints.txt
 venv: $(VENV)/.stamp
 
 # Debian packages the tests use as real consumers; installed only when missing and root.
-DEBIAN_PACKAGES := nodejs npm debootstrap debian-archive-keyring nginx redis-server redis-tools prometheus
+DEBIAN_PACKAGES := nodejs npm debootstrap debian-archive-keyring nginx redis-server redis-tools prometheus mtail
 deps:
 	@missing=""; for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || command -v $$p >/dev/null || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \

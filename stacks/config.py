@@ -522,13 +522,40 @@ class SloConfig(Schema):
     """How long a worker's scrape may fail before it pages (short: capacity is gone)."""
 
 
+DetailedTraces = Literal["all", "model", "worker"]
+
+
+class TracingConfig(Schema):
+    """Jaeger all-in-one, receiving the workers' OpenTelemetry traces (one span per request, with
+    queue, prefill, decode and TTFT times) so a slow request can be taken apart."""
+
+    enabled: bool = False
+    """Deploy Jaeger on the gateway host and point every worker's `--otlp-traces-endpoint` at it."""
+    jaeger_image: PinnedImage = "jaegertracing/jaeger:2.20.0"
+    """Jaeger v2 (the all-in-one binary; v1 is end of life). Configured by a generated YAML file."""
+    storage: Literal["memory", "badger"] = "memory"
+    """`memory` loses every trace on a restart: fine for dev. `badger` keeps them on a named volume."""
+    max_traces: int = Field(default=100_000, ge=1000, le=10_000_000)
+    """With `memory`: traces kept before the oldest are dropped (bounds Jaeger's RAM)."""
+    retention_hours: int = Field(default=168, ge=1, le=8760)
+    """With `badger`: how long spans are kept on disk."""
+    ui_port: int = Field(default=16686, ge=1, le=65535)
+    """Host port of the Jaeger UI, on `observability.bindAddress`."""
+    memory_mb: int = Field(default=1024, ge=128)
+    """Memory limit of the Jaeger container."""
+    collect_detailed_traces: list[DetailedTraces] = []
+    """vLLM's `--collect-detailed-traces` modules. Each adds timing work on the request path,
+    so the default is none."""
+
+
 class ObservabilityConfig(Schema):
-    """Prometheus scraping every worker, the GPU exporters and the gateway, with SLO alert rules."""
+    """Prometheus scraping every worker, the GPU exporters and the gateway, with SLO alert rules;
+    Grafana; Jaeger when tracing is on."""
 
     enabled: bool = True
-    """Deploy Prometheus and the exporters."""
+    """Deploy Prometheus, Grafana and the exporters."""
     bind_address: str = "127.0.0.1"
-    """Host address Prometheus publishes its UI on: loopback, reached over an SSH tunnel
+    """Host address Prometheus, Grafana and Jaeger publish their UIs on: loopback, reached over an SSH tunnel
     (`ssh -L 9090:127.0.0.1:9090 <gateway host>`), unless the stack says otherwise."""
     prometheus_image: PinnedImage = "prom/prometheus:v2.55.1"
     """Prometheus image (2.x: the same rule and config language the tests check with promtool 2.42)."""
@@ -550,6 +577,8 @@ class ObservabilityConfig(Schema):
     """Exporter for the gateway's stub_status."""
     slo: SloConfig = SloConfig()
     """Alert thresholds."""
+    tracing: TracingConfig = TracingConfig()
+    """Distributed tracing (Jaeger)."""
 
     @field_validator("bind_address")
     @classmethod

@@ -16,6 +16,8 @@ from components.gateway.nginx import Pool, Route
 from components.hosts.host import GpuHost, GpuHostArgs, s3_credentials
 from components.observability.monitoring import Monitoring, MonitoringArgs
 from components.observability.prometheus import Target
+from components.observability.tracing import OTLP_GRPC_PORT, Tracing, TracingArgs, otlp_endpoint
+from components.workers import spec
 from components.workers.pool import VllmWorkerPool, VllmWorkerPoolArgs
 from stacks.config import ModelConfig, StackConfig
 from stacks.loader import LoadedStack, load
@@ -49,7 +51,8 @@ def build_hosts(stack: LoadedStack) -> dict[str, GpuHost]:
                 images=[g.image for g in groups],
                 prefetch=list(prefetch.values()),
                 published_ports=[p.published_port for p in here if p.published_port is not None]
-                + ([REDIS_PORT] if host.name == gateway.name and redis_published(stack) else []),
+                + ([REDIS_PORT] if host.name == gateway.name and redis_published(stack) else [])
+                + ([OTLP_GRPC_PORT] if host.name == gateway.name and tracing_published(stack) else []),
                 gateway_address=gateway.private_address,
                 ssh_private_key=secrets.get("sshPrivateKey"),
                 hf_token=secrets.get("hfToken"),
@@ -89,6 +92,30 @@ def redis_published(stack: LoadedStack) -> bool:
         and cfg.redis.kv_cache_offload
         and any(p.host.name != cfg.gateway_host() for p in stack.placements)
     )
+
+
+def tracing_published(stack: LoadedStack) -> bool:
+    """Jaeger's OTLP port publishes (on the gateway host's private address) only for workers elsewhere."""
+    cfg = stack.config
+    return cfg.observability.tracing.enabled and any(p.host.name != cfg.gateway_host() for p in stack.placements)
+
+
+def worker_tracing(stack: LoadedStack) -> dict[str, list[str]]:
+    """Each host's vLLM tracing flags: Jaeger by name beside it, or across hosts at the gateway
+    host's private address."""
+    cfg = stack.config
+    tracing = cfg.observability.tracing
+    if not tracing.enabled:
+        return {}
+    gateway = cfg.host(cfg.gateway_host())
+    remote = None if gateway.private_address is None else str(gateway.private_address)
+    return {
+        host.name: spec.tracing_args(
+            otlp_endpoint(stack.name, None if host.name == gateway.name else remote),
+            tracing.collect_detailed_traces,
+        )
+        for host in cfg.hosts
+    }
 
 
 def build_redis(stack: LoadedStack, hosts: dict[str, GpuHost]) -> Redis | None:
@@ -194,6 +221,7 @@ def build(stack: LoadedStack) -> dict[str, VllmWorkerPool]:
                 if redis is not None and stack.config.redis.kv_cache_offload
                 else None,
                 redis_urls=redis_urls(stack, redis) if redis is not None else {},
+                tracing=worker_tracing(stack),
             ),
         )
     cfg = stack.config
@@ -208,9 +236,25 @@ def build(stack: LoadedStack) -> dict[str, VllmWorkerPool]:
             client_keys=stack.secrets.get("gatewayApiKeys"),
             workers=[c for pool in pools.values() for c in pool.containers],
             stack=stack.name,
+            status_metrics=cfg.observability.enabled,
         ),
     )
     pulumi.export("gatewayUrl", gateway.url)
+    tracing = None
+    if cfg.observability.tracing.enabled:
+        gateway_host = cfg.host(cfg.gateway_host())
+        tracing = Tracing(
+            "tracing",
+            TracingArgs(
+                config=cfg.observability.tracing,
+                host=hosts[gateway_host.name],
+                bind_address=cfg.observability.bind_address,
+                private_address=str(gateway_host.private_address) if tracing_published(stack) else None,
+                edge_network=gateway.edge_network,
+                stack=stack.name,
+            ),
+        )
+        pulumi.export("jaegerUrl", tracing.ui_url)
     if cfg.observability.enabled:
         grafana_password = stack.secrets.get("grafanaAdminPassword")
         if grafana_password is None:
@@ -231,6 +275,8 @@ def build(stack: LoadedStack) -> dict[str, VllmWorkerPool]:
                 edge_network=gateway.edge_network,
                 stack=stack.name,
                 grafana_password=grafana_password,
+                gateway_status_exporter=gateway.status_exporter,
+                jaeger_url=tracing.query_url if tracing is not None else None,
             ),
         )
         pulumi.export("prometheusUrl", monitoring.url)

@@ -103,6 +103,9 @@ class Synth:
                     todo.append(dep)
         return False
 
+    retained: set[str] = field(default_factory=set)
+    """Resources a `destroy` leaves in place (`retain_on_delete`), by name."""
+
     def files(self) -> dict[str, str]:
         """Generated files, keyed `<resource name>/<path>`: container uploads at their absolute path,
         and each host step's script under its own name."""
@@ -138,6 +141,10 @@ class _Mocks(pulumi.runtime.Mocks):
         if args.typ == "random:index/randomPassword:RandomPassword":
             digest = hashlib.sha256(args.name.encode()).hexdigest()
             state["result"] = digest[: int(args.inputs.get("length", 32))]
+        if args.typ == "docker:index/image:Image":
+            # A local build's repoDigest is its image id; a stand-in derived from the inputs.
+            built = json.dumps(args.inputs, sort_keys=True, default=str)
+            state["repoDigest"] = "sha256:" + hashlib.sha256(built.encode()).hexdigest()
         return f"{args.name}-id", state
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
@@ -149,6 +156,7 @@ class _RecordingMonitor(pulumi_mocks.MockMonitor):
         super().__init__(mocks)
         self.records: list[tuple[str, str, str, str, Any]] = []
         self.dependencies: dict[str, list[str]] = {}
+        self.retained: list[str] = []
 
     def RegisterResource(self, request: Any) -> Any:  # noqa: N802 (gRPC method name)
         if request.type != "pulumi:pulumi:Stack":
@@ -156,6 +164,8 @@ class _RecordingMonitor(pulumi_mocks.MockMonitor):
             urn = self.make_urn(request.parent, request.type, request.name)
             self.records.append((urn, request.type, request.name, request.parent, raw))
             self.dependencies[urn] = list(request.dependencies)
+            if request.retainOnDelete:
+                self.retained.append(urn)
         return super().RegisterResource(request)  # type: ignore[no-untyped-call]
 
 
@@ -198,7 +208,7 @@ def run(
     ]
     resources.sort(key=lambda r: (r["name"], r["type"]))
     depends = {names[urn]: {names[d] for d in deps if d in names} for urn, deps in monitor.dependencies.items()}
-    return Synth(resources, depends)
+    return Synth(resources, depends, {names[urn] for urn in monitor.retained})
 
 
 def synth_stack(stack: str, stack_file: Path | None = None) -> Synth:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_docker as docker
 
-from components.gateway import nginx
+from components.gateway import nginx, status_metrics
 from components.hosts.host import GpuHost
 from stacks.config import GatewayConfig
 
@@ -29,6 +29,8 @@ class GatewayArgs:
     workers: Sequence[docker.Container]
     """The gateway starts after these are healthy, and reloads when any of them is replaced."""
     stack: str
+    status_metrics: bool = False
+    """Count responses by HTTP status with an mtail sidecar (`status_metrics.py`) for Prometheus."""
 
 
 class Gateway(pulumi.ComponentResource):
@@ -45,12 +47,16 @@ class Gateway(pulumi.ComponentResource):
     is chosen over nginx's upstream `resolve` because the same config then works on every nginx
     the tests can run (Debian's 1.22 lacks `resolve`), and because a reload is an event Pulumi
     knows about rather than a DNS poll. The root filesystem is read-only; secrets arrive as files.
+    With `status_metrics`, an mtail sidecar counts responses by HTTP status from one syslog line
+    per request, for Prometheus (stub_status has no status codes).
     """
 
     url: pulumi.Output[str]
     container_name: pulumi.Output[str]
     edge_network: pulumi.Output[str]
     """The gateway's bridge network, for services that scrape or sit beside it."""
+    status_exporter: str | None
+    """`container:port` of the per-status metrics on the edge network, or None when they are off."""
 
     def __init__(self, name: str, args: GatewayArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("inference-stack:gateway:Gateway", name, None, opts)
@@ -69,6 +75,8 @@ class Gateway(pulumi.ComponentResource):
             else pulumi.Output.from_input("")
         )
         container_name = f"{args.stack}-gateway"
+        mtail = self._status_exporter(name, args, edge) if args.status_metrics else None
+        status_syslog = f"{mtail[1]}:{status_metrics.SYSLOG_PORT}" if mtail else None
         container = docker.Container(
             f"{name}-nginx",
             name=container_name,
@@ -76,7 +84,9 @@ class Gateway(pulumi.ComponentResource):
             image=gw.image,
             uploads=[
                 docker.ContainerUploadArgs(
-                    file=nginx.CONFIG_PATH, content=nginx.render_nginx_conf(gw, args.routes), permissions="0444"
+                    file=nginx.CONFIG_PATH,
+                    content=nginx.render_nginx_conf(gw, args.routes, status_syslog=status_syslog),
+                    permissions="0444",
                 ),
                 docker.ContainerUploadArgs(
                     file=f"{nginx.SECRETS_DIR}/clients.map", content=pulumi.Output.secret(clients), permissions="0400"
@@ -113,17 +123,57 @@ class Gateway(pulumi.ComponentResource):
             stop_signal="SIGQUIT",
             stop_timeout=gw.read_timeout_seconds,
             labels=[docker.ContainerLabelArgs(label="inference-stack.role", value="gateway")],
-            opts=pulumi.ResourceOptions(parent=self, provider=host.provider, depends_on=[*host.ready, *args.workers]),
+            # nginx resolves mtail's name (the syslog server) when it loads its config: mtail first.
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                provider=host.provider,
+                depends_on=[*host.ready, *args.workers, *([mtail[0]] if mtail else [])],
+            ),
         )
-        # Container names stay, addresses change: re-resolve them whenever a worker is replaced.
+        # Container names stay, addresses change: re-resolve them whenever a worker, or mtail, is
+        # replaced.
         host.run_command(
             f"{name}-reload",
             ["docker", "kill", "--signal", "HUP", container_name],
-            triggers=[container.id, *(w.id for w in args.workers)],
+            triggers=[container.id, *(w.id for w in args.workers), *([mtail[0].id] if mtail else [])],
             parent=self,
             depends_on=[container],
         )
         self.url = pulumi.Output.from_input(f"http://{gw.listen_address}:{gw.port}")
         self.container_name = container.name
         self.edge_network = edge.name
-        self.register_outputs({"url": self.url, "containerName": self.container_name})
+        self.status_exporter = f"{mtail[1]}:{status_metrics.METRICS_PORT}" if mtail else None
+        self.register_outputs(
+            {"url": self.url, "containerName": self.container_name, "statusExporter": self.status_exporter}
+        )
+
+    def _status_exporter(self, name: str, args: GatewayArgs, edge: docker.Network) -> tuple[docker.Container, str]:
+        """mtail beside nginx, built on the gateway host from `mtail/` (there is no official image),
+        reachable only on the edge network: nginx sends it syslog, Prometheus scrapes it."""
+        on_host = args.host.options(self)
+        image = docker.Image(
+            f"{name}-mtail-image",
+            image_name=status_metrics.IMAGE,
+            build=docker.DockerBuildArgs(context=status_metrics.build_context()),
+            skip_push=True,
+            opts=on_host,
+        )
+        mtail_name = f"{args.stack}-gateway-mtail"
+        container = docker.Container(
+            f"{name}-mtail",
+            name=mtail_name,
+            hostname=mtail_name,
+            # The local image id: a rebuild (a changed program or Dockerfile) replaces the container.
+            image=image.repo_digest,
+            command=status_metrics.command(),
+            networks_advanced=[docker.ContainerNetworksAdvancedArgs(name=edge.name)],
+            read_only=True,
+            cpus="0.5",
+            memory=128,
+            log_driver="json-file",
+            log_opts={"max-size": "20m", "max-file": "3"},
+            restart="unless-stopped",
+            labels=[docker.ContainerLabelArgs(label="inference-stack.role", value="gateway-status")],
+            opts=on_host,
+        )
+        return container, mtail_name

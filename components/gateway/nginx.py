@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from components.gateway import status_metrics
 from stacks.config import GatewayConfig
 
 TEMPLATE = Path(__file__).with_name("nginx.conf.template")
@@ -94,11 +95,42 @@ def _location(match: str, pool: str, gw: GatewayConfig, upstream_uri: str = "") 
     )
 
 
+def _status_log(routes: list[Route], syslog_server: str) -> str:
+    """One more access-log line per request, over UDP syslog to mtail (`status_metrics.py`)."""
+    endpoints = "|".join(p.removeprefix("/v1/") for p in ENDPOINTS)
+    models = "\n".join(f'        "~^/models/{re.escape(r.model)}/v1/({endpoints})$" {r.model};' for r in routes)
+    return (
+        "    # Status metrics: labels only from bounded sets (the allowlisted endpoints, the served\n"
+        "    # models, else `other`), so no client can mint series with made-up paths or model names.\n"
+        "    map $uri $status_endpoint {\n"
+        "        default other;\n"
+        f'        "~^(/models/[A-Za-z0-9._-]+)?(?<status_path>/v1/({endpoints}))$" $status_path;\n'
+        "    }\n"
+        "    map $uri $status_model {\n"
+        "        default other;\n"
+        f'        "~^/v1/({endpoints})$" {routes[0].model};\n'
+        f"{models}\n"
+        "    }\n"
+        "    # The trailing newline is mtail's: it reads UDP as one byte stream and splits lines only at\n"
+        "    # newlines, and nginx's syslog messages have none. UDP never blocks a request; with mtail\n"
+        "    # down only these lines are lost. Its name is resolved when the config loads, so mtail\n"
+        "    # starts first and a replaced mtail triggers the same reload as a replaced worker.\n"
+        "    log_format gateway_status\n"
+        "        'status=$status endpoint=$status_endpoint model=$status_model request_time=$request_time\\n';\n"
+        f"    access_log syslog:server={syslog_server},tag={status_metrics.SYSLOG_TAG},nohostname gateway_status;\n"
+    )
+
+
 def render_nginx_conf(
-    gw: GatewayConfig, routes: list[Route], listen_port: int = LISTEN_PORT, status_port: int = STATUS_PORT
+    gw: GatewayConfig,
+    routes: list[Route],
+    listen_port: int = LISTEN_PORT,
+    status_port: int = STATUS_PORT,
+    status_syslog: str | None = None,
 ) -> str:
     """The whole nginx.conf. The first route is also served at the plain `/v1/...` paths; every
-    route is served at `/models/<served name>/v1/...`, so routing never parses a request body."""
+    route is served at `/models/<served name>/v1/...`, so routing never parses a request body.
+    `status_syslog` (`host:port` of mtail) adds the log line the per-status metrics count."""
     if not routes:
         raise ValueError("the gateway needs at least one route")
     pools = [p for r in routes for p in (r.stable, *([r.canary] if r.canary else []), *r.extra)]
@@ -135,6 +167,7 @@ def render_nginx_conf(
         "RATE": str(gw.rate_limit.requests_per_second),
         "TRIES": str(gw.next_upstream_tries),
         "SECRETS_DIR": SECRETS_DIR,
+        "STATUS_LOG": _status_log(routes, status_syslog) if status_syslog else "",
     }
     for key, value in values.items():
         text = text.replace("{{" + key + "}}", value)

@@ -12,6 +12,7 @@ import yaml
 PROVISIONING_DIR = "/etc/grafana/provisioning"
 DASHBOARDS_DIR = "/etc/grafana/dashboards"
 DATASOURCE_UID = "prometheus"
+JAEGER_UID = "jaeger"
 RATE = "5m"
 
 
@@ -22,7 +23,8 @@ def _quantiles(metric: str, qs: tuple[float, ...]) -> list[tuple[str, str]]:
     ]
 
 
-# (title, unit, [(legend, PromQL)]). Every metric is vLLM 0.32's, DCGM's or Prometheus's own.
+# (title, unit, [(legend, PromQL)]). Every metric is vLLM 0.32's, DCGM's, the nginx exporter's, the
+# gateway's mtail's (components/gateway/mtail/gateway.mtail) or Prometheus's own.
 PANELS: list[tuple[str, str, list[tuple[str, str]]]] = [
     ("Time to first token", "s", _quantiles("vllm:time_to_first_token_seconds", (0.5, 0.95, 0.99))),
     ("Inter-token latency", "s", _quantiles("vllm:inter_token_latency_seconds", (0.5, 0.99))),
@@ -48,8 +50,24 @@ PANELS: list[tuple[str, str, list[tuple[str, str]]]] = [
     ),
     ("Worker health", "short", [("{{instance}}", 'up{job="vllm"}')]),
     ("GPU utilization", "percent", [("{{host}} GPU {{gpu}}", "DCGM_FI_DEV_GPU_UTIL")]),
-    ("GPU memory used", "decmbytes", [("{{host}} GPU {{gpu}}", "DCGM_FI_DEV_FB_USED")]),
+    ("GPU memory used", "mbytes", [("{{host}} GPU {{gpu}}", "DCGM_FI_DEV_FB_USED")]),
     ("Gateway requests per second", "reqps", [("requests", f"rate(nginx_http_requests_total[{RATE}])")]),
+    (
+        "Gateway responses by status",
+        "reqps",
+        [("{{status}}", f"sum by (status) (rate(gateway_http_responses_total[{RATE}]))")],
+    ),
+    (
+        "Gateway 5xx ratio",
+        "percentunit",
+        [
+            (
+                "5xx",
+                f'(sum(rate(gateway_http_responses_total{{status=~"5.."}}[{RATE}])) or vector(0))'
+                f" / sum(rate(gateway_http_responses_total[{RATE}]))",
+            )
+        ],
+    ),
 ]
 
 
@@ -95,22 +113,33 @@ def render_dashboard() -> str:
     return json.dumps(dashboard(), indent=2, sort_keys=True) + "\n"
 
 
-def render_datasources(prometheus_url: str) -> str:
-    doc = {
-        "apiVersion": 1,
-        "datasources": [
+def render_datasources(prometheus_url: str, jaeger_url: str | None = None) -> str:
+    """Prometheus (the default) and, when tracing is on, Jaeger's query API
+    (https://grafana.com/docs/grafana/latest/datasources/jaeger/#provision-the-data-source)."""
+    sources: list[dict[str, Any]] = [
+        {
+            "name": "Prometheus",
+            "type": "prometheus",
+            "uid": DATASOURCE_UID,
+            "access": "proxy",
+            "url": prometheus_url,
+            "isDefault": True,
+            "editable": False,
+        }
+    ]
+    if jaeger_url is not None:
+        sources.append(
             {
-                "name": "Prometheus",
-                "type": "prometheus",
-                "uid": DATASOURCE_UID,
+                "name": "Jaeger",
+                "type": "jaeger",
+                "uid": JAEGER_UID,
                 "access": "proxy",
-                "url": prometheus_url,
-                "isDefault": True,
+                "url": jaeger_url,
+                "isDefault": False,
                 "editable": False,
             }
-        ],
-    }
-    return yaml.safe_dump(doc, sort_keys=False)
+        )
+    return yaml.safe_dump({"apiVersion": 1, "datasources": sources}, sort_keys=False)
 
 
 def render_dashboard_provider() -> str:

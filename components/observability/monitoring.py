@@ -32,6 +32,10 @@ class MonitoringArgs:
     stack: str
     grafana_password: pulumi.Output[str]
     """Grafana's admin password (secret)."""
+    gateway_status_exporter: str | None = None
+    """`host:port` of the gateway's per-status metrics (its mtail), or None when it has none."""
+    jaeger_url: str | None = None
+    """Jaeger's query API, for Grafana's Jaeger datasource; None when tracing is off."""
 
 
 class Monitoring(pulumi.ComponentResource):
@@ -89,7 +93,11 @@ class Monitoring(pulumi.ComponentResource):
         )
         volume = host.data_volume(f"{name}-data", f"{args.stack}-prometheus-data", self)
         config = render_prometheus_yml(
-            args.workers, gpu_targets, f"{nginx_exporter}:{NGINX_EXPORTER_PORT}", cfg.scrape_interval
+            args.workers,
+            gpu_targets,
+            f"{nginx_exporter}:{NGINX_EXPORTER_PORT}",
+            cfg.scrape_interval,
+            status_exporter=args.gateway_status_exporter,
         )
         docker.Container(
             f"{name}-prometheus",
@@ -136,7 +144,7 @@ class Monitoring(pulumi.ComponentResource):
             uploads=[
                 docker.ContainerUploadArgs(
                     file=f"{grafana.PROVISIONING_DIR}/datasources/datasources.yaml",
-                    content=grafana.render_datasources(f"http://{prometheus_name}:9090"),
+                    content=grafana.render_datasources(f"http://{prometheus_name}:9090", args.jaeger_url),
                     permissions="0444",
                 ),
                 docker.ContainerUploadArgs(

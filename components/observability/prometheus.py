@@ -17,6 +17,13 @@ from stacks.config import SloConfig
 RULES_PATH = "/etc/prometheus/rules/inference.yml"
 VLLM_JOB = "vllm"
 DCGM_JOB = "dcgm"
+GATEWAY_STATUS_JOB = "gateway-status"
+# The gateway's mtail (components/gateway/mtail/gateway.mtail documents the metric).
+GATEWAY_RESPONSES = "gateway_http_responses_total"
+# 5xx share of all gateway responses; a quiet 5xx series is absent, not zero, hence `or vector(0)`.
+GATEWAY_ERROR_RATIO = (
+    f'(sum(rate({GATEWAY_RESPONSES}{{status=~"5.."}}[5m])) or vector(0)) / sum(rate({GATEWAY_RESPONSES}[5m]))'
+)
 
 
 @dataclass(frozen=True)
@@ -31,9 +38,11 @@ def render_prometheus_yml(
     gpu_exporters: list[Target],
     nginx_exporter: str | None,
     scrape_interval: str = "15s",
+    *,
+    status_exporter: str | None = None,
 ) -> str:
     """prometheus.yml: every worker with its host, GPU, replica, model and group labels; the GPU
-    exporters; the gateway's nginx exporter; Prometheus itself."""
+    exporters; the gateway's nginx exporter and its per-status mtail; Prometheus itself."""
     jobs: list[dict[str, object]] = [
         {
             "job_name": VLLM_JOB,
@@ -53,6 +62,8 @@ def render_prometheus_yml(
         )
     if nginx_exporter:
         jobs.append({"job_name": "gateway", "static_configs": [{"targets": [nginx_exporter]}]})
+    if status_exporter:
+        jobs.append({"job_name": GATEWAY_STATUS_JOB, "static_configs": [{"targets": [status_exporter]}]})
     doc = {
         "global": {"scrape_interval": scrape_interval, "evaluation_interval": scrape_interval},
         "rule_files": [RULES_PATH],
@@ -148,6 +159,13 @@ def alert_rules(slo: SloConfig) -> list[dict[str, object]]:
             f"model:request_error_ratio:rate5m > {slo.error_ratio_max:g}",
             f"{m}m",
             "more than " + f"{slo.error_ratio_max:.1%} of requests to " + "{{ $labels.model_name }} fail",
+        ),
+        # What clients see, including what vLLM never counts: no worker reachable (503), timeouts.
+        alert(
+            "GatewayErrorRatio",
+            f"{GATEWAY_ERROR_RATIO} > {slo.error_ratio_max:g}",
+            f"{m}m",
+            f"more than {slo.error_ratio_max:.1%} of gateway responses are 5xx",
         ),
     ]
 

@@ -33,6 +33,8 @@ class VllmWorkerPoolArgs:
     redis_urls: dict[str, pulumi.Output[str]] = field(default_factory=dict)
     """Redis URL (secret) as each host's workers reach it, by host name."""
     labels: dict[str, str] = field(default_factory=dict)
+    tracing: dict[str, list[str]] = field(default_factory=dict)
+    """vLLM tracing flags (`spec.tracing_args`) per host name; none when tracing is off."""
 
 
 class VllmWorkerPool(pulumi.ComponentResource):
@@ -123,7 +125,7 @@ class VllmWorkerPool(pulumi.ComponentResource):
                 hostname=container_name,
                 image=self._checked_image(placement, host),
                 entrypoints=["/bin/sh", spec.ENTRYPOINT_PATH],
-                command=spec.vllm_args(group, kv_offload=offload),
+                command=spec.vllm_args(group, kv_offload=offload, tracing=args.tracing.get(placement.host.name, ())),
                 envs=spec.worker_env(group, kv_offload=offload),
                 device_requests=device_requests,
                 mounts=[

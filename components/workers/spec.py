@@ -5,6 +5,7 @@ Kept free of Pulumi so tests (and `make render`) can check a command line withou
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from stacks.config import LmCacheConfig, WorkerGroup
@@ -46,8 +47,18 @@ def lmcache_yaml(lm: LmCacheConfig, redis_url: str) -> str:
     )
 
 
-def vllm_args(group: WorkerGroup, kv_offload: bool = False) -> list[str]:
-    """The `vllm serve` arguments; secrets are not among them (see entrypoint.sh)."""
+def tracing_args(otlp_endpoint: str, detailed: Sequence[str] = ()) -> list[str]:
+    """vLLM's own OpenTelemetry export: a span per request, parented on the `traceparent` the
+    gateway passes through, sent over OTLP gRPC (vLLM's default protocol)."""
+    args = ["--otlp-traces-endpoint", otlp_endpoint]
+    if detailed:
+        args += ["--collect-detailed-traces", *detailed]
+    return args
+
+
+def vllm_args(group: WorkerGroup, kv_offload: bool = False, tracing: Sequence[str] = ()) -> list[str]:
+    """The `vllm serve` arguments; secrets are not among them (see entrypoint.sh). `tracing` is
+    what `tracing_args` gives, or nothing."""
     m = group.model
     options = {
         "--revision": m.revision,
@@ -70,7 +81,7 @@ def vllm_args(group: WorkerGroup, kv_offload: bool = False) -> list[str]:
         args += ["--gpu-memory-utilization", f"{group.gpu_memory_utilization:g}"]
     if kv_offload:
         args += ["--kv-transfer-config", KV_TRANSFER_CONFIG]
-    return args + list(group.extra_args)
+    return args + list(tracing) + list(group.extra_args)
 
 
 def worker_env(group: WorkerGroup, kv_offload: bool = False) -> list[str]:

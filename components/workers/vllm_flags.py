@@ -29,6 +29,8 @@ MANAGED: dict[str, str] = {
     "--download-dir": "hosts[].modelCachePath",
     "--uvicorn-log-level": "workers[].logLevel",
     "--log-level": "workers[].logLevel",
+    "--otlp-traces-endpoint": "observability.tracing.enabled (the stack's Jaeger)",
+    "--collect-detailed-traces": "observability.tracing.collectDetailedTraces",
 }
 
 # Refused outright, with the reason.
@@ -72,8 +74,6 @@ ALLOWED: frozenset[str] = frozenset(
         "--disable-uvicorn-access-log",
         "--compilation-config",
         "--kv-transfer-config",
-        "--otlp-traces-endpoint",
-        "--collect-detailed-traces",
         "--enable-lora",
         "--max-loras",
         "--max-lora-rank",

@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from stacks.platform import main as program
 from stacks.synth import Synth, read_stack_file, run
 
@@ -19,9 +21,10 @@ def gateway(s: Synth) -> dict[str, Any]:
 
 def test_gateway_is_the_only_published_api_port_in_dev(dev: Synth) -> None:
     published = {c["name"]: c["inputs"]["ports"] for c in dev.of_type(CONTAINER) if c["inputs"].get("ports")}
-    # Besides the gateway, only the Prometheus and Grafana UIs, on loopback for an SSH tunnel.
-    assert set(published) == {"gateway-nginx", "monitoring-prometheus", "monitoring-grafana"}
-    for ui in ("monitoring-prometheus", "monitoring-grafana"):
+    # Besides the gateway, only the Prometheus, Grafana and Jaeger UIs, on loopback for an SSH tunnel.
+    uis = ("monitoring-prometheus", "monitoring-grafana", "tracing-jaeger")
+    assert set(published) == {"gateway-nginx", *uis}
+    for ui in uis:
         assert all(p["ip"] == "127.0.0.1" for p in published[ui])
     (port,) = published["gateway-nginx"]
     assert port["internal"] == 8080 and port["external"] == 8080 and port["ip"] == "127.0.0.1"
@@ -52,7 +55,10 @@ def test_gateway_waits_for_every_worker_and_reloads_on_replacement(prod: Synth) 
     reload = prod.named("gateway-reload")
     assert reload["type"] == "command:remote:Command"  # the gateway host is an SSH host in prod
     assert reload["inputs"]["create"] == "sudo -n docker kill --signal HUP prod-gateway"
-    assert len(reload["inputs"]["triggers"]) == 1 + len(workers)
+    # The gateway itself, every worker, and the status metrics' mtail (its address changes too).
+    triggers = reload["inputs"]["triggers"]
+    assert len(triggers) == 2 + len(workers)
+    assert sorted(triggers) == sorted(["gateway-nginx-id", "gateway-mtail-id", *(f"{w}-id" for w in workers)])
     assert prod.depends_on("gateway-reload", "gateway-nginx")
 
 
@@ -87,3 +93,66 @@ def test_canary_group_gets_a_split() -> None:
     assert "10% mistral_next;" in conf and "* mistral;" in conf
 
     assert "server 10.20.0.12:8100" in conf  # the canary worker on gpu-b, on its own port range
+
+
+# Status metrics: the mtail sidecar --------------------------------------------------------------
+
+IMAGE = "docker:index/image:Image"
+
+
+def stack_without_observability(stack: str) -> Synth:
+    config, secret_keys = read_stack_file(Path(f"Pulumi.{stack}.yaml"))
+    config["inference-stack:observability"] = json.dumps({"enabled": False})
+    return run(stack, config, secret_keys, program)
+
+
+def nginx_conf(s: Synth) -> str:
+    return str({u["file"]: u["content"] for u in gateway(s)["inputs"]["uploads"]}["/etc/nginx/nginx.conf"])
+
+
+def test_status_exporter_sits_beside_the_gateway_unpublished(dev: Synth, prod: Synth) -> None:
+    for stack, synth in (("dev", dev), ("prod", prod)):
+        mtail = synth.named("gateway-mtail")
+        inputs = mtail["inputs"]
+        assert mtail["type"] == CONTAINER and mtail["parent"] == "gateway"
+        assert inputs["name"] == f"{stack}-gateway-mtail"
+        assert "ports" not in inputs, "mtail publishes nothing: nginx and Prometheus reach it on the edge network"
+        assert [n["name"] for n in inputs["networksAdvanced"]] == [f"{stack}-gateway"]
+        assert inputs["readOnly"] is True and "uploads" not in inputs
+        assert inputs["memory"] == 128 and inputs["restart"] == "unless-stopped"
+        assert inputs["logDriver"] == "json-file" and inputs["logOpts"] == {"max-size": "20m", "max-file": "3"}
+        command = inputs["command"]
+        assert command[command.index("--logs") + 1] == "udp://0.0.0.0:5140"
+        assert command[command.index("--port") + 1] == "3903"
+        # The built image, by id, so that a rebuild replaces the container.
+        (image,) = synth.of_type(IMAGE)
+        assert image["name"] == "gateway-mtail-image" and image["parent"] == "gateway"
+        assert image["inputs"]["imageName"] == "inference-stack/mtail:3.0.0-rc50"
+        assert image["inputs"]["skipPush"] is True
+        context = Path(image["inputs"]["build"]["context"])
+        assert (context / "Dockerfile").is_file() and (context / "gateway.mtail").is_file()
+        assert inputs["image"].startswith("sha256:")
+        # nginx resolves the syslog server's name when it loads its config, so mtail comes first.
+        assert synth.depends_on("gateway-nginx", "gateway-mtail")
+        assert f"access_log syslog:server={stack}-gateway-mtail:5140," in nginx_conf(synth)
+        prometheus = {u["file"]: u["content"] for u in synth.named("monitoring-prometheus")["inputs"]["uploads"]}
+        jobs = {
+            j["job_name"]: j for j in yaml.safe_load(prometheus["/etc/prometheus/prometheus.yml"])["scrape_configs"]
+        }
+        assert jobs["gateway-status"]["static_configs"] == [{"targets": [f"{stack}-gateway-mtail:3903"]}]
+
+
+def test_dev_reload_also_follows_mtail(dev: Synth) -> None:
+    reload = dev.named("gateway-reload")
+    assert "gateway-mtail-id" in reload["inputs"]["triggers"]
+    assert dev.depends_on("gateway-reload", "gateway-nginx")
+
+
+def test_no_status_exporter_without_observability() -> None:
+    synth = stack_without_observability("prod")
+    names = {r["name"] for r in synth.resources}
+    assert "gateway-mtail" not in names and synth.of_type(IMAGE) == []
+    assert "monitoring-prometheus" not in names
+    assert "syslog:" not in nginx_conf(synth) and "gateway_status" not in nginx_conf(synth)
+    workers = [c["name"] for c in synth.of_type(CONTAINER) if c["parent"] == "mistral"]
+    assert len(synth.named("gateway-reload")["inputs"]["triggers"]) == 1 + len(workers)

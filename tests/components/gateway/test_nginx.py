@@ -99,8 +99,10 @@ def stack_conf(synth: Synth) -> str:
 
 
 def upstream_hosts(conf: str) -> dict[str, str]:
-    """Container names the config's `server` lines use, each mapped to its own loopback address."""
-    names = sorted({m for m in re.findall(r"^\s*server ([^\s:]+):\d+", conf, re.M) if not re.fullmatch(r"[\d.]+", m)})
+    """Container names the config resolves when it loads (upstream `server` lines, and the syslog
+    server of the status metrics), each mapped to its own loopback address."""
+    found = re.findall(r"^\s*server ([^\s:]+):\d+", conf, re.M) + re.findall(r"syslog:server=([^\s:,]+)", conf)
+    names = sorted({m for m in found if not re.fullmatch(r"[\d.]+", m)})
     return {name: f"127.0.1.{i + 1}" for i, name in enumerate(names)}
 
 

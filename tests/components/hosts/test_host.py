@@ -39,8 +39,9 @@ def test_prod_has_one_provisioning_chain_per_host(prod: Synth) -> None:
     for host in ("gpu-a", "gpu-b"):
         names = {s["name"] for s in steps(prod, host)}
         chain = [f"{host}-{s}" for s in PROD_CHAIN]
-        if host == "gpu-b":  # its workers publish on the private address: check the firewall
-            chain.insert(4, "gpu-b-firewall")
+        # Both publish on their private address, so both check the firewall: gpu-b its workers,
+        # gpu-a Jaeger's OTLP port for gpu-b's workers.
+        chain.insert(4, f"{host}-firewall")
         assert names == set(chain)
         for before, after in itertools.pairwise(chain):
             assert prod.depends[after] == {before}, f"{after} must run right after {before}"

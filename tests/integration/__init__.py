@@ -1,0 +1,1 @@
+"""Integration tests: the containers of the ci stack, on this machine's Docker engine."""
