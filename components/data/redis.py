@@ -10,6 +10,7 @@ import pulumi
 import pulumi_docker as docker
 
 from components.hosts.host import GpuHost
+from components.uploads import upload_volumes
 from stacks.config import RedisConfig
 
 TEMPLATE = Path(__file__).with_name("redis.conf.template")
@@ -97,6 +98,18 @@ class Redis(pulumi.ComponentResource):
         ports = None
         if args.publish_address is not None:
             ports = [docker.ContainerPortArgs(internal=PORT, external=PORT, ip=args.publish_address)]
+        files = [
+            docker.ContainerUploadArgs(file=CONF_PATH, content=render_redis_conf(cfg), permissions="0444"),
+            docker.ContainerUploadArgs(
+                file=ACL_PATH,
+                content=pulumi.Output.secret(secret_password.apply(render_acl)),
+                owner=REDIS_UID,
+                permissions="0400",
+            ),
+            docker.ContainerUploadArgs(
+                file=PASSWORD_PATH, content=secret_password, owner=REDIS_UID, permissions="0400"
+            ),
+        ]
         container = docker.Container(
             name,
             name=container_name,
@@ -104,18 +117,8 @@ class Redis(pulumi.ComponentResource):
             image=cfg.image,
             command=["redis-server", CONF_PATH],
             user=f"{REDIS_UID}:{REDIS_UID}",
-            uploads=[
-                docker.ContainerUploadArgs(file=CONF_PATH, content=render_redis_conf(cfg), permissions="0444"),
-                docker.ContainerUploadArgs(
-                    file=ACL_PATH,
-                    content=pulumi.Output.secret(secret_password.apply(render_acl)),
-                    owner=REDIS_UID,
-                    permissions="0400",
-                ),
-                docker.ContainerUploadArgs(
-                    file=PASSWORD_PATH, content=secret_password, owner=REDIS_UID, permissions="0400"
-                ),
-            ],
+            uploads=files,
+            volumes=upload_volumes(files),
             mounts=mounts,
             tmpfs=tmpfs,
             read_only=True,

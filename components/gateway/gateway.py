@@ -11,6 +11,7 @@ import pulumi_docker as docker
 
 from components.gateway import nginx, status_metrics
 from components.hosts.host import GpuHost
+from components.uploads import upload_volumes
 from stacks.config import GatewayConfig
 
 HEALTHZ = f"http://127.0.0.1:{nginx.LISTEN_PORT}/healthz"
@@ -77,26 +78,28 @@ class Gateway(pulumi.ComponentResource):
         container_name = f"{args.stack}-gateway"
         mtail = self._status_exporter(name, args, edge) if args.status_metrics else None
         status_syslog = f"{mtail[1]}:{status_metrics.SYSLOG_PORT}" if mtail else None
+        files = [
+            docker.ContainerUploadArgs(
+                file=nginx.CONFIG_PATH,
+                content=nginx.render_nginx_conf(gw, args.routes, status_syslog=status_syslog),
+                permissions="0444",
+            ),
+            docker.ContainerUploadArgs(
+                file=f"{nginx.SECRETS_DIR}/clients.map", content=pulumi.Output.secret(clients), permissions="0400"
+            ),
+            docker.ContainerUploadArgs(
+                file=f"{nginx.SECRETS_DIR}/worker-auth.conf",
+                content=pulumi.Output.secret(args.worker_key.apply(nginx.render_worker_auth)),
+                permissions="0400",
+            ),
+        ]
         container = docker.Container(
             f"{name}-nginx",
             name=container_name,
             hostname=container_name,
             image=gw.image,
-            uploads=[
-                docker.ContainerUploadArgs(
-                    file=nginx.CONFIG_PATH,
-                    content=nginx.render_nginx_conf(gw, args.routes, status_syslog=status_syslog),
-                    permissions="0444",
-                ),
-                docker.ContainerUploadArgs(
-                    file=f"{nginx.SECRETS_DIR}/clients.map", content=pulumi.Output.secret(clients), permissions="0400"
-                ),
-                docker.ContainerUploadArgs(
-                    file=f"{nginx.SECRETS_DIR}/worker-auth.conf",
-                    content=pulumi.Output.secret(args.worker_key.apply(nginx.render_worker_auth)),
-                    permissions="0400",
-                ),
-            ],
+            uploads=files,
+            volumes=upload_volumes(files),
             ports=[docker.ContainerPortArgs(internal=nginx.LISTEN_PORT, external=gw.port, ip=gw.listen_address)],
             networks_advanced=[
                 docker.ContainerNetworksAdvancedArgs(name=edge.name),

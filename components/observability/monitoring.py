@@ -11,6 +11,7 @@ from components.gateway import nginx
 from components.hosts.host import GpuHost
 from components.observability import grafana
 from components.observability.prometheus import RULES_PATH, Target, render_prometheus_yml, render_rules
+from components.uploads import upload_volumes
 from stacks.config import ObservabilityConfig
 
 CONFIG_PATH = "/etc/prometheus/prometheus.yml"
@@ -99,6 +100,10 @@ class Monitoring(pulumi.ComponentResource):
             cfg.scrape_interval,
             status_exporter=args.gateway_status_exporter,
         )
+        prometheus_files = [
+            docker.ContainerUploadArgs(file=CONFIG_PATH, content=config, permissions="0444"),
+            docker.ContainerUploadArgs(file=RULES_PATH, content=render_rules(cfg.slo), permissions="0444"),
+        ]
         docker.Container(
             f"{name}-prometheus",
             name=f"{args.stack}-prometheus",
@@ -110,10 +115,8 @@ class Monitoring(pulumi.ComponentResource):
                 f"--storage.tsdb.retention.size={cfg.retention_size}",
                 "--web.listen-address=:9090",
             ],
-            uploads=[
-                docker.ContainerUploadArgs(file=CONFIG_PATH, content=config, permissions="0444"),
-                docker.ContainerUploadArgs(file=RULES_PATH, content=render_rules(cfg.slo), permissions="0444"),
-            ],
+            uploads=prometheus_files,
+            volumes=upload_volumes(prometheus_files),
             mounts=[docker.ContainerMountArgs(type="volume", source=volume.name, target=DATA_PATH)],
             networks_advanced=[
                 docker.ContainerNetworksAdvancedArgs(name=host.network_name),
@@ -136,35 +139,36 @@ class Monitoring(pulumi.ComponentResource):
         )
         prometheus_name = f"{args.stack}-prometheus"
         grafana_volume = host.data_volume(f"{name}-grafana-data", f"{args.stack}-grafana-data", self)
+        files = [
+            docker.ContainerUploadArgs(
+                file=f"{grafana.PROVISIONING_DIR}/datasources/datasources.yaml",
+                content=grafana.render_datasources(f"http://{prometheus_name}:9090", args.jaeger_url),
+                permissions="0444",
+            ),
+            docker.ContainerUploadArgs(
+                file=f"{grafana.PROVISIONING_DIR}/dashboards/inference-stack.yaml",
+                content=grafana.render_dashboard_provider(),
+                permissions="0444",
+            ),
+            docker.ContainerUploadArgs(
+                file=f"{grafana.DASHBOARDS_DIR}/inference.json",
+                content=grafana.render_dashboard(),
+                permissions="0444",
+            ),
+            docker.ContainerUploadArgs(
+                file="/run/secrets/grafana-admin-password",
+                content=pulumi.Output.secret(args.grafana_password),
+                # Grafana's image runs as uid 472.
+                owner="472",
+                permissions="0400",
+            ),
+        ]
         docker.Container(
             f"{name}-grafana",
             name=f"{args.stack}-grafana",
             image=cfg.grafana_image,
             envs=[f"{k}={v}" for k, v in sorted(grafana.grafana_env().items())],
-            uploads=[
-                docker.ContainerUploadArgs(
-                    file=f"{grafana.PROVISIONING_DIR}/datasources/datasources.yaml",
-                    content=grafana.render_datasources(f"http://{prometheus_name}:9090", args.jaeger_url),
-                    permissions="0444",
-                ),
-                docker.ContainerUploadArgs(
-                    file=f"{grafana.PROVISIONING_DIR}/dashboards/inference-stack.yaml",
-                    content=grafana.render_dashboard_provider(),
-                    permissions="0444",
-                ),
-                docker.ContainerUploadArgs(
-                    file=f"{grafana.DASHBOARDS_DIR}/inference.json",
-                    content=grafana.render_dashboard(),
-                    permissions="0444",
-                ),
-                docker.ContainerUploadArgs(
-                    file="/run/secrets/grafana-admin-password",
-                    content=pulumi.Output.secret(args.grafana_password),
-                    # Grafana's image runs as uid 472.
-                    owner="472",
-                    permissions="0400",
-                ),
-            ],
+            uploads=files,
             mounts=[docker.ContainerMountArgs(type="volume", source=grafana_volume.name, target="/var/lib/grafana")],
             networks_advanced=[docker.ContainerNetworksAdvancedArgs(name=args.edge_network)],
             ports=[docker.ContainerPortArgs(internal=3000, external=cfg.grafana_port, ip=cfg.bind_address)],

@@ -9,6 +9,7 @@ import pulumi_docker as docker
 import yaml
 
 from components.hosts.host import GpuHost
+from components.uploads import upload_volumes
 from stacks.config import TracingConfig
 
 CONFIG_PATH = "/etc/jaeger/config.yaml"
@@ -129,14 +130,14 @@ class Tracing(pulumi.ComponentResource):
                 docker.ContainerPortArgs(internal=OTLP_GRPC_PORT, external=OTLP_GRPC_PORT, ip=args.private_address)
             )
         jaeger = container_name(args.stack)
+        files = [docker.ContainerUploadArgs(file=CONFIG_PATH, content=render_jaeger_config(cfg), permissions="0444")]
         docker.Container(
             f"{name}-jaeger",
             name=jaeger,
             image=cfg.jaeger_image,
             command=["--config", f"file:{CONFIG_PATH}"],
-            uploads=[
-                docker.ContainerUploadArgs(file=CONFIG_PATH, content=render_jaeger_config(cfg), permissions="0444")
-            ],
+            uploads=files,
+            volumes=upload_volumes(files),
             mounts=mounts,
             networks_advanced=[
                 docker.ContainerNetworksAdvancedArgs(name=host.network_name),
