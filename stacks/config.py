@@ -567,6 +567,8 @@ class ObservabilityConfig(Schema):
     """Disk the samples may take (`--storage.tsdb.retention.size`); whichever limit comes first wins."""
     scrape_interval: str = Field(default="15s", pattern=r"^\d+[sm]$")
     """How often every target is scraped."""
+    grafana: bool = True
+    """Deploy Grafana beside Prometheus (off only where its image cannot run, as in the `ci` stack)."""
     grafana_image: PinnedImage = "grafana/grafana:12.1.1"
     """Grafana image, with the datasource and dashboards provisioned from files."""
     grafana_port: int = Field(default=3000, ge=1, le=65535)

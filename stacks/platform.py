@@ -257,7 +257,7 @@ def build(stack: LoadedStack) -> dict[str, VllmWorkerPool]:
         pulumi.export("jaegerUrl", tracing.ui_url)
     if cfg.observability.enabled:
         grafana_password = stack.secrets.get("grafanaAdminPassword")
-        if grafana_password is None:
+        if grafana_password is None and cfg.observability.grafana:
             grafana_password = random.RandomPassword("grafana-admin-password", length=32, special=False).result
             pulumi.export("grafanaAdminPassword", grafana_password)
         monitoring = Monitoring(
@@ -280,7 +280,8 @@ def build(stack: LoadedStack) -> dict[str, VllmWorkerPool]:
             ),
         )
         pulumi.export("prometheusUrl", monitoring.url)
-        pulumi.export("grafanaUrl", monitoring.grafana_url)
+        if monitoring.grafana_url is not None:
+            pulumi.export("grafanaUrl", monitoring.grafana_url)
     for name, host in hosts.items():
         if host.inventory is not None:
             pulumi.export(f"gpus-{name}", host.inventory.apply(lambda gpus: [g.as_output() for g in gpus or []]))

@@ -59,16 +59,16 @@ def read_stack_file(path: Path) -> tuple[dict[str, str], list[str]]:
     return config, secret_keys
 
 
-def _clean(value: Any, names: dict[str, str]) -> Any:
+def _clean(value: Any, names: dict[str, str], reveal: bool = False) -> Any:
     if isinstance(value, dict):
         sig = value.get(_SIG_KEY)
         if sig == _SECRET_SIG:
-            return SECRET
+            return _clean(value.get("value"), names, reveal) if reveal else SECRET
         if sig == _RESOURCE_SIG:
             return names.get(value.get("urn", ""), value.get("urn"))
-        return {k: _clean(v, names) for k, v in value.items()}
+        return {k: _clean(v, names, reveal) for k, v in value.items()}
     if isinstance(value, list):
-        return [_clean(v, names) for v in value]
+        return [_clean(v, names, reveal) for v in value]
     if isinstance(value, float) and value.is_integer():
         return int(value)
     if value == _UNKNOWN:
@@ -176,8 +176,11 @@ def run(
     program: Callable[[], Any],
     monitor: _RecordingMonitor | None = None,
     stdout: dict[str, str] | None = None,
+    reveal: bool = False,
 ) -> Synth:
-    """Runs `program` under mocks in a fresh event loop and returns what it registered."""
+    """Runs `program` under mocks in a fresh event loop and returns what it registered. With
+    `reveal`, secret inputs keep their values (for the integration harness, which must create the
+    containers for real; never written to a render)."""
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     mocks = _Mocks(stdout)
@@ -202,7 +205,7 @@ def run(
             "type": type_,
             "name": name,
             "parent": names.get(parent) if parent else None,
-            "inputs": _clean(raw, names),
+            "inputs": _clean(raw, names, reveal),
         }
         for _, type_, name, parent, raw in monitor.records
     ]
@@ -211,8 +214,14 @@ def run(
     return Synth(resources, depends, {names[urn] for urn in monitor.retained})
 
 
-def synth_stack(stack: str, stack_file: Path | None = None) -> Synth:
+def synth_stack(
+    stack: str, stack_file: Path | None = None, secrets: dict[str, str] | None = None, reveal: bool = False
+) -> Synth:
+    """`secrets` (short key to value) are set as secret config, as `pulumi config set --secret` would."""
     from stacks.platform import main
 
     config, secret_keys = read_stack_file(stack_file or ROOT / f"Pulumi.{stack}.yaml")
-    return run(stack, config, secret_keys, main)
+    for key, value in (secrets or {}).items():
+        config[f"{NAMESPACE}:{key}"] = value
+        secret_keys.append(f"{NAMESPACE}:{key}")
+    return run(stack, config, secret_keys, main, reveal=reveal)

@@ -31,8 +31,8 @@ class MonitoringArgs:
     gateway_container: pulumi.Output[str]
     edge_network: pulumi.Output[str]
     stack: str
-    grafana_password: pulumi.Output[str]
-    """Grafana's admin password (secret)."""
+    grafana_password: pulumi.Output[str] | None
+    """Grafana's admin password (secret); None only when Grafana is off."""
     gateway_status_exporter: str | None = None
     """`host:port` of the gateway's per-status metrics (its mtail), or None when it has none."""
     jaeger_url: str | None = None
@@ -48,7 +48,8 @@ class Monitoring(pulumi.ComponentResource):
     DCGM exporters on other hosts publish only on their private address."""
 
     url: pulumi.Output[str]
-    grafana_url: pulumi.Output[str]
+    grafana_url: pulumi.Output[str] | None
+    """None when `observability.grafana` is off."""
 
     def __init__(self, name: str, args: MonitoringArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("inference-stack:observability:Monitoring", name, None, opts)
@@ -138,6 +139,18 @@ class Monitoring(pulumi.ComponentResource):
             opts=on_host,
         )
         prometheus_name = f"{args.stack}-prometheus"
+        self.url = pulumi.Output.from_input(f"http://{cfg.bind_address}:{cfg.prometheus_port}")
+        self.grafana_url = None
+        if cfg.grafana:
+            self._grafana(name, args, prometheus_name)
+            self.grafana_url = pulumi.Output.from_input(f"http://{cfg.bind_address}:{cfg.grafana_port}")
+        self.register_outputs({"url": self.url, "grafanaUrl": self.grafana_url})
+
+    def _grafana(self, name: str, args: MonitoringArgs, prometheus_name: str) -> None:
+        cfg, host = args.config, args.host
+        if args.grafana_password is None:
+            raise ValueError("Grafana needs an admin password")
+        on_host = host.options(self)
         grafana_volume = host.data_volume(f"{name}-grafana-data", f"{args.stack}-grafana-data", self)
         files = [
             docker.ContainerUploadArgs(
@@ -178,6 +191,3 @@ class Monitoring(pulumi.ComponentResource):
             log_opts={"max-size": "20m", "max-file": "3"},
             opts=on_host,
         )
-        self.url = pulumi.Output.from_input(f"http://{cfg.bind_address}:{cfg.prometheus_port}")
-        self.grafana_url = pulumi.Output.from_input(f"http://{cfg.bind_address}:{cfg.grafana_port}")
-        self.register_outputs({"url": self.url, "grafanaUrl": self.grafana_url})
