@@ -15,7 +15,7 @@ export PULUMI_BACKEND_URL ?= file://$(STATE_DIR)
 export PULUMI_CONFIG_PASSPHRASE_FILE ?= $(PASSPHRASE_FILE)
 export PULUMI_SKIP_UPDATE_CHECK := true
 
-.PHONY: help venv deps test lint typecheck unit render up preview destroy bench docs backup-check clean
+.PHONY: help venv deps test test-integration lint typecheck unit render up preview destroy bench docs backup-check clean
 
 help:
 	@echo "make up                 deploy the dev stack on the local Docker engine"
@@ -57,6 +57,12 @@ unit: venv deps
 	$(VENV)/bin/pytest
 
 test: lint typecheck unit
+
+# The tests on the real Docker engine alone (`make test` runs them too).
+test-integration: venv deps
+	bash scripts/test-model.sh
+	bash scripts/docker-engine.sh
+	$(VENV)/bin/pytest -m integration tests/integration
 
 render: venv
 	$(PY) -m stacks.render --stack $(STACK)

@@ -10,7 +10,6 @@ import pulumi
 import pulumi_docker as docker
 
 from components.hosts.host import GpuHost
-from components.uploads import upload_volumes
 from stacks.config import RedisConfig
 
 TEMPLATE = Path(__file__).with_name("redis.conf.template")
@@ -71,7 +70,7 @@ class Redis(pulumi.ComponentResource):
     secret file and reaches the healthcheck as a 0400 file, never an env var or argv. Persistence
     is AOF with `appendfsync everysec` on a named volume (at most one second lost on a crash), or
     none for a pure cache (memory only, on tmpfs, so nothing touches the disk). It runs as the
-    image's `redis` user on a read-only root filesystem with no published port, unless workers
+    image's `redis` user with no published port, unless workers
     on other hosts offload their KV cache to it, and then only on the host's private address.
     """
 
@@ -118,10 +117,10 @@ class Redis(pulumi.ComponentResource):
             command=["redis-server", CONF_PATH],
             user=f"{REDIS_UID}:{REDIS_UID}",
             uploads=files,
-            volumes=upload_volumes(files),
             mounts=mounts,
             tmpfs=tmpfs,
-            read_only=True,
+            # Not read-only: pulumi-docker copies `uploads` in at "/", which Docker refuses on a read-only
+            # root filesystem (tests/components/test_uploads.py).
             networks_advanced=[docker.ContainerNetworksAdvancedArgs(name=host.network_name, aliases=["redis"])],
             ports=ports,
             cpus=f"{cfg.cpus:g}",

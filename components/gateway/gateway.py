@@ -11,7 +11,6 @@ import pulumi_docker as docker
 
 from components.gateway import nginx, status_metrics
 from components.hosts.host import GpuHost
-from components.uploads import upload_volumes
 from stacks.config import GatewayConfig
 
 HEALTHZ = f"http://127.0.0.1:{nginx.LISTEN_PORT}/healthz"
@@ -47,7 +46,8 @@ class Gateway(pulumi.ComponentResource):
     old nginx workers finish their streams, new ones resolve the container names again. A reload
     is chosen over nginx's upstream `resolve` because the same config then works on every nginx
     the tests can run (Debian's 1.22 lacks `resolve`), and because a reload is an event Pulumi
-    knows about rather than a DNS poll. The root filesystem is read-only; secrets arrive as files.
+    knows about rather than a DNS poll. Secrets arrive as files. The root filesystem stays writable,
+    because Docker refuses the provider's file uploads into a read-only one.
     With `status_metrics`, an mtail sidecar counts responses by HTTP status from one syslog line
     per request, for Prometheus (stub_status has no status codes).
     """
@@ -99,13 +99,13 @@ class Gateway(pulumi.ComponentResource):
             hostname=container_name,
             image=gw.image,
             uploads=files,
-            volumes=upload_volumes(files),
             ports=[docker.ContainerPortArgs(internal=nginx.LISTEN_PORT, external=gw.port, ip=gw.listen_address)],
             networks_advanced=[
                 docker.ContainerNetworksAdvancedArgs(name=edge.name),
                 docker.ContainerNetworksAdvancedArgs(name=host.network_name),
             ],
-            read_only=True,
+            # Not read-only: pulumi-docker copies `uploads` in at "/", which Docker refuses on a read-only
+            # root filesystem (tests/components/test_uploads.py).
             # Request bodies over 1 MiB spill here (up to clientMaxBodySize each).
             tmpfs={"/tmp": "rw,size=256m"},
             cpus=f"{gw.cpus:g}",

@@ -11,7 +11,6 @@ from components.gateway import nginx
 from components.hosts.host import GpuHost
 from components.observability import grafana
 from components.observability.prometheus import RULES_PATH, Target, render_prometheus_yml, render_rules
-from components.uploads import upload_volumes
 from stacks.config import ObservabilityConfig
 
 CONFIG_PATH = "/etc/prometheus/prometheus.yml"
@@ -117,14 +116,14 @@ class Monitoring(pulumi.ComponentResource):
                 "--web.listen-address=:9090",
             ],
             uploads=prometheus_files,
-            volumes=upload_volumes(prometheus_files),
             mounts=[docker.ContainerMountArgs(type="volume", source=volume.name, target=DATA_PATH)],
             networks_advanced=[
                 docker.ContainerNetworksAdvancedArgs(name=host.network_name),
                 docker.ContainerNetworksAdvancedArgs(name=args.edge_network),
             ],
             ports=[docker.ContainerPortArgs(internal=9090, external=cfg.prometheus_port, ip=cfg.bind_address)],
-            read_only=True,
+            # Not read-only: pulumi-docker copies `uploads` in at "/", which Docker refuses on a read-only
+            # root filesystem (tests/components/test_uploads.py).
             restart="unless-stopped",
             memory=2048,
             log_driver="json-file",

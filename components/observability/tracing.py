@@ -9,7 +9,6 @@ import pulumi_docker as docker
 import yaml
 
 from components.hosts.host import GpuHost
-from components.uploads import upload_volumes
 from stacks.config import TracingConfig
 
 CONFIG_PATH = "/etc/jaeger/config.yaml"
@@ -105,8 +104,8 @@ class Tracing(pulumi.ComponentResource):
     private address and nowhere else. The UI publishes on `bindAddress` (loopback by default:
     `ssh -L 16686:127.0.0.1:16686 <gateway host>`). Storage is memory by default, since a dev
     stack does not need its traces after a restart; `badger` keeps them on a named volume that a
-    `destroy` retains. The root filesystem is read-only; the image's own user (uid 10001) writes
-    only to /tmp, a tmpfs with `memory` and the named volume with `badger`."""
+    `destroy` retains. The image's own user (uid 10001) writes only to /tmp: a tmpfs with `memory`,
+    the named volume with `badger`."""
 
     ui_url: pulumi.Output[str]
     query_url: str
@@ -137,14 +136,14 @@ class Tracing(pulumi.ComponentResource):
             image=cfg.jaeger_image,
             command=["--config", f"file:{CONFIG_PATH}"],
             uploads=files,
-            volumes=upload_volumes(files),
             mounts=mounts,
             networks_advanced=[
                 docker.ContainerNetworksAdvancedArgs(name=host.network_name),
                 docker.ContainerNetworksAdvancedArgs(name=args.edge_network),
             ],
             ports=ports,
-            read_only=True,
+            # Not read-only: pulumi-docker copies `uploads` in at "/", which Docker refuses on a read-only
+            # root filesystem (tests/components/test_uploads.py).
             tmpfs=tmpfs,
             memory=cfg.memory_mb,
             restart="unless-stopped",

@@ -1,4 +1,11 @@
-"""Uploads into read-only containers: the rule, the shipped stacks, and a real Docker engine."""
+"""Uploads and read-only root filesystems, on a real Docker engine.
+
+pulumi-docker delivers `uploads` the way kreuzwerker/terraform-provider-docker does: after
+creating the container it sends a tar whose entry is the file's full path and extracts it at
+"/" (`CopyToContainer(ctx, id, "/", ...)` in resource_docker_container_funcs.go). Docker refuses
+that on a read-only root filesystem ("container rootfs is marked read-only"), even when the file
+would land on a volume. So no container that receives uploads may be read-only.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +14,9 @@ import subprocess
 import tarfile
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
-import pulumi_docker as docker
 import pytest
 
-from components.uploads import upload_dirs, upload_volumes
 from stacks.synth import Synth
 from tests.support.docker_engine import require_engine
 
@@ -20,82 +24,64 @@ CONTAINER = "docker:index/container:Container"
 LABEL = "inference-stack.test=uploads"
 
 
-def test_fewest_directories_and_mounted_paths_left_out() -> None:
-    files = ["/etc/nginx/nginx.conf", "/etc/nginx/inference-stack/clients.map", "/run/secrets/key"]
-    assert upload_dirs(files) == ["/etc/nginx", "/run/secrets"]
-    assert upload_dirs(files, mounted=["/run/secrets/"]) == ["/etc/nginx"]
-    # A sibling with a common prefix is not "under" the other.
-    assert upload_dirs(["/etc/app/a", "/etc/application/b"]) == ["/etc/app", "/etc/application"]
-    volumes = upload_volumes([docker.ContainerUploadArgs(file="/etc/jaeger/config.yaml", content="x")])
-    assert [v.container_path for v in volumes] == ["/etc/jaeger"]
-
-
-@pytest.mark.parametrize("stack", ["dev", "prod"])
-def test_every_read_only_container_receives_its_files_on_a_volume(stack: str, request: pytest.FixtureRequest) -> None:
-    synth: Synth = request.getfixturevalue(stack)
-    checked = 0
-    for c in synth.of_type(CONTAINER):
-        inputs = c["inputs"]
-        if not inputs.get("readOnly") or not inputs.get("uploads"):
-            continue
-        roots = [v["containerPath"] for v in inputs.get("volumes", [])]
-        roots += [m["target"] for m in inputs.get("mounts", []) if m["type"] in ("volume", "bind")]
-        for upload in inputs["uploads"]:
-            path = upload["file"]
-            assert any(path.startswith(root.rstrip("/") + "/") for root in roots), (c["name"], path, roots)
-        checked += 1
-    assert checked >= 3  # the gateway, Prometheus and Jaeger at least
-
-
-def _tar(files: dict[str, bytes]) -> bytes:
+def provider_tar(path: str, content: bytes) -> bytes:
+    """The archive the provider sends: one entry named by the file's full path."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
+        info = tarfile.TarInfo(path)
+        info.size, info.mode = len(content), 0o444
+        tar.addfile(info, io.BytesIO(content))
     return buffer.getvalue()
 
 
 @pytest.fixture(scope="module")
 def probe_image() -> Iterator[str]:
     """A one-file image: `docker create` needs an image, never a runnable one."""
-    docker_cli = require_engine()
+    docker = require_engine()
     tag = f"inference-stack-test/uploads:{uuid.uuid4().hex[:8]}"
     subprocess.run(
-        [docker_cli, "import", "--change", "LABEL " + LABEL, "-", tag],
-        input=_tar({"etc/app/default.conf": b"from the image\n"}),
+        [docker, "import", "-", tag],
+        input=provider_tar("etc/app/default.conf", b"x\n"),
         check=True,
         capture_output=True,
     )
     yield tag
-    subprocess.run([docker_cli, "rmi", "-f", tag], capture_output=True)
+    subprocess.run([docker, "rmi", "-f", tag], capture_output=True)
 
 
-def _copy_into(docker_cli: str, image: str, create_args: list[str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
-    source = tmp_path / "app.conf"
-    source.write_text("uploaded\n")
+def upload_like_the_provider(image: str, create_args: list[str]) -> subprocess.CompletedProcess[bytes]:
+    docker = require_engine()
     created = subprocess.run(
-        [docker_cli, "create", "--label", LABEL, "--read-only", *create_args, image, "/none"],
-        capture_output=True,
-        text=True,
-        check=True,
+        [docker, "create", "--label", LABEL, *create_args, image, "/none"], capture_output=True, text=True, check=True
     )
     container = created.stdout.strip()
     try:
+        # `docker cp - CONTAINER:/` extracts a tar stream at "/", as CopyToContainer(id, "/") does.
         return subprocess.run(
-            [docker_cli, "cp", str(source), f"{container}:/etc/app/app.conf"], capture_output=True, text=True
+            [docker, "cp", "-", f"{container}:/"],
+            input=provider_tar("etc/app/app.conf", b"uploaded\n"),
+            capture_output=True,
         )
     finally:
-        subprocess.run([docker_cli, "rm", "-v", container], capture_output=True)
+        subprocess.run([docker, "rm", "-v", container], capture_output=True)
 
 
-def test_docker_refuses_a_read_only_rootfs_but_takes_the_upload_volume(probe_image: str, tmp_path: Path) -> None:
-    """What pulumi-docker does for `uploads` (copy into the created container), on a real engine:
-    refused on a read-only root filesystem, accepted into the anonymous volume upload_volumes adds."""
-    docker_cli = require_engine()
-    refused = _copy_into(docker_cli, probe_image, [], tmp_path)
-    assert refused.returncode != 0 and "read-only" in refused.stderr, refused
-    (volume,) = upload_volumes([docker.ContainerUploadArgs(file="/etc/app/app.conf", content="")])
-    accepted = _copy_into(docker_cli, probe_image, ["--volume", str(volume.container_path)], tmp_path)
+def test_docker_refuses_the_providers_upload_into_a_read_only_rootfs(probe_image: str) -> None:
+    refused = upload_like_the_provider(probe_image, ["--read-only"])
+    assert refused.returncode != 0 and b"read-only" in refused.stderr, refused
+    # A volume at the file's directory does not help: the extraction point is "/".
+    still = upload_like_the_provider(probe_image, ["--read-only", "--volume", "/etc/app"])
+    assert still.returncode != 0 and b"read-only" in still.stderr, still
+    accepted = upload_like_the_provider(probe_image, [])
     assert accepted.returncode == 0, accepted.stderr
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod", "ci"])
+def test_no_container_that_receives_uploads_is_read_only(stack: str, request: pytest.FixtureRequest) -> None:
+    from stacks.synth import synth_stack
+
+    synth: Synth = request.getfixturevalue(stack) if stack != "ci" else synth_stack("ci")
+    with_uploads = [c for c in synth.of_type(CONTAINER) if c["inputs"].get("uploads")]
+    assert with_uploads
+    for c in with_uploads:
+        assert not c["inputs"].get("readOnly"), f"{c['name']} is read-only and receives uploads: Docker refuses them"

