@@ -110,8 +110,6 @@ class Tracing(pulumi.ComponentResource):
     ui_url: pulumi.Output[str]
     query_url: str
     """The query API as Grafana reaches it."""
-    metrics_target: str
-    """Jaeger's own metrics (spans received, refused, dropped), as Prometheus reaches them."""
 
     def __init__(self, name: str, args: TracingArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("inference-stack:observability:Tracing", name, None, opts)
@@ -161,5 +159,4 @@ class Tracing(pulumi.ComponentResource):
         )
         self.ui_url = pulumi.Output.from_input(f"http://{args.bind_address}:{cfg.ui_port}")
         self.query_url = f"http://{jaeger}:{UI_PORT}"
-        self.metrics_target = f"{jaeger}:{METRICS_PORT}"
         self.register_outputs({"uiUrl": self.ui_url})
