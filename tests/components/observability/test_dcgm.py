@@ -19,15 +19,11 @@ Facts from NVIDIA/dcgm-exporter at tag 4.2.3-4.1.3, the image stacks/config.py p
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import hashlib
 import math
 import re
 import subprocess
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +43,7 @@ from tests.components.observability.test_prometheus import (
     query,
     wait_for,
 )
+from tests.support.exposition import served_exposition
 from tests.support.tools import require_tool
 
 TAG = "4.2.3-4.1.3"
@@ -268,32 +265,6 @@ def test_panel_unit_matches_the_exporters_unit(title: str, metric: str) -> None:
 # --- 4. Debian's Prometheus scraping the exposition ----------------------------------------------
 
 
-@contextlib.contextmanager
-def served(text: str) -> Iterator[str]:
-    """`text` as a scrape target (text format 0.0.4) on a free loopback port; yields `host:port`."""
-    body = text.encode()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 def result_of(prom: str, expr: str) -> list[dict[str, Any]]:
     answer = query(prom, expr)
     assert answer["status"] == "success", f"{expr}: {answer}"
@@ -311,7 +282,7 @@ def test_real_prometheus_evaluates_the_gpu_panels_and_alert_on_the_exposition(tm
     require_tool("prometheus")
     rules = tmp_path / "inference.yml"
     rules.write_text(render_rules(SLO))
-    with served(TEXT) as address:
+    with served_exposition(lambda _scrape: TEXT) as address:
         target = Target(address, DCGM_TARGET.labels)
         config = render_prometheus_yml([], [target], None, scrape_interval="1s")
         with prometheus(tmp_path, config.replace(RULES_PATH, str(rules))) as prom:

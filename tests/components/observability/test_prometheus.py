@@ -18,13 +18,11 @@ import json
 import math
 import re
 import subprocess
-import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -43,6 +41,7 @@ from components.observability.prometheus import (
     render_rules,
 )
 from stacks.config import SloConfig
+from tests.support.exposition import served_exposition
 from tests.support.model_server import SERVED_MODEL_NAME, free_port, require_model_server, vllm_server
 from tests.support.processes import stop
 from tests.support.tools import require_tool
@@ -619,34 +618,16 @@ def chat(base_url: str, stream: bool, prompt: str) -> None:
 def replayed_fixture() -> Iterator[str]:
     """Serve the fixture as a scrape target (text format 0.0.4, where `# source:` is a comment);
     counters, buckets and sums are multiplied by the scrape number so their rates are not zero."""
-    scrapes = 0
     cumulative = re.compile(r"^([A-Za-z_:][\w:]*(?:_total|_bucket|_count|_sum)(?:\{.*\})?\s+)(\S+)$")
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            nonlocal scrapes
-            scrapes += 1
-            lines = [
-                cumulative.sub(lambda m: f"{m[1]}{float(m[2]) * scrapes!r}", line) for line in FIXTURE_TEXT.splitlines()
-            ]
-            body = ("\n".join(lines) + "\n").encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    def render(scrape: int) -> str:
+        lines = [
+            cumulative.sub(lambda m: f"{m[1]}{float(m[2]) * scrape!r}", line) for line in FIXTURE_TEXT.splitlines()
+        ]
+        return "\n".join(lines) + "\n"
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with served_exposition(render) as address:
+        yield f"http://{address}"
 
 
 def scrape_mode() -> str:
