@@ -57,7 +57,8 @@ def _ensure_debootstrap() -> str:
 
 
 @contextmanager
-def _locked(path: Path) -> Iterator[None]:
+def file_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive fcntl lock on `path` (created if missing): one builder at a time across processes."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
@@ -72,7 +73,7 @@ def debian_rootfs() -> Path:
     require_root()
     debootstrap = _ensure_debootstrap()
     root, stamp = CACHE / "root", CACHE / "stamp"
-    with _locked(CACHE.parent / "debian-rootfs.lock"):
+    with file_lock(CACHE.parent / "debian-rootfs.lock"):
         if stamp.is_file() and stamp.read_text() == STAMP_TEXT and (root / "usr/bin/python3").exists():
             return root
         partial = CACHE / "root.partial"

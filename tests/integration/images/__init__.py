@@ -45,7 +45,6 @@ How the Debian packages differ from the official images the stack pins is in `NO
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
@@ -54,10 +53,11 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from tests.support.rootfs import file_lock
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[2]
@@ -225,17 +225,6 @@ def _image_id(tag: str) -> str | None:
     return result.stdout.strip() if result.returncode == 0 else None
 
 
-@contextmanager
-def _locked() -> Iterator[None]:
-    LOCK_FILE.parent.mkdir(parents=True, exist_ok=True)
-    with LOCK_FILE.open("w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def _log_tail(log: Path, lines: int = 60) -> str:
     try:
         return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
@@ -372,7 +361,7 @@ def ensure_images(names: dict[str, str] | None = None) -> dict[str, float]:
     timings: dict[str, float] = {}
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     stale: list[str] = []
-    with _locked():
+    with file_lock(LOCK_FILE):
         base_hash: str | None = None
         base_tag = wanted["base"]
         for recipe in recipes:
