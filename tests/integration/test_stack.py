@@ -1,0 +1,374 @@
+"""The `ci` stack on a real Docker engine: what `pulumi up` would create, serving, observed and
+surviving a dead worker.
+
+The harness (tests/integration/harness.py) creates the containers `make render STACK=ci`
+synthesizes, from images built out of Debian packages under the names the stack pins
+(tests/integration/images/). Three real vLLM 0.32 CPU workers serve SmolLM2-135M from the
+read-only model cache, behind the generated nginx config, with Redis and Prometheus. Traffic goes
+only to the 127.0.0.1-published gateway and Prometheus ports and to the test's own containers.
+Every load loop is bounded in count and time. GPU device requests, remote SSH providers, Grafana,
+Weaviate and Jaeger are outside what this can run; synth and policy tests cover them.
+"""
+
+from __future__ import annotations
+
+import filecmp
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from components.observability.grafana import dashboard_exprs
+from components.observability.prometheus import alert_rules, recording_rules
+from stacks.synth import ROOT, Synth, synth_stack
+from tests.components.observability.test_prometheus import RECORDED, SLO, get_json, metric_names, query
+from tests.integration import harness
+from tests.support.docker_engine import require_engine
+from tests.support.model_server import require_model_server
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
+
+CLIENT_KEY = "sk-ci-0123456789abcdef"
+REDIS_PASSWORD = "ci-redis-password-0123456789"
+SECRETS = {
+    "gatewayApiKeys": json.dumps({"ci": CLIENT_KEY}),
+    "vllmApiKey": "wk-ci-0123456789abcdef",
+    "redisPassword": REDIS_PASSWORD,
+}
+GATEWAY = "http://127.0.0.1:18080"
+PROMETHEUS = "http://127.0.0.1:19090"
+MODEL = "smollm2-135m"
+WORKERS = ["chat-local-0", "chat-local-1", "chat-local-2"]
+# Series the dashboards and rules take from jobs this stack does not run (no GPU here).
+NOT_HERE = ("DCGM_",)
+
+
+def wait(what: str, check: Any, timeout: float, every: float = 1.0) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+            if last:
+                return last
+        except (OSError, ValueError, KeyError) as exc:
+            last = exc
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; last: {last!r}")
+
+
+def chat(prompt: str = "What is 2 + 2?", max_tokens: int = 16, key: str | None = CLIENT_KEY) -> tuple[int, str]:
+    body = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": prompt}],
+        "temperature": 0,
+        "max_tokens": max_tokens,
+    }
+    request = urllib.request.Request(
+        f"{GATEWAY}/v1/chat/completions",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {})},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.load(response)["choices"][0]["message"]["content"]
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode(errors="replace")
+
+
+def get(url: str, key: str | None = CLIENT_KEY) -> int:
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {key}"} if key else {})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            response.read()
+            return int(response.status)
+    except urllib.error.HTTPError as err:
+        return int(err.code)
+
+
+def docker(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["docker", *argv], capture_output=True, text=True, check=check, timeout=120)
+
+
+def health(container: str) -> str:
+    return str(harness.inspect(container)["State"].get("Health", {}).get("Status"))
+
+
+@pytest.fixture(scope="module")
+def synth() -> Synth:
+    return synth_stack("ci", secrets=SECRETS, reveal=True)
+
+
+@pytest.fixture(scope="module")
+def stack(synth: Synth) -> Iterator[harness.Applied]:
+    require_engine()
+    require_model_server()
+    started = time.monotonic()
+    built = harness.ensure_stack_images(synth)
+    images_seconds = time.monotonic() - started
+    harness.seed_model_cache(synth)
+    harness.teardown()  # what a failed earlier run may have left
+    started = time.monotonic()
+    applied = harness.apply(synth)
+    print(
+        f"\nimages: {images_seconds:.1f} s ({ {k: round(v, 1) for k, v in built.items() if v} or 'all cached' });"
+        f" apply: {time.monotonic() - started:.1f} s; per container: "
+        + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in sorted(applied.seconds.items()))
+    )
+    try:
+        yield applied
+    finally:
+        harness.teardown(only=applied)
+
+
+# 1. Health -----------------------------------------------------------------------------------------
+
+
+def test_every_container_is_healthy_and_workers_passed_the_model_probe(stack: harness.Applied, synth: Synth) -> None:
+    for res in synth.of_type(harness.CONTAINER):
+        info = stack.inspect(res["name"])
+        assert info["State"]["Running"], res["name"]
+        if res["inputs"].get("healthcheck"):
+            assert info["State"]["Health"]["Status"] == "healthy", (res["name"], info["State"]["Health"]["Log"][-1:])
+    for worker in WORKERS:
+        outputs = [entry["Output"] for entry in stack.inspect(worker)["State"]["Health"]["Log"]]
+        # The probe passes only on a standalone 4 (tests/components/workers/test_healthcheck.py).
+        assert any(o.startswith("healthy (model probe answered") for o in outputs), outputs
+        # The weights came from the read-only cache, offline: nothing else could have served them.
+        cache = next(m for m in stack.inspect(worker)["Mounts"] if m["Destination"] == "/root/.cache/huggingface")
+        assert cache["RW"] is False
+
+
+# 2. Serving ----------------------------------------------------------------------------------------
+
+
+def test_the_openai_client_gets_answers_through_the_gateway(stack: harness.Applied) -> None:
+    import openai
+
+    client = openai.OpenAI(base_url=f"{GATEWAY}/v1", api_key=CLIENT_KEY, max_retries=0, timeout=60)
+    stream = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "What is 2 + 2?"}], temperature=0, max_tokens=24, stream=True
+    )
+    chunks = [c.choices[0].delta.content for c in stream if c.choices and c.choices[0].delta.content]
+    assert len(chunks) >= 3 and "4" in "".join(chunks), chunks
+    reply = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "What is 2 + 2?"}], temperature=0, max_tokens=24
+    )
+    assert "4" in (reply.choices[0].message.content or "")
+
+
+def test_no_key_is_401_metrics_is_404_and_over_the_limit_is_429(stack: harness.Applied) -> None:
+    assert chat(key=None)[0] == 401
+    assert get(f"{GATEWAY}/metrics") == 404
+    # rateLimit: 20 r/s with a burst of 20 per client; 60 requests at once must overflow it.
+    with ThreadPoolExecutor(30) as pool:
+        codes = list(pool.map(lambda _: get(f"{GATEWAY}/v1/models"), range(60)))
+    print(f"60 concurrent /v1/models: {sorted((c, codes.count(c)) for c in set(codes))}")
+    assert 429 in codes and 200 in codes and set(codes) <= {200, 429}
+    # The bucket refills at 20 r/s: the client is served again within seconds.
+    wait("the rate limit to let the client through again", lambda: get(f"{GATEWAY}/v1/models") == 200, 10, 0.5)
+    # A full burst drains in burst / rate = 1 s; leave the next test the whole bucket.
+    time.sleep(1.5)
+
+
+# 3. Observation ------------------------------------------------------------------------------------
+
+
+def test_prometheus_sees_every_worker_and_every_vllm_and_gateway_expression_has_data(stack: harness.Applied) -> None:
+    def vllm_targets() -> list[dict[str, Any]]:
+        active = get_json(f"{PROMETHEUS}/api/v1/targets")["data"]["activeTargets"]
+        up = [t for t in active if t["labels"]["job"] == "vllm" and t["health"] == "up"]
+        return up if len(up) == 3 else []
+
+    targets = wait("three vLLM targets up", vllm_targets, 60)
+    assert {t["labels"]["replica"] for t in targets} == {"0", "1", "2"}
+    for i in range(6):
+        assert chat(f"Count from {i} to {i + 3}.")[0] == 200
+    # Two scrapes (2 s apart) after the requests, so rate() has both ends.
+    time.sleep(6)
+
+    def here(expr: str) -> bool:
+        return not any(m.startswith(NOT_HERE) for m in metric_names(expr))
+
+    with_data = [(f"dashboard: {n}", e) for n, e in dashboard_exprs() if here(e)]
+    with_data += [(str(r["record"]), str(r["expr"])) for r in recording_rules() if here(str(r["expr"]))]
+    # Alert expressions are empty while nothing is wrong: they must evaluate, not return data.
+    alerts = [(str(r["alert"]), str(r["expr"])) for r in alert_rules(SLO) if here(str(r["expr"]))]
+    for name, expr in with_data + alerts:
+        answer = query(PROMETHEUS, expr)
+        assert answer["status"] == "success", (name, answer)
+    empty = [(name, expr) for name, expr in with_data if not query(PROMETHEUS, expr)["data"]["result"]]
+    assert not empty, empty
+    print(f"{len(with_data)} dashboard and recording expressions with data; {len(alerts)} alert expressions evaluated")
+    wait(
+        "every recording rule to have written a series",
+        lambda: set(get_json(f"{PROMETHEUS}/api/v1/label/__name__/values")["data"]) >= RECORDED,
+        30,
+    )
+
+
+# 4. Failure ----------------------------------------------------------------------------------------
+
+
+def test_a_killed_worker_costs_no_new_request_and_comes_back(stack: harness.Applied) -> None:
+    victim = "chat-local-1"
+    before = stack.inspect(victim)
+    results: list[tuple[float, int]] = []
+    killed_at: list[float] = []
+
+    def one(i: int) -> None:
+        started = time.monotonic()
+        code, _ = chat(f"Say the number {i}.", max_tokens=8)
+        results.append((started, code))
+
+    with ThreadPoolExecutor(4) as pool:
+        futures = [pool.submit(one, i) for i in range(8)]
+        time.sleep(1.0)
+        # A crash, not a stop: SIGKILL to the worker's main process from the host.
+        os.kill(int(before["State"]["Pid"]), signal.SIGKILL)
+        killed_at.append(time.monotonic())
+        futures += [pool.submit(one, i) for i in range(8, 40)]
+        deadline = time.monotonic() + 300
+        for future in futures:
+            future.result(timeout=max(1.0, deadline - time.monotonic()))
+    kill = killed_at[0]
+    after_kill = [code for started, code in results if started > kill]
+    in_flight = [code for started, code in results if started <= kill]
+    print(
+        f"requests: {len(results)}; started after the kill: {len(after_kill)}, failed "
+        f"{sum(c != 200 for c in after_kill)}; in flight at the kill: {len(in_flight)}, failed "
+        f"{sum(c != 200 for c in in_flight)}"
+    )
+    assert len(results) == 40
+    assert after_kill and all(code == 200 for code in after_kill), after_kill
+
+    wait("the killed worker to restart and be healthy", lambda: health(stack.containers[victim]) == "healthy", 300, 2)
+    info = stack.inspect(victim)
+    assert info["RestartCount"] >= 1 and info["Id"] == before["Id"]
+    print(
+        f"{victim} healthy again {time.monotonic() - kill:.1f} s after the kill (restart count {info['RestartCount']})"
+    )
+
+    # Back in rotation: its own counter of finished requests moves when traffic goes through the gateway.
+    worker_url = stack.url(victim, 8000)
+
+    def served() -> float:
+        with urllib.request.urlopen(f"{worker_url}/metrics", timeout=10) as response:
+            text = response.read().decode()
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("vllm:request_success_total{")
+        )
+
+    baseline = served()
+    with ThreadPoolExecutor(6) as pool:
+        assert all(code == 200 for code, _ in pool.map(lambda i: chat(f"Say {i}.", max_tokens=4), range(18)))
+    assert served() > baseline, "the gateway sends the restarted worker no traffic"
+
+
+# 5. Redis ------------------------------------------------------------------------------------------
+
+
+def test_redis_requires_auth_and_keeps_data_over_a_restart(stack: harness.Applied) -> None:
+    name = stack.names["redis"]
+    noauth = docker("exec", name, "redis-cli", "ping", check=False)
+    assert "NOAUTH" in noauth.stdout + noauth.stderr, noauth
+    # The password goes in on stdin (AUTH), never on argv.
+    session = subprocess.run(
+        ["docker", "exec", "-i", name, "redis-cli"],
+        input=f"AUTH {REDIS_PASSWORD}\nSET integration:aof kept\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert session.stdout.split() == ["OK", "OK"], session
+    docker("restart", name)
+    wait("redis healthy after the restart", lambda: health(name) == "healthy", 60)
+    again = subprocess.run(
+        ["docker", "exec", "-i", name, "redis-cli"],
+        input=f"AUTH {REDIS_PASSWORD}\nGET integration:aof\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert again.stdout.split() == ["OK", "kept"], again
+
+
+# 6. Idempotence ------------------------------------------------------------------------------------
+
+MOVING = ("State", "ExecIDs", "RestartCount", "LogPath", "Mounts")
+
+
+def test_applying_again_changes_nothing_and_a_second_render_is_identical(
+    stack: harness.Applied, synth: Synth, tmp_path: Path
+) -> None:
+    before = {name: stack.inspect(name) for name in stack.containers}
+    again = harness.apply(synth)
+    assert again.containers == stack.containers
+    assert set(again.actions[name] for name in again.containers) == {"kept"}
+    for name, old in before.items():
+        new = harness.inspect(again.containers[name])
+        assert {k: v for k, v in new.items() if k not in MOVING} == {k: v for k, v in old.items() if k not in MOVING}
+    for out in ("a", "b"):
+        subprocess.run(
+            [sys.executable, "-m", "stacks.render", "--stack", "ci", "--out", str(tmp_path / out)],
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+        )
+    comparison = filecmp.dircmp(tmp_path / "a", tmp_path / "b")
+    assert not comparison.diff_files and not comparison.left_only and not comparison.right_only
+    assert filecmp.cmp(tmp_path / "a/ci/resources.json", tmp_path / "b/ci/resources.json", shallow=False)
+
+
+# 7. Timing -----------------------------------------------------------------------------------------
+
+
+def test_worker_restart_times_cold_and_warm_compile_cache(stack: harness.Applied) -> None:
+    """Time to healthy after `docker restart` of one worker, alone: first with its compile-cache
+    directory emptied (cold), then as it is (warm). The ci workers run `--enforce-eager`, so vLLM
+    compiles nothing and the two should be close; on GPUs, with torch.compile and CUDA graphs, the
+    warm cache is where a restart saves its time."""
+    worker = "chat-local-2"
+    cache = next(m["Source"] for m in stack.inspect(worker)["Mounts"] if m["Destination"] == "/root/.cache/vllm")
+    times = {}
+    for kind in ("cold", "warm"):
+        if kind == "cold":
+            docker("stop", stack.names[worker])
+            for entry in Path(cache).iterdir():
+                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+        started = time.monotonic()
+        docker("restart", stack.names[worker])
+        wait(f"{worker} healthy after a {kind} restart", lambda: health(stack.containers[worker]) == "healthy", 300, 1)
+        times[kind] = round(time.monotonic() - started, 1)
+    assert any(Path(cache).iterdir()), f"{cache}: vLLM wrote nothing to its cache directory"
+    print(f"{worker}: first start (three workers at once) {stack.seconds[worker]:.1f} s; restarts alone {times} s")
+
+
+# Cleanup ---------------------------------------------------------------------------------------------
+
+
+def test_teardown_removes_containers_and_networks_but_keeps_named_volumes(stack: harness.Applied) -> None:
+    """As a `pulumi destroy` of the containers would: Redis's AOF, Prometheus's TSDB and the model
+    cache stay (the stack marks them retain_on_delete). Runs last: the module's stack is gone after."""
+    volumes = set(stack.volumes.values())
+    removed = harness.teardown(graceful=True, only=stack)
+    assert set(stack.names.values()) <= set(removed)
+    for container in stack.containers.values():
+        assert harness._get(f"/containers/{container}/json") is None
+    existing = {v["Name"] for v in harness.api("GET", "/volumes")["Volumes"] or []}
+    assert volumes and volumes <= existing, volumes - existing
