@@ -150,6 +150,90 @@ def test_every_container_is_healthy_and_workers_passed_the_model_probe(stack: ha
         assert cache["RW"] is False
 
 
+def expected_mismatches(inputs: dict[str, Any], info: dict[str, Any]) -> list[str]:
+    """Every input the program sets, against what `docker inspect` shows the engine made of it."""
+    config, host, problems = info["Config"], info["HostConfig"], []
+    mb = 1024 * 1024
+
+    def check(what: str, want: Any, got: Any) -> None:
+        if want != got:
+            problems.append(f"{what}: synthesized {want!r}, engine {got!r}")
+
+    check("name", "/" + inputs["name"], info["Name"])
+    for key, field in (("entrypoints", "Entrypoint"), ("command", "Cmd"), ("hostname", "Hostname"), ("user", "User")):
+        if key in inputs:
+            check(key, inputs[key], config[field])
+    check("envs", set(), set(inputs.get("envs", [])) - set(config["Env"]))
+    labels = {item["label"]: item["value"] for item in inputs.get("labels", [])}
+    check("labels", labels, {k: config["Labels"].get(k) for k in labels})
+    if "stopSignal" in inputs:
+        check("stopSignal", inputs["stopSignal"], config["StopSignal"])
+    if "stopTimeout" in inputs:
+        check("stopTimeout", inputs["stopTimeout"], config["StopTimeout"])
+    if "healthcheck" in inputs:
+        hc = inputs["healthcheck"]
+        check("healthcheck.tests", hc["tests"], config["Healthcheck"]["Test"])
+        check("healthcheck.retries", hc["retries"], config["Healthcheck"]["Retries"])
+        for key, field in (("interval", "Interval"), ("timeout", "Timeout"), ("startPeriod", "StartPeriod")):
+            check(f"healthcheck.{key}", harness.duration_ns(hc[key]), config["Healthcheck"][field])
+    check("memory", inputs.get("memory", 0) * mb, host["Memory"])
+    check("memoryReservation", inputs.get("memoryReservation", 0) * mb, host["MemoryReservation"])
+    if "cpus" in inputs:
+        check("cpus", round(float(inputs["cpus"]) * 1e9), host["NanoCpus"])
+    if "cpuShares" in inputs:
+        check("cpuShares", inputs["cpuShares"], host["CpuShares"])
+    if "shmSize" in inputs:
+        check("shmSize", inputs["shmSize"] * mb, host["ShmSize"])
+    check("restart", inputs.get("restart", "no"), host["RestartPolicy"]["Name"])
+    if "maxRetryCount" in inputs:
+        check("maxRetryCount", inputs["maxRetryCount"], host["RestartPolicy"]["MaximumRetryCount"])
+    if "logDriver" in inputs:
+        check("logDriver", inputs["logDriver"], host["LogConfig"]["Type"])
+        check("logOpts", inputs.get("logOpts", {}), host["LogConfig"]["Config"])
+    check("readOnly", bool(inputs.get("readOnly")), host["ReadonlyRootfs"])
+    check("tmpfs", inputs.get("tmpfs", {}), host.get("Tmpfs") or {})
+    mounts = {m["Destination"]: m for m in info["Mounts"]}
+    for mount in inputs.get("mounts", []):
+        got = mounts.get(mount["target"])
+        check(f"mount {mount['target']}", True, got is not None)
+        if got is not None:
+            check(f"mount {mount['target']} read-only", bool(mount.get("readOnly")), not got["RW"])
+    for volume in inputs.get("volumes", []):
+        check(f"volume {volume['containerPath']}", True, volume["containerPath"] in mounts)
+    bindings = {
+        (int(port.split("/")[0]), b["HostIp"], int(b["HostPort"]))
+        for port, binds in (host.get("PortBindings") or {}).items()
+        for b in binds or []
+    }
+    wanted = {(p["internal"], p["ip"], p["external"]) for p in inputs.get("ports", [])}
+    check("ports", wanted, bindings)
+    networks = info["NetworkSettings"]["Networks"]
+    for net in inputs.get("networksAdvanced", []):
+        check(f"network {net['name']}", True, net["name"] in networks)
+        for alias in net.get("aliases", []):
+            check(f"network {net['name']} alias", True, alias in (networks.get(net["name"], {}).get("Aliases") or []))
+    adds = (inputs.get("capabilities") or {}).get("adds", [])
+    check("capabilities.adds", sorted(adds), sorted(host.get("CapAdd") or []))
+    return problems
+
+
+def test_every_container_matches_its_synthesized_inputs(stack: harness.Applied, synth: Synth) -> None:
+    """The containers on the engine are the ones the program declares: `docker inspect` of each,
+    field by field, against its synthesized inputs."""
+    problems = {
+        res["name"]: found
+        for res in synth.of_type(harness.CONTAINER)
+        if (found := expected_mismatches(res["inputs"], stack.inspect(res["name"])))
+    }
+    assert not problems, json.dumps(problems, indent=1)
+    # The comparison can fail: a gateway that differs in memory, env and port is caught on all three.
+    gateway = synth.named("gateway-nginx")["inputs"]
+    changed = {**gateway, "memory": gateway["memory"] + 1, "envs": ["EXTRA=1"]}
+    changed["ports"] = [{**gateway["ports"][0], "external": 1}]
+    found = expected_mismatches(changed, stack.inspect("gateway-nginx"))
+    assert [p.split(":")[0] for p in found] == ["envs", "memory", "ports"], found
+
+
 # 2. Serving ----------------------------------------------------------------------------------------
 
 
