@@ -15,12 +15,13 @@ export PULUMI_BACKEND_URL ?= file://$(STATE_DIR)
 export PULUMI_CONFIG_PASSPHRASE_FILE ?= $(PASSPHRASE_FILE)
 export PULUMI_SKIP_UPDATE_CHECK := true
 
-.PHONY: help venv deps test test-integration lint typecheck unit render up preview destroy bench docs backup-check clean
+.PHONY: help venv deps test test-integration lint typecheck unit render policy up preview destroy bench docs backup-check clean
 
 help:
 	@echo "make up                 deploy the dev stack on the local Docker engine"
 	@echo "make test               ruff, mypy and every test (installs what it needs)"
 	@echo "make render STACK=prod  write build/<stack>/ offline: resources, files, diagram"
+	@echo "make policy STACK=prod  the policy pack over the stack, offline; fails on a mandatory violation"
 	@echo "make preview STACK=prod pulumi preview against the stack's real hosts"
 	@echo "make bench              synth and gateway benchmarks (docs/performance.md)"
 	@echo "make docs               regenerate the README's config reference"
@@ -64,6 +65,11 @@ test-integration: venv deps
 	bash scripts/docker-engine.sh
 	$(VENV)/bin/pytest -m integration tests/integration
 
+# The policy pack over the stack's resources, through the mock runtime (no CLI); non-zero on a
+# mandatory violation. `pulumi preview --policy-pack policy` runs the same pack for real.
+policy: venv
+	$(PY) -m policy.run --stack $(STACK)
+
 render: venv
 	$(PY) -m stacks.render --stack $(STACK)
 
@@ -106,7 +112,7 @@ up: venv pulumi-cli $(PASSPHRASE_FILE)
 	$(PULUMI) up --stack $(STACK) --config-file $(UP_CONFIG)
 
 preview: venv pulumi-cli
-	$(PULUMI) preview --stack $(STACK) --diff
+	$(PULUMI) preview --stack $(STACK) --diff --policy-pack policy --policy-pack-config policy/config/$(STACK).json
 
 destroy: pulumi-cli
 	$(PULUMI) destroy --stack $(STACK)

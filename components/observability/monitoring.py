@@ -69,6 +69,7 @@ class Monitoring(pulumi.ComponentResource):
                 networks_advanced=[docker.ContainerNetworksAdvancedArgs(name=gpu_host.network_name)],
                 ports=ports,
                 restart="unless-stopped",
+                cpus="1",
                 memory=512,
                 log_driver="json-file",
                 log_opts={"max-size": "20m", "max-file": "3"},
@@ -88,7 +89,10 @@ class Monitoring(pulumi.ComponentResource):
             ),
             networks_advanced=[docker.ContainerNetworksAdvancedArgs(name=args.edge_network)],
             restart="unless-stopped",
+            cpus="0.25",
             memory=64,
+            log_driver="json-file",
+            log_opts={"max-size": "10m", "max-file": "3"},
             read_only=True,
             opts=on_host,
         )
@@ -125,6 +129,7 @@ class Monitoring(pulumi.ComponentResource):
             # Not read-only: pulumi-docker copies `uploads` in at "/", which Docker refuses on a read-only
             # root filesystem (tests/components/test_uploads.py).
             restart="unless-stopped",
+            cpus="1",
             memory=2048,
             log_driver="json-file",
             log_opts={"max-size": "50m", "max-file": "3"},
@@ -185,6 +190,7 @@ class Monitoring(pulumi.ComponentResource):
             networks_advanced=[docker.ContainerNetworksAdvancedArgs(name=args.edge_network)],
             ports=[docker.ContainerPortArgs(internal=3000, external=cfg.grafana_port, ip=cfg.bind_address)],
             restart="unless-stopped",
+            cpus="1",
             memory=512,
             log_driver="json-file",
             log_opts={"max-size": "20m", "max-file": "3"},

@@ -143,6 +143,7 @@ class Tracing(pulumi.ComponentResource):
             # Not read-only: pulumi-docker copies `uploads` in at "/", which Docker refuses on a read-only
             # root filesystem (tests/components/test_uploads.py).
             tmpfs=tmpfs,
+            cpus="1",
             memory=cfg.memory_mb,
             restart="unless-stopped",
             log_driver="json-file",

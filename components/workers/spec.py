@@ -149,4 +149,8 @@ def labels(placement: Placement, stack: str) -> dict[str, str]:
         "inference-stack.model": g.model.served_name,
         "inference-stack.gpus": ",".join(placement.devices),
         "inference-stack.accelerator": g.accelerator,
+        # What the policy pack reads: which containers are vLLM workers, and the cold start the
+        # healthcheck's start period must cover.
+        "inference-stack.role": "worker",
+        "inference-stack.cold-start-seconds": str(g.model.cold_start_seconds),
     }

@@ -1,0 +1,178 @@
+"""The policy pack (policy/) over fixtures and over every shipped stack, through `policy/run.py`:
+the same validate functions the Pulumi CLI's analyzer calls, on the resources the program registers."""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from policy.pack import POLICIES
+from policy.run import UNKNOWN_IN_SYNTH, Finding, evaluate, load_config
+from stacks.synth import ROOT, Synth, synth_stack
+
+WORKER = "chat-local-0"
+
+
+@pytest.fixture(scope="module")
+def ci() -> Synth:
+    return synth_stack("ci")
+
+
+def mutated(synth: Synth, name: str, change: Callable[[dict[str, Any]], None]) -> Synth:
+    broken = copy.deepcopy(synth)
+    change(broken.named(name)["inputs"])
+    return broken
+
+
+def labels_set(inputs: dict[str, Any], key: str, value: str) -> None:
+    inputs["labels"] = [item for item in inputs["labels"] if item["label"] != key] + [{"label": key, "value": value}]
+
+
+def gpu_worker(inputs: dict[str, Any]) -> None:
+    labels_set(inputs, "inference-stack.accelerator", "nvidia")
+    inputs["command"] = [*inputs["command"], "--gpu-memory-utilization", "0.9"]
+
+
+# policy -> a change to the ci stack's first worker (or another container) that breaks only it
+BREAKS: dict[str, tuple[str, Callable[[dict[str, Any]], None], str]] = {
+    "health-start-period-covers-cold-start": (
+        WORKER,
+        lambda i: labels_set(i, "inference-stack.cold-start-seconds", "600"),
+        "set health.startPeriodSeconds to at least 1200",
+    ),
+    "weights-from-mounted-volume": (
+        WORKER,
+        lambda i: i.update(mounts=[m for m in i["mounts"] if m["target"] != "/root/.cache/huggingface"]),
+        "never the image",
+    ),
+    "gpu-memory-utilization-cli": (
+        WORKER,
+        lambda i: i.update(envs=[*i["envs"], "VLLM_GPU_MEMORY_UTILIZATION=0.99"]),
+        "use the CLI flag only",
+    ),
+    "cpu-and-memory-limits": ("monitoring-prometheus", lambda i: i.pop("memory"), "set `memory`"),
+    "health-gated-creation": (WORKER, lambda i: i.update(waitTimeout=30), "raise it"),
+    "health-check-exercises-model": (
+        WORKER,
+        lambda i: i["healthcheck"].update(tests=["CMD", "curl", "-f", "http://127.0.0.1:8000/health"]),
+        "run the accuracy probe",
+    ),
+    "chat-probe-endpoint": (
+        WORKER,
+        lambda i: i["healthcheck"]["tests"].extend(["--path", "/v1/completions"]),
+        "/v1/chat/completions",
+    ),
+    "no-debug-logs-and-rotation": (
+        "redis",
+        lambda i: i.pop("logOpts"),
+        "set logDriver json-file with logOpts max-size",
+    ),
+    "every-worker-is-scraped": (
+        "monitoring-prometheus",
+        lambda i: i.update(uploads=[u for u in i["uploads"] if not u["file"].endswith("prometheus.yml")]),
+        "keep observability.enabled on",
+    ),
+}
+
+
+def test_every_policy_has_a_breaking_fixture() -> None:
+    assert set(BREAKS) == {p.name for p in POLICIES}
+
+
+@pytest.mark.parametrize("policy", sorted(BREAKS))
+def test_a_violating_fixture_reports_exactly_that_policy(policy: str, ci: Synth) -> None:
+    name, change, advice = BREAKS[policy]
+    findings = evaluate(mutated(ci, name, change), {})
+    assert {f.policy for f in findings} == {policy}, findings
+    assert all(advice in f.message for f in findings), findings
+    assert all(f.enforcement == "mandatory" for f in findings)
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod", "ci"])
+def test_every_shipped_stack_has_no_violation(stack: str) -> None:
+    assert evaluate(synth_stack(stack), load_config(stack)) == []
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_a_broken_copy_of_each_shipped_stack_fires_every_checklist_policy(stack: str) -> None:
+    """The issue's broken copy, for the policies the pack has so far: utilization 0.95, a 60 s start
+    period against a 90 s cold start, no memory limit, an env var for GPU utilization."""
+    synth = synth_stack(stack)
+    broken = copy.deepcopy(synth)
+    workers = [
+        r for r in broken.of_type("docker:index/container:Container") if "--revision" in r["inputs"].get("command", [])
+    ]
+    assert workers
+    for w in workers:
+        inputs = w["inputs"]
+        labels_set(inputs, "inference-stack.accelerator", "nvidia")
+        if "--gpu-memory-utilization" in inputs["command"]:
+            inputs["command"][inputs["command"].index("--gpu-memory-utilization") + 1] = "0.95"
+        else:
+            inputs["command"] += ["--gpu-memory-utilization", "0.95"]
+        labels_set(inputs, "inference-stack.cold-start-seconds", "90")
+        inputs["healthcheck"]["startPeriod"] = "60s"
+        inputs.pop("memory")
+        inputs["envs"] = [*inputs["envs"], "GPU_MEMORY_UTILIZATION=0.95"]
+    fired = {f.policy for f in evaluate(broken, {}) if f.enforcement == "mandatory"}
+    assert {"gpu-memory-utilization-cli", "health-start-period-covers-cold-start", "cpu-and-memory-limits"} <= fired
+    utilization = [f.message for f in evaluate(broken, {}) if f.policy == "gpu-memory-utilization-cli"]
+    assert any("0.95 is above 0.9" in m for m in utilization) and any(
+        "env `GPU_MEMORY_UTILIZATION`" in m for m in utilization
+    )
+
+
+def test_unknown_values_are_skipped_not_crashed(ci: Synth) -> None:
+    """During a preview, ids and computed values are unknown: every policy sees them and none crashes."""
+    unknown = copy.deepcopy(ci)
+    for res in unknown.resources:
+        for key in ("command", "healthcheck", "labels", "memory", "uploads", "envs", "mounts", "waitTimeout"):
+            if key in res["inputs"]:
+                res["inputs"][key] = UNKNOWN_IN_SYNTH
+    assert evaluate(unknown, {}) == []
+    # Partly unknown: the known parts are still checked.
+    partly = mutated(ci, WORKER, lambda i: i.update(command=UNKNOWN_IN_SYNTH, waitTimeout=30))
+    assert {f.policy for f in evaluate(partly, {})} == {"health-gated-creation"}
+
+
+def test_relaxing_a_policy_needs_a_justification(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    import policy.run as run
+
+    monkeypatch.setattr(run, "CONFIG_DIR", tmp_path)
+    (tmp_path / "x.json").write_text('{"cpu-and-memory-limits": {"enforcementLevel": "advisory"}}')
+    with pytest.raises(ValueError, match="without a `justification`"):
+        load_config("x")
+    (tmp_path / "x.json").write_text('{"no-such-policy": {"enforcementLevel": "advisory", "justification": "x"}}')
+    with pytest.raises(ValueError, match="no policy named"):
+        load_config("x")
+    (tmp_path / "x.json").write_text(
+        '{"cpu-and-memory-limits": {"enforcementLevel": "advisory", "justification": "a dev laptop"}}'
+    )
+    config = load_config("x")
+    broken = mutated(synth_stack("ci"), "redis", lambda i: i.pop("memory"))
+    assert [(f.policy, f.enforcement) for f in evaluate(broken, config)] == [("cpu-and-memory-limits", "advisory")]
+
+
+def test_make_policy_exits_nonzero_on_a_mandatory_violation() -> None:
+    ok = subprocess.run(
+        [sys.executable, "-m", "policy.run", "--stack", "dev"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert ok.returncode == 0 and "0 mandatory" in ok.stdout, ok.stdout + ok.stderr
+
+
+def test_findings_name_their_resource(ci: Synth) -> None:
+    findings = evaluate(mutated(ci, "redis", lambda i: i.pop("memory")), {})
+    assert findings == [
+        Finding(
+            "cpu-and-memory-limits",
+            "medium",
+            "mandatory",
+            "redis",
+            "no memory limit: set `memory` (MB) on the container",
+        )
+    ]
