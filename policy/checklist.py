@@ -68,7 +68,12 @@ Check = Callable[[Mapping[str, Any], Callable[[str], None]], None]
 
 
 def container_policy(
-    name: str, description: str, severity: Severity, check: Check, workers_only: bool = False
+    name: str,
+    description: str,
+    severity: Severity,
+    check: Check,
+    workers_only: bool = False,
+    framework: PolicyComplianceFramework = ARTICLE,
 ) -> ResourceValidationPolicy:
     """A policy on Docker containers (on vLLM workers only, when `workers_only`)."""
 
@@ -86,7 +91,7 @@ def container_policy(
         description=description,
         validate=validate,
         severity=severity,
-        framework=ARTICLE,
+        framework=framework,
         config_schema=JUSTIFIABLE,
     )
 

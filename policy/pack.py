@@ -6,5 +6,6 @@ from __future__ import annotations
 from pulumi_policy import Policy
 
 from policy.checklist import RESOURCE_POLICIES, STACK_POLICIES
+from policy.hardening import HARDENING_POLICIES, HARDENING_STACK_POLICIES
 
-POLICIES: list[Policy] = [*RESOURCE_POLICIES, *STACK_POLICIES]
+POLICIES: list[Policy] = [*RESOURCE_POLICIES, *HARDENING_POLICIES, *STACK_POLICIES, *HARDENING_STACK_POLICIES]

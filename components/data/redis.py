@@ -9,6 +9,7 @@ from pathlib import Path
 import pulumi
 import pulumi_docker as docker
 
+from components.hardening import SECURITY_OPTS
 from components.hosts.host import GpuHost
 from stacks.config import RedisConfig
 
@@ -114,6 +115,7 @@ class Redis(pulumi.ComponentResource):
             name=container_name,
             hostname=container_name,
             image=cfg.image,
+            security_opts=SECURITY_OPTS,
             command=["redis-server", CONF_PATH],
             user=f"{REDIS_UID}:{REDIS_UID}",
             uploads=files,

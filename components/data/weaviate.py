@@ -10,6 +10,7 @@ from pathlib import Path
 import pulumi
 import pulumi_docker as docker
 
+from components.hardening import SECURITY_OPTS
 from components.hosts.host import GpuHost
 from stacks.config import WeaviateConfig
 
@@ -121,6 +122,7 @@ class Weaviate(pulumi.ComponentResource):
             name=container_name,
             hostname=container_name,
             image=cfg.image,
+            security_opts=SECURITY_OPTS,
             entrypoints=["/bin/sh", START_PATH],
             envs=[f"{k}={v}" for k, v in sorted(env.items())],
             uploads=[

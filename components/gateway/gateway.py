@@ -10,6 +10,7 @@ import pulumi
 import pulumi_docker as docker
 
 from components.gateway import nginx, status_metrics
+from components.hardening import SECURITY_OPTS
 from components.hosts.host import GpuHost
 from stacks.config import GatewayConfig
 
@@ -98,6 +99,7 @@ class Gateway(pulumi.ComponentResource):
             name=container_name,
             hostname=container_name,
             image=gw.image,
+            security_opts=SECURITY_OPTS,
             uploads=files,
             ports=[docker.ContainerPortArgs(internal=nginx.LISTEN_PORT, external=gw.port, ip=gw.listen_address)],
             networks_advanced=[
@@ -168,6 +170,7 @@ class Gateway(pulumi.ComponentResource):
             hostname=mtail_name,
             # The local image id: a rebuild (a changed program or Dockerfile) replaces the container.
             image=image.repo_digest,
+            security_opts=SECURITY_OPTS,
             command=status_metrics.command(),
             networks_advanced=[docker.ContainerNetworksAdvancedArgs(name=edge.name)],
             read_only=True,

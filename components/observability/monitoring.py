@@ -8,6 +8,7 @@ import pulumi
 import pulumi_docker as docker
 
 from components.gateway import nginx
+from components.hardening import SECURITY_OPTS
 from components.hosts.host import GpuHost
 from components.observability import grafana
 from components.observability.prometheus import RULES_PATH, Target, render_prometheus_yml, render_rules
@@ -63,6 +64,7 @@ class Monitoring(pulumi.ComponentResource):
                 f"{name}-dcgm-{host_name}",
                 name=exporter,
                 image=cfg.dcgm_exporter_image,
+                security_opts=SECURITY_OPTS,
                 # DCGM reads every GPU's counters; it needs them all and SYS_ADMIN for profiling metrics.
                 device_requests=[docker.ContainerDeviceRequestArgs(driver="nvidia", count=-1, capabilities=["gpu"])],
                 capabilities=docker.ContainerCapabilitiesArgs(adds=["SYS_ADMIN"]),
@@ -84,6 +86,7 @@ class Monitoring(pulumi.ComponentResource):
             f"{name}-nginx-exporter",
             name=nginx_exporter,
             image=cfg.nginx_exporter_image,
+            security_opts=SECURITY_OPTS,
             command=args.gateway_container.apply(
                 lambda gw: [f"--nginx.scrape-uri=http://{gw}:{nginx.STATUS_PORT}/stub_status"]
             ),
@@ -112,6 +115,7 @@ class Monitoring(pulumi.ComponentResource):
             f"{name}-prometheus",
             name=f"{args.stack}-prometheus",
             image=cfg.prometheus_image,
+            security_opts=SECURITY_OPTS,
             command=[
                 f"--config.file={CONFIG_PATH}",
                 f"--storage.tsdb.path={DATA_PATH}",
@@ -184,6 +188,7 @@ class Monitoring(pulumi.ComponentResource):
             f"{name}-grafana",
             name=f"{args.stack}-grafana",
             image=cfg.grafana_image,
+            security_opts=SECURITY_OPTS,
             envs=[f"{k}={v}" for k, v in sorted(grafana.grafana_env().items())],
             uploads=files,
             mounts=[docker.ContainerMountArgs(type="volume", source=grafana_volume.name, target="/var/lib/grafana")],

@@ -8,6 +8,7 @@ import pulumi
 import pulumi_docker as docker
 import yaml
 
+from components.hardening import SECURITY_OPTS
 from components.hosts.host import GpuHost
 from stacks.config import TracingConfig
 
@@ -132,6 +133,7 @@ class Tracing(pulumi.ComponentResource):
             f"{name}-jaeger",
             name=jaeger,
             image=cfg.jaeger_image,
+            security_opts=SECURITY_OPTS,
             command=["--config", f"file:{CONFIG_PATH}"],
             uploads=files,
             mounts=mounts,

@@ -23,9 +23,10 @@ def ci() -> Synth:
     return synth_stack("ci")
 
 
-def mutated(synth: Synth, name: str, change: Callable[[dict[str, Any]], None]) -> Synth:
+def mutated(synth: Synth, names: str | tuple[str, ...], change: Callable[[dict[str, Any]], None]) -> Synth:
     broken = copy.deepcopy(synth)
-    change(broken.named(name)["inputs"])
+    for name in (names,) if isinstance(names, str) else names:
+        change(broken.named(name)["inputs"])
     return broken
 
 
@@ -39,7 +40,7 @@ def gpu_worker(inputs: dict[str, Any]) -> None:
 
 
 # policy -> a change to the ci stack's first worker (or another container) that breaks only it
-BREAKS: dict[str, tuple[str, Callable[[dict[str, Any]], None], str]] = {
+BREAKS: dict[str, tuple[str | tuple[str, ...], Callable[[dict[str, Any]], None], str]] = {
     "health-start-period-covers-cold-start": (
         WORKER,
         lambda i: labels_set(i, "inference-stack.cold-start-seconds", "600"),
@@ -72,6 +73,32 @@ BREAKS: dict[str, tuple[str, Callable[[dict[str, Any]], None], str]] = {
         lambda i: i.pop("logOpts"),
         "set logDriver json-file with logOpts max-size",
     ),
+    "not-privileged": (WORKER, lambda i: i.update(privileged=True), "GPUs come through deviceRequests"),
+    "no-host-namespaces": ("redis", lambda i: i.update(networkMode="host"), "networkMode: host"),
+    "ports-bind-a-specific-address": (
+        "gateway-nginx",
+        lambda i: i["ports"][0].update(ip="0.0.0.0"),
+        "bind it to a specific address",
+    ),
+    "no-sensitive-host-mounts": (
+        "redis",
+        lambda i: i["mounts"].append({"type": "bind", "source": "/var/run/docker.sock", "target": "/s"}),
+        "never mount it",
+    ),
+    "image-tag-pinned": ("redis", lambda i: i.update(image="redis:latest"), "explicit version tag or a digest"),
+    "workers-restart-on-failure-bounded": (WORKER, lambda i: i.update(maxRetryCount=50), "at most 5 retries"),
+    "no-new-privileges": ("redis", lambda i: i.update(securityOpts=[]), "no-new-privileges:true"),
+    "one-worker-per-gpu": (
+        ("chat-local-0", "chat-local-1"),
+        lambda i: i.update(deviceRequests=[{"driver": "nvidia", "deviceIds": ["0"], "capabilities": ["gpu"]}]),
+        "is used by",
+    ),
+    "workers-publish-only-privately": (
+        WORKER,
+        # A public address (only ever a string here: no traffic goes anywhere).
+        lambda i: i.update(ports=[{"internal": 8000, "external": 8000, "ip": "8.8.8.8"}]),
+        "publishes only on its host's private address",
+    ),
     "every-worker-is-scraped": (
         "monitoring-prometheus",
         lambda i: i.update(uploads=[u for u in i["uploads"] if not u["file"].endswith("prometheus.yml")]),
@@ -100,8 +127,8 @@ def test_every_shipped_stack_has_no_violation(stack: str) -> None:
 
 @pytest.mark.parametrize("stack", ["dev", "prod"])
 def test_a_broken_copy_of_each_shipped_stack_fires_every_checklist_policy(stack: str) -> None:
-    """The issue's broken copy, for the policies the pack has so far: utilization 0.95, a 60 s start
-    period against a 90 s cold start, no memory limit, an env var for GPU utilization."""
+    """The issue's broken copy: utilization 0.95, a 60 s start period against a 90 s cold start, a
+    `latest` tag, no memory limit, a published vLLM port and an env var for GPU utilization."""
     synth = synth_stack(stack)
     broken = copy.deepcopy(synth)
     workers = [
@@ -119,8 +146,18 @@ def test_a_broken_copy_of_each_shipped_stack_fires_every_checklist_policy(stack:
         inputs["healthcheck"]["startPeriod"] = "60s"
         inputs.pop("memory")
         inputs["envs"] = [*inputs["envs"], "GPU_MEMORY_UTILIZATION=0.95"]
+        inputs["image"] = "vllm/vllm-openai:latest"
+        inputs["ports"] = [{"internal": 8000, "external": 8000, "ip": "0.0.0.0"}]
     fired = {f.policy for f in evaluate(broken, {}) if f.enforcement == "mandatory"}
-    assert {"gpu-memory-utilization-cli", "health-start-period-covers-cold-start", "cpu-and-memory-limits"} <= fired
+    # In prod, moving gpu-b's published ports also loses their scrape targets: one more policy fires.
+    assert fired - {"every-worker-is-scraped"} == {
+        "gpu-memory-utilization-cli",
+        "health-start-period-covers-cold-start",
+        "cpu-and-memory-limits",
+        "image-tag-pinned",
+        "ports-bind-a-specific-address",
+        "workers-publish-only-privately",
+    }
     utilization = [f.message for f in evaluate(broken, {}) if f.policy == "gpu-memory-utilization-cli"]
     assert any("0.95 is above 0.9" in m for m in utilization) and any(
         "env `GPU_MEMORY_UTILIZATION`" in m for m in utilization

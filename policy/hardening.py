@@ -1,0 +1,197 @@
+"""Container hardening from the CIS Docker Benchmark 1.6.0 (and KICS), as CrossGuard policies."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from pulumi_policy import (
+    PolicyComplianceFramework,
+    ReportViolation,
+    Severity,
+    StackValidationArgs,
+    StackValidationPolicy,
+)
+
+from policy.checklist import CONTAINER, JUSTIFIABLE, container_policy, is_worker, labels
+
+MAX_RESTARTS = 5
+SENSITIVE = ("/", "/etc", "/proc", "/sys", "/boot", "/dev", "/usr", "/lib")
+DOCKER_SOCKET = "docker.sock"
+
+
+def cis(control: str) -> PolicyComplianceFramework:
+    return PolicyComplianceFramework(name="CIS Docker Benchmark", version="1.6.0", reference=control)
+
+
+def _not_privileged(props: Mapping[str, Any], report: Callable[[str], None]) -> None:
+    if props.get("privileged"):
+        report("privileged: drop it; GPUs come through deviceRequests (driver nvidia, explicit ids)")
+    if props.get("devices"):
+        report("`devices` maps host devices in: request GPUs through deviceRequests instead")
+
+
+def _host_namespaces(props: Mapping[str, Any], report: Callable[[str], None]) -> None:
+    for key in ("networkMode", "pidMode", "ipc", "ipcMode", "usernsMode", "utsMode"):
+        if str(props.get(key) or "") == "host":
+            report(f"{key}: host shares the host's namespace with the container: remove it")
+
+
+def _ports_bound(props: Mapping[str, Any], report: Callable[[str], None]) -> None:
+    for port in props.get("ports") or []:
+        ip = str(port.get("ip") or "")
+        if ip in ("", "0.0.0.0", "::"):
+            report(f"port {port.get('external')} publishes on every interface: bind it to a specific address")
+
+
+def _host_mounts(props: Mapping[str, Any], report: Callable[[str], None]) -> None:
+    sources = [str(m.get("source") or "") for m in props.get("mounts") or [] if m.get("type") == "bind"]
+    sources += [str(v.get("hostPath") or "") for v in props.get("volumes") or [] if v.get("hostPath")]
+    for source in sources:
+        path = source.rstrip("/") or "/"
+        if DOCKER_SOCKET in path:
+            report(f"{source}: the Docker socket is root on the host; never mount it")
+        elif any(path == s or path.startswith(s + "/") for s in SENSITIVE if s != "/") or path == "/":
+            report(f"{source} is a sensitive host path: mount a dedicated directory instead")
+
+
+def _pinned(props: Mapping[str, Any], report: Callable[[str], None]) -> None:
+    image = str(props.get("image") or "")
+    if image.startswith("sha256:") or "@sha256:" in image:
+        return
+    name = image.rsplit("/", 1)[-1]
+    if ":" not in name or name.endswith(":latest"):
+        report(f"image {image!r} is not pinned: use an explicit version tag or a digest")
+
+
+def _no_new_privileges(props: Mapping[str, Any], report: Callable[[str], None]) -> None:
+    options = [str(o) for o in props.get("securityOpts") or []]
+    if not any(o.replace("=", ":") in ("no-new-privileges:true", "no-new-privileges") for o in options):
+        report("securityOpts lacks no-new-privileges:true (setuid binaries could raise privileges)")
+    for option in options:
+        if option.replace("=", ":") in ("seccomp:unconfined", "apparmor:unconfined"):
+            report(f"securityOpts {option}: keep Docker's default profile")
+
+
+def _bounded_restarts(props: Mapping[str, Any], report: Callable[[str], None]) -> None:
+    retries = props.get("maxRetryCount")
+    if props.get("restart") != "on-failure" or not retries or int(retries) > MAX_RESTARTS:
+        report(
+            f"restart {props.get('restart')!r} with maxRetryCount {retries}: use on-failure with at most "
+            f"{MAX_RESTARTS} retries (workers[].maxRestarts), so a model that cannot load stops thrashing the GPU"
+        )
+
+
+HARDENING_POLICIES = [
+    container_policy(
+        "not-privileged",
+        "No container is privileged or maps host devices; GPUs come only through device requests.",
+        Severity.CRITICAL,
+        _not_privileged,
+        framework=cis("5.4"),
+    ),
+    container_policy(
+        "no-host-namespaces",
+        "No container shares the host's network, PID, IPC, user or UTS namespace.",
+        Severity.HIGH,
+        _host_namespaces,
+        framework=cis("5.9, 5.15, 5.16, 5.20, 5.30"),
+    ),
+    container_policy(
+        "ports-bind-a-specific-address",
+        "Every published port binds a specific host address, never every interface.",
+        Severity.HIGH,
+        _ports_bound,
+        framework=cis("5.13"),
+    ),
+    container_policy(
+        "no-sensitive-host-mounts",
+        "No bind mount of /, /etc, /proc, /sys, /boot, /dev, /usr, /lib or the Docker socket.",
+        Severity.CRITICAL,
+        _host_mounts,
+        framework=cis("5.5, 5.31"),
+    ),
+    container_policy(
+        "image-tag-pinned",
+        "Every image is pinned by a version tag or digest, never `latest` or untagged.",
+        Severity.MEDIUM,
+        _pinned,
+        framework=PolicyComplianceFramework(name="KICS", version="2", reference="Image Version Using 'latest'"),
+    ),
+    container_policy(
+        "workers-restart-on-failure-bounded",
+        "vLLM workers restart on-failure at most 5 times. (The gateway, Redis and the monitoring "
+        "services restart unless-stopped on purpose: they must come back after any number of crashes.)",
+        Severity.MEDIUM,
+        _bounded_restarts,
+        workers_only=True,
+        framework=cis("5.14"),
+    ),
+    container_policy(
+        "no-new-privileges",
+        "Containers run with no-new-privileges and never with seccomp or AppArmor unconfined.",
+        Severity.HIGH,
+        _no_new_privileges,
+        framework=cis("5.21, 5.25"),
+    ),
+]
+
+
+def _one_worker_per_gpu(args: StackValidationArgs, report_violation: ReportViolation) -> None:
+    owners: dict[tuple[str, str], str] = {}
+    workers = [r for r in args.resources if r.resource_type == CONTAINER and is_worker(r.props)]
+    if not workers:
+        args.not_applicable("no vLLM workers")
+        return
+    for worker in workers:
+        tags = labels(worker.props)
+        host = tags.get("inference-stack.host", "")
+        for request in worker.props.get("deviceRequests") or []:
+            for gpu in request.get("deviceIds") or []:
+                other = owners.setdefault((host, str(gpu)), str(worker.props.get("name")))
+                if other != worker.props.get("name"):
+                    report_violation(
+                        f"GPU {gpu} on {host} is used by {other} and {worker.props.get('name')}", worker.urn
+                    )
+
+
+def _workers_publish_privately(args: StackValidationArgs, report_violation: ReportViolation) -> None:
+    for r in args.resources:
+        if r.resource_type != CONTAINER or not is_worker(r.props):
+            continue
+        for port in r.props.get("ports") or []:
+            ip = str(port.get("ip") or "")
+            try:
+                private = ipaddress.ip_address(ip).is_private and not ipaddress.ip_address(ip).is_unspecified
+            except ValueError:
+                private = False
+            if not private:
+                report_violation(
+                    f"worker {r.props.get('name')} publishes port {port.get('external')} on {ip or 'every interface'}:"
+                    " a worker publishes only on its host's private address, for the gateway",
+                    r.urn,
+                )
+
+
+HARDENING_STACK_POLICIES = [
+    StackValidationPolicy(
+        name="one-worker-per-gpu",
+        description="Each GPU of a host is reserved by at most one worker.",
+        validate=_one_worker_per_gpu,
+        severity=Severity.HIGH,
+        framework=PolicyComplianceFramework(name="vLLM security guide", version="0.32", reference="GPU isolation"),
+        config_schema=JUSTIFIABLE,
+    ),
+    StackValidationPolicy(
+        name="workers-publish-only-privately",
+        description="vLLM workers never publish a port except on a private address (multi-host stacks); "
+        "never on 0.0.0.0 or a public address.",
+        validate=_workers_publish_privately,
+        severity=Severity.CRITICAL,
+        framework=PolicyComplianceFramework(
+            name="vLLM security guide", version="0.32", reference="do not expose the API server"
+        ),
+        config_schema=JUSTIFIABLE,
+    ),
+]
