@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from pulumi_policy import (
+    EnforcementLevel,
     PolicyComplianceFramework,
     PolicyConfigSchema,
     ReportViolation,
@@ -74,6 +75,7 @@ def container_policy(
     check: Check,
     workers_only: bool = False,
     framework: PolicyComplianceFramework = ARTICLE,
+    enforcement_level: EnforcementLevel | None = None,
 ) -> ResourceValidationPolicy:
     """A policy on Docker containers (on vLLM workers only, when `workers_only`)."""
 
@@ -93,6 +95,7 @@ def container_policy(
         severity=severity,
         framework=framework,
         config_schema=JUSTIFIABLE,
+        enforcement_level=enforcement_level,
     )
 
 

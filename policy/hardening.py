@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from pulumi_policy import (
+    EnforcementLevel,
     PolicyComplianceFramework,
     ReportViolation,
     Severity,
@@ -17,6 +18,17 @@ from pulumi_policy import (
 from policy.checklist import CONTAINER, JUSTIFIABLE, container_policy, is_worker, labels
 
 MAX_RESTARTS = 5
+# What an image that starts as root and then runs as its own user may add back after dropping ALL.
+# Anything else (SYS_ADMIN, NET_ADMIN, SYS_PTRACE, NET_RAW...) widens what a compromise can do on a GPU host.
+STARTUP_CAPABILITIES = {"CHOWN", "SETGID", "SETUID", "NET_BIND_SERVICE"}
+# Images that write to their root filesystem for reasons this project cannot yet remove, and why.
+WRITABLE_ROOTFS = {
+    "nvcr.io/nvidia/k8s/dcgm-exporter": "which paths DCGM's embedded host engine writes is not documented "
+    "(the upstream chart leaves readOnlyRootFilesystem off), and no GPU here can prove a tmpfs set",
+}
+UPLOADS_REASON = (
+    "it takes uploaded files, which the Docker provider extracts at /, and Docker refuses that on a read-only root"
+)
 SENSITIVE = ("/", "/etc", "/proc", "/sys", "/boot", "/dev", "/usr", "/lib")
 DOCKER_SOCKET = "docker.sock"
 
@@ -74,6 +86,37 @@ def _no_new_privileges(props: Mapping[str, Any], report: Callable[[str], None]) 
             report(f"securityOpts {option}: keep Docker's default profile")
 
 
+def _capabilities(props: Mapping[str, Any], report: Callable[[str], None]) -> None:
+    caps = props.get("capabilities") or {}
+    if "ALL" not in [str(c).upper() for c in caps.get("drops") or []]:
+        report("capabilities are not dropped: set capabilities drops [ALL] and add back only what the image needs")
+    for cap in caps.get("adds") or []:
+        name = str(cap).upper().removeprefix("CAP_")
+        if name not in STARTUP_CAPABILITIES:
+            report(
+                f"capability {name} is added: only {', '.join(sorted(STARTUP_CAPABILITIES))} (a root start that "
+                "drops to its own user) are allowed back"
+            )
+
+
+def _writable_reason(props: Mapping[str, Any]) -> str | None:
+    if props.get("uploads"):
+        return UPLOADS_REASON
+    repository = str(props.get("image") or "").split("@", 1)[0].rsplit(":", 1)[0]
+    return WRITABLE_ROOTFS.get(repository)
+
+
+def _read_only(props: Mapping[str, Any], report: Callable[[str], None]) -> None:
+    if not props.get("readOnly") and _writable_reason(props) is None:
+        report("the root filesystem is writable: set read_only, with a tmpfs for the paths the service writes")
+
+
+def _writable_rootfs(props: Mapping[str, Any], report: Callable[[str], None]) -> None:
+    reason = _writable_reason(props)
+    if not props.get("readOnly") and reason is not None:
+        report(f"the root filesystem stays writable: {reason}")
+
+
 def _bounded_restarts(props: Mapping[str, Any], report: Callable[[str], None]) -> None:
     retries = props.get("maxRetryCount")
     if props.get("restart") != "on-failure" or not retries or int(retries) > MAX_RESTARTS:
@@ -84,6 +127,30 @@ def _bounded_restarts(props: Mapping[str, Any], report: Callable[[str], None]) -
 
 
 HARDENING_POLICIES = [
+    container_policy(
+        "capabilities-dropped",
+        "Every container drops all capabilities and adds back at most CHOWN, SETGID, SETUID and "
+        "NET_BIND_SERVICE (for images that start as root and switch to their own user).",
+        Severity.HIGH,
+        _capabilities,
+        framework=cis("5.3"),
+    ),
+    container_policy(
+        "read-only-rootfs",
+        "Containers run with a read-only root filesystem, except those listed by `writable-rootfs` "
+        "(uploaded files; images whose writes are unknown).",
+        Severity.MEDIUM,
+        _read_only,
+        framework=cis("5.12"),
+    ),
+    container_policy(
+        "writable-rootfs",
+        "Advisory: names every container that keeps a writable root filesystem, with the reason.",
+        Severity.LOW,
+        _writable_rootfs,
+        framework=cis("5.12"),
+        enforcement_level=EnforcementLevel.ADVISORY,
+    ),
     container_policy(
         "not-privileged",
         "No container is privileged or maps host devices; GPUs come only through device requests.",
@@ -174,7 +241,36 @@ def _workers_publish_privately(args: StackValidationArgs, report_violation: Repo
                 )
 
 
+def _only_gateway_public(args: StackValidationArgs, report_violation: ReportViolation) -> None:
+    for r in args.resources:
+        # Workers have their own, stricter rule: workers-publish-only-privately.
+        if r.resource_type != CONTAINER or labels(r.props).get("inference-stack.role") in ("gateway", "worker"):
+            continue
+        for port in r.props.get("ports") or []:
+            ip = str(port.get("ip") or "")
+            try:
+                address = ipaddress.ip_address(ip)
+            except ValueError:
+                address = None
+            if address is None or address.is_unspecified or not (address.is_loopback or address.is_private):
+                report_violation(
+                    f"{r.props.get('name')} publishes port {port.get('external')} on {ip or 'every interface'}: only "
+                    "the gateway faces clients; bind it to 127.0.0.1 (reach it over an SSH tunnel) or to the host's "
+                    "privateAddress",
+                    r.urn,
+                )
+
+
 HARDENING_STACK_POLICIES = [
+    StackValidationPolicy(
+        name="only-the-gateway-publishes-publicly",
+        description="No container but the gateway publishes beyond loopback and the hosts' private addresses "
+        "(workers, exporters and OTLP reach other hosts only over the private network).",
+        validate=_only_gateway_public,
+        severity=Severity.CRITICAL,
+        framework=cis("5.7, 5.13"),
+        config_schema=JUSTIFIABLE,
+    ),
     StackValidationPolicy(
         name="one-worker-per-gpu",
         description="Each GPU of a host is reserved by at most one worker.",

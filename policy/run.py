@@ -119,7 +119,8 @@ def evaluate(synth: Synth, config: dict[str, dict[str, Any]]) -> list[Finding]:
     findings = []
     for policy in POLICIES:
         entry = config.get(policy.name, {})
-        enforcement = str(entry.get("enforcementLevel", EnforcementLevel.MANDATORY.value))
+        default = policy.enforcement_level or EnforcementLevel.MANDATORY
+        enforcement = str(entry.get("enforcementLevel", default.value))
         if enforcement == EnforcementLevel.DISABLED.value:
             continue
         severity = policy.severity.value if policy.severity else "medium"

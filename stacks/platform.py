@@ -14,12 +14,12 @@ from components.data.weaviate import Weaviate, WeaviateArgs
 from components.gateway.gateway import Gateway, GatewayArgs
 from components.gateway.nginx import Pool, Route
 from components.hosts.host import GpuHost, GpuHostArgs, s3_credentials
-from components.observability.monitoring import Monitoring, MonitoringArgs
+from components.observability.monitoring import DCGM_PORT, Monitoring, MonitoringArgs
 from components.observability.prometheus import Target
 from components.observability.tracing import OTLP_GRPC_PORT, Tracing, TracingArgs, otlp_endpoint
 from components.workers import spec
 from components.workers.pool import VllmWorkerPool, VllmWorkerPoolArgs
-from stacks.config import ModelConfig, StackConfig
+from stacks.config import ModelConfig, StackConfig, WorkerGroup
 from stacks.loader import LoadedStack, load
 from stacks.placement import Placement
 
@@ -52,7 +52,9 @@ def build_hosts(stack: LoadedStack) -> dict[str, GpuHost]:
                 prefetch=list(prefetch.values()),
                 published_ports=[p.published_port for p in here if p.published_port is not None]
                 + ([REDIS_PORT] if host.name == gateway.name and redis_published(stack) else [])
-                + ([OTLP_GRPC_PORT] if host.name == gateway.name and tracing_published(stack) else []),
+                + ([OTLP_GRPC_PORT] if host.name == gateway.name and tracing_published(stack) else [])
+                # Prometheus on the gateway host scrapes this host's DCGM exporter.
+                + ([DCGM_PORT] if host.name != gateway.name and dcgm_scraped(stack, groups) else []),
                 gateway_address=gateway.private_address,
                 ssh_private_key=secrets.get("sshPrivateKey"),
                 hf_token=secrets.get("hfToken"),
@@ -92,6 +94,10 @@ def redis_published(stack: LoadedStack) -> bool:
         and cfg.redis.kv_cache_offload
         and any(p.host.name != cfg.gateway_host() for p in stack.placements)
     )
+
+
+def dcgm_scraped(stack: LoadedStack, groups: list[WorkerGroup]) -> bool:
+    return stack.config.observability.enabled and any(g.accelerator == "nvidia" for g in groups)
 
 
 def tracing_published(stack: LoadedStack) -> bool:

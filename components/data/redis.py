@@ -9,7 +9,7 @@ from pathlib import Path
 import pulumi
 import pulumi_docker as docker
 
-from components.hardening import SECURITY_OPTS
+from components.hardening import SECURITY_OPTS, capabilities
 from components.hosts.host import GpuHost
 from stacks.config import RedisConfig
 
@@ -116,6 +116,7 @@ class Redis(pulumi.ComponentResource):
             hostname=container_name,
             image=cfg.image,
             security_opts=SECURITY_OPTS,
+            capabilities=capabilities(),
             command=["redis-server", CONF_PATH],
             user=f"{REDIS_UID}:{REDIS_UID}",
             uploads=files,

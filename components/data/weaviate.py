@@ -10,7 +10,7 @@ from pathlib import Path
 import pulumi
 import pulumi_docker as docker
 
-from components.hardening import SECURITY_OPTS
+from components.hardening import SECURITY_OPTS, capabilities
 from components.hosts.host import GpuHost
 from stacks.config import WeaviateConfig
 
@@ -123,6 +123,7 @@ class Weaviate(pulumi.ComponentResource):
             hostname=container_name,
             image=cfg.image,
             security_opts=SECURITY_OPTS,
+            capabilities=capabilities(),
             entrypoints=["/bin/sh", START_PATH],
             envs=[f"{k}={v}" for k, v in sorted(env.items())],
             uploads=[

@@ -10,7 +10,7 @@ import pulumi
 import pulumi_docker as docker
 
 from components.gateway import nginx, status_metrics
-from components.hardening import SECURITY_OPTS
+from components.hardening import SECURITY_OPTS, capabilities
 from components.hosts.host import GpuHost
 from stacks.config import GatewayConfig
 
@@ -100,6 +100,9 @@ class Gateway(pulumi.ComponentResource):
             hostname=container_name,
             image=gw.image,
             security_opts=SECURITY_OPTS,
+            # The master, root, creates its temp dirs for the worker user and then runs the workers
+            # as that user: nothing else of Docker's default set.
+            capabilities=capabilities("CHOWN", "SETGID", "SETUID"),
             uploads=files,
             ports=[docker.ContainerPortArgs(internal=nginx.LISTEN_PORT, external=gw.port, ip=gw.listen_address)],
             networks_advanced=[
@@ -171,6 +174,7 @@ class Gateway(pulumi.ComponentResource):
             # The local image id: a rebuild (a changed program or Dockerfile) replaces the container.
             image=image.repo_digest,
             security_opts=SECURITY_OPTS,
+            capabilities=capabilities(),
             command=status_metrics.command(),
             networks_advanced=[docker.ContainerNetworksAdvancedArgs(name=edge.name)],
             read_only=True,

@@ -8,7 +8,7 @@ import pulumi
 import pulumi_docker as docker
 
 from components.gateway import nginx
-from components.hardening import SECURITY_OPTS
+from components.hardening import SECURITY_OPTS, capabilities
 from components.hosts.host import GpuHost
 from components.observability import grafana
 from components.observability.prometheus import RULES_PATH, Target, render_prometheus_yml, render_rules
@@ -65,9 +65,12 @@ class Monitoring(pulumi.ComponentResource):
                 name=exporter,
                 image=cfg.dcgm_exporter_image,
                 security_opts=SECURITY_OPTS,
-                # DCGM reads every GPU's counters; it needs them all and SYS_ADMIN for profiling metrics.
+                # No SYS_ADMIN: dcgm-exporter needs it only for the DCP profiling counters
+                # (DCGM_FI_PROF_*), which the platform does not use; the DCGM_FI_DEV_* gauges work as
+                # root without any capability (its Dockerfile, "Security Note: Default USER").
+                capabilities=capabilities(),
+                # DCGM reads every GPU's counters, so it gets them all.
                 device_requests=[docker.ContainerDeviceRequestArgs(driver="nvidia", count=-1, capabilities=["gpu"])],
-                capabilities=docker.ContainerCapabilitiesArgs(adds=["SYS_ADMIN"]),
                 networks_advanced=[docker.ContainerNetworksAdvancedArgs(name=gpu_host.network_name)],
                 ports=ports,
                 restart="unless-stopped",
@@ -87,6 +90,7 @@ class Monitoring(pulumi.ComponentResource):
             name=nginx_exporter,
             image=cfg.nginx_exporter_image,
             security_opts=SECURITY_OPTS,
+            capabilities=capabilities(),
             command=args.gateway_container.apply(
                 lambda gw: [f"--nginx.scrape-uri=http://{gw}:{nginx.STATUS_PORT}/stub_status"]
             ),
@@ -116,6 +120,7 @@ class Monitoring(pulumi.ComponentResource):
             name=f"{args.stack}-prometheus",
             image=cfg.prometheus_image,
             security_opts=SECURITY_OPTS,
+            capabilities=capabilities(),
             command=[
                 f"--config.file={CONFIG_PATH}",
                 f"--storage.tsdb.path={DATA_PATH}",
@@ -189,6 +194,7 @@ class Monitoring(pulumi.ComponentResource):
             name=f"{args.stack}-grafana",
             image=cfg.grafana_image,
             security_opts=SECURITY_OPTS,
+            capabilities=capabilities(),
             envs=[f"{k}={v}" for k, v in sorted(grafana.grafana_env().items())],
             uploads=files,
             mounts=[docker.ContainerMountArgs(type="volume", source=grafana_volume.name, target="/var/lib/grafana")],

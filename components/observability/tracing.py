@@ -8,7 +8,7 @@ import pulumi
 import pulumi_docker as docker
 import yaml
 
-from components.hardening import SECURITY_OPTS
+from components.hardening import SECURITY_OPTS, capabilities
 from components.hosts.host import GpuHost
 from stacks.config import TracingConfig
 
@@ -134,6 +134,7 @@ class Tracing(pulumi.ComponentResource):
             name=jaeger,
             image=cfg.jaeger_image,
             security_opts=SECURITY_OPTS,
+            capabilities=capabilities(),
             command=["--config", f"file:{CONFIG_PATH}"],
             uploads=files,
             mounts=mounts,

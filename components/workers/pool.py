@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_docker as docker
 
-from components.hardening import SECURITY_OPTS
+from components.hardening import SECURITY_OPTS, capabilities
 from components.hosts.host import GpuHost
 from components.hosts.inventory import Gpu
 from components.hosts.preflight import PreflightError, worker_problems
@@ -126,6 +126,7 @@ class VllmWorkerPool(pulumi.ComponentResource):
                 hostname=container_name,
                 image=self._checked_image(placement, host),
                 security_opts=SECURITY_OPTS,
+                capabilities=capabilities(),
                 entrypoints=["/bin/sh", spec.ENTRYPOINT_PATH],
                 command=spec.vllm_args(group, kv_offload=offload, tracing=args.tracing.get(placement.host.name, ())),
                 envs=spec.worker_env(group, kv_offload=offload),

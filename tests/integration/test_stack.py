@@ -212,8 +212,10 @@ def expected_mismatches(inputs: dict[str, Any], info: dict[str, Any]) -> list[st
         check(f"network {net['name']}", True, net["name"] in networks)
         for alias in net.get("aliases", []):
             check(f"network {net['name']} alias", True, alias in (networks.get(net["name"], {}).get("Aliases") or []))
-    adds = (inputs.get("capabilities") or {}).get("adds", [])
-    check("capabilities.adds", sorted(adds), sorted(host.get("CapAdd") or []))
+    caps = inputs.get("capabilities") or {}
+    check("capabilities.adds", sorted(caps.get("adds", [])), sorted(host.get("CapAdd") or []))
+    check("capabilities.drops", sorted(caps.get("drops", [])), sorted(host.get("CapDrop") or []))
+    check("securityOpts", sorted(inputs.get("securityOpts", [])), sorted(host.get("SecurityOpt") or []))
     return problems
 
 
@@ -456,3 +458,59 @@ def test_teardown_removes_containers_and_networks_but_keeps_named_volumes(stack:
         assert harness._get(f"/containers/{container}/json") is None
     existing = {v["Name"] for v in harness.api("GET", "/volumes")["Volumes"] or []}
     assert volumes and volumes <= existing, volumes - existing
+
+
+def test_the_gateway_needs_every_capability_it_adds_back(stack: harness.Applied, synth: Synth, tmp_path: Path) -> None:
+    """CIS 5.3 with nothing to spare: nginx serves with exactly the gateway's capability set, and
+    fails without any one of them (CHOWN for its temp dirs, SETGID and SETUID for its workers).
+    A minimal config with the gateway's own pid and temp paths, on the gateway's image."""
+    docker = require_engine()
+    inputs = synth.named("gateway-nginx")["inputs"]
+    adds = inputs["capabilities"]["adds"]
+    assert inputs["capabilities"]["drops"] == ["ALL"] and adds
+    rendered = next(u["content"] for u in inputs["uploads"] if u["file"] == "/etc/nginx/nginx.conf")
+    kept = [line.strip() for line in rendered.splitlines() if line.strip().startswith(("pid ", "error_log "))]
+    temp = [line.strip() for line in rendered.splitlines() if "_temp_path " in line]
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(
+        "\n".join(kept)
+        + "\nevents {}\nhttp {\n"
+        + "\n".join(temp)
+        + "\naccess_log off;\nserver { listen 8080; location / { return 200 ok; } }\n}\n"
+    )
+    conf.chmod(0o644)
+
+    def logs(name: str) -> str:
+        return subprocess.run([docker, "logs", name], capture_output=True, text=True).stderr
+
+    def serves(caps: list[str]) -> tuple[bool, str]:
+        name = f"inference-stack-captest-{len(caps)}"
+        subprocess.run([docker, "rm", "-f", name], capture_output=True)
+        run = [docker, "run", "-d", "--name", name, "--label", "inference-stack.test=capabilities", "--cap-drop", "ALL"]
+        run += [arg for cap in caps for arg in ("--cap-add", cap)]
+        run += ["--security-opt", "no-new-privileges:true", "--tmpfs", "/tmp", "-v", f"{conf}:/etc/nginx/nginx.conf:ro"]
+        subprocess.run([*run, inputs["image"]], check=True, capture_output=True)
+        try:
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline:
+                # One try of 2 s: nginx with a master but no worker accepts and never answers.
+                got = subprocess.run(
+                    [docker, "exec", name, "wget", "-q", "-t", "1", "-T", "2", "-O", "-", "http://127.0.0.1:8080/"],
+                    capture_output=True,
+                    text=True,
+                    timeout=10,
+                )
+                if got.stdout == "ok":
+                    return True, ""
+                if "fatal code" in (log := logs(name)) or "[emerg]" in log:
+                    return False, log
+                time.sleep(0.2)
+            return False, logs(name)
+        finally:
+            subprocess.run([docker, "rm", "-f", name], capture_output=True)
+
+    assert serves(adds) == (True, "")
+    for cap in adds:
+        ok, log = serves([c for c in adds if c != cap])
+        print(f"without {cap}: {log.strip().splitlines()[-1] if log.strip() else 'no log'}")
+        assert not ok and "Operation not permitted" in log, (cap, log)

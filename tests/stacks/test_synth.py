@@ -13,7 +13,7 @@ import yaml
 from stacks import render
 from stacks.errors import ConfigError
 from stacks.loader import load
-from stacks.synth import ROOT, _Mocks, _RecordingMonitor, read_stack_file, run
+from stacks.synth import ROOT, _Mocks, _RecordingMonitor, read_stack_file, run, synth_stack
 from tests.helpers import as_pulumi_config, valid_config
 
 
@@ -79,3 +79,25 @@ def test_config_error_registers_no_resource() -> None:
     with pytest.raises(ConfigError):
         run("test", as_pulumi_config(values), [], lambda: load() and None, monitor=monitor)
     assert monitor.records == []
+
+
+def test_every_private_publish_is_covered_by_its_hosts_firewall_check() -> None:
+    """Whatever a container publishes on a host's private address (workers, the DCGM exporter,
+    Jaeger's OTLP port) is in the port list that host's firewall step checks; only the gateway's
+    client port is meant for everyone."""
+    synth = synth_stack("prod")
+    hosts = {
+        h["privateAddress"]: h["name"]
+        for h in yaml.safe_load((ROOT / "Pulumi.prod.yaml").read_text())["config"]["inference-stack:hosts"]
+        if h.get("privateAddress")
+    }
+    published: dict[str, set[int]] = {name: set() for name in hosts.values()}
+    for res in synth.of_type("docker:index/container:Container"):
+        roles = {item["value"] for item in res["inputs"].get("labels", []) if item["label"] == "inference-stack.role"}
+        for port in res["inputs"].get("ports", []):
+            if port["ip"] in hosts and "gateway" not in roles:
+                published[hosts[port["ip"]]].add(port["external"])
+    assert any(published.values())
+    for host, ports in published.items():
+        checked = synth.named(f"{host}-firewall")["inputs"]["create"].rsplit("firewall.sh", 1)[1].split()[0]
+        assert ports == {int(p) for p in checked.split(",")}, (host, checked)
