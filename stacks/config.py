@@ -310,6 +310,19 @@ class LogRotation(Schema):
     """Rotated files kept (Docker `max-file`)."""
 
 
+class Rollout(Schema):
+    """How a change to a group's image, model revision or flags replaces its workers
+    (`components/workers/rollout.py`, and the README's "Rolling updates")."""
+
+    max_unavailable: int = Field(default=1, ge=1, le=64)
+    """Workers of the group replaced at once; the next ones wait until these are healthy and back
+    in the gateway. Serving capacity stays at or above (workers - maxUnavailable) / workers. A
+    first deploy also creates the workers this many at a time."""
+    drain_timeout_seconds: int = Field(default=120, ge=0, le=3600)
+    """How long a worker that leaves the gateway may take to finish its running requests before
+    it is stopped anyway (vLLM then gets the container's 60 s stop grace)."""
+
+
 class WorkerGroup(Schema):
     """A pool of identical vLLM workers serving one model."""
 
@@ -358,6 +371,8 @@ class WorkerGroup(Schema):
     instead of thrashing the GPU forever."""
     logs: LogRotation = LogRotation()
     """Log rotation."""
+    rollout: Rollout = Rollout()
+    """Rolling-update pacing."""
 
     @field_validator("gpu_memory_utilization")
     @classmethod

@@ -85,7 +85,25 @@ def place(cfg: StackConfig) -> tuple[list[Placement], list[ConfigIssue]]:
                     ports[host.name][port] = placement.name
                     placement = Placement(group, host, placement.index, placement.devices, port)
                 placements.append(placement)
+    issues += _rollout_rules(cfg, placements)
     return placements, issues
+
+
+def _rollout_rules(cfg: StackConfig, placements: list[Placement]) -> list[ConfigIssue]:
+    issues = []
+    for g, group in enumerate(cfg.workers):
+        count = sum(1 for p in placements if p.group.name == group.name)
+        if count > 1 and group.rollout.max_unavailable >= count:
+            issues.append(
+                ConfigIssue(
+                    key_path(("workers", g, "rollout", "maxUnavailable")),
+                    group.rollout.max_unavailable,
+                    f"the group has {count} workers, so a rolling update would take all of them out of the "
+                    "gateway at once",
+                    f"set it to at most {count - 1}",
+                )
+            )
+    return issues
 
 
 def _network_rules(cfg: StackConfig) -> list[ConfigIssue]:

@@ -211,7 +211,22 @@ def build(stack: LoadedStack) -> dict[str, VllmWorkerPool]:
         # generating it beats leaving the API open. RandomPassword results are secret in state.
         api_key = random.RandomPassword("vllm-api-key", length=48, special=False).result
 
+    cfg = stack.config
+    build_data_services(stack, hosts)
     redis = build_redis(stack, hosts)
+    # The gateway first: workers join it one by one as they become healthy.
+    gateway = Gateway(
+        "gateway",
+        GatewayArgs(
+            config=cfg.gateway,
+            host=hosts[cfg.gateway_host()],
+            routes=routes(cfg, stack.placements, stack.name),
+            worker_key=api_key,
+            client_keys=stack.secrets.get("gatewayApiKeys"),
+            stack=stack.name,
+            status_metrics=cfg.observability.enabled,
+        ),
+    )
     pools = {}
     for group in stack.config.workers:
         pools[group.name] = VllmWorkerPool(
@@ -228,23 +243,9 @@ def build(stack: LoadedStack) -> dict[str, VllmWorkerPool]:
                 else None,
                 redis_urls=redis_urls(stack, redis) if redis is not None else {},
                 tracing=worker_tracing(stack),
+                membership=gateway.membership,
             ),
         )
-    cfg = stack.config
-    build_data_services(stack, hosts)
-    gateway = Gateway(
-        "gateway",
-        GatewayArgs(
-            config=cfg.gateway,
-            host=hosts[cfg.gateway_host()],
-            routes=routes(cfg, stack.placements, stack.name),
-            worker_key=api_key,
-            client_keys=stack.secrets.get("gatewayApiKeys"),
-            workers=[c for pool in pools.values() for c in pool.containers],
-            stack=stack.name,
-            status_metrics=cfg.observability.enabled,
-        ),
-    )
     pulumi.export("gatewayUrl", gateway.url)
     tracing = None
     if cfg.observability.tracing.enabled:

@@ -105,6 +105,8 @@ class Synth:
 
     retained: set[str] = field(default_factory=set)
     """Resources a `destroy` leaves in place (`retain_on_delete`), by name."""
+    delete_first: set[str] = field(default_factory=set)
+    """Resources replaced delete-before-replace, by name."""
 
     def files(self) -> dict[str, str]:
         """Generated files, keyed `<resource name>/<path>`: container uploads at their absolute path,
@@ -157,6 +159,7 @@ class _RecordingMonitor(pulumi_mocks.MockMonitor):
         self.records: list[tuple[str, str, str, str, Any]] = []
         self.dependencies: dict[str, list[str]] = {}
         self.retained: list[str] = []
+        self.delete_first: list[str] = []
 
     def RegisterResource(self, request: Any) -> Any:  # noqa: N802 (gRPC method name)
         if request.type != "pulumi:pulumi:Stack":
@@ -166,6 +169,8 @@ class _RecordingMonitor(pulumi_mocks.MockMonitor):
             self.dependencies[urn] = list(request.dependencies)
             if request.retainOnDelete:
                 self.retained.append(urn)
+            if request.deleteBeforeReplace:
+                self.delete_first.append(urn)
         return super().RegisterResource(request)  # type: ignore[no-untyped-call]
 
 
@@ -211,7 +216,12 @@ def run(
     ]
     resources.sort(key=lambda r: (r["name"], r["type"]))
     depends = {names[urn]: {names[d] for d in deps if d in names} for urn, deps in monitor.dependencies.items()}
-    return Synth(resources, depends, {names[urn] for urn in monitor.retained})
+    return Synth(
+        resources,
+        depends,
+        {names[urn] for urn in monitor.retained},
+        {names[urn] for urn in monitor.delete_first},
+    )
 
 
 def synth_stack(

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pulumi
 import pulumi_docker as docker
 
-from components.gateway import nginx, status_metrics
+from components.gateway import members, nginx, status_metrics
 from components.hardening import SECURITY_OPTS, capabilities
 from components.hosts.host import GpuHost
 from stacks.config import GatewayConfig
@@ -27,11 +26,20 @@ class GatewayArgs:
     """The key the workers require (secret); the gateway sends it instead of the client's."""
     client_keys: pulumi.Output[str] | None
     """`gatewayApiKeys`: a JSON object of client name to key (secret). None refuses every request."""
-    workers: Sequence[docker.Container]
-    """The gateway starts after these are healthy, and reloads when any of them is replaced."""
     stack: str
     status_metrics: bool = False
     """Count responses by HTTP status with an mtail sidecar (`status_metrics.py`) for Prometheus."""
+
+
+@dataclass(frozen=True)
+class Membership:
+    """What a worker pool needs to put its workers into the gateway and take them out
+    (`members.py`): the commands run on the gateway's host, inside this container."""
+
+    host: GpuHost
+    container: docker.Container
+    container_name: str
+    config: GatewayConfig
 
 
 class Gateway(pulumi.ComponentResource):
@@ -42,13 +50,15 @@ class Gateway(pulumi.ComponentResource):
     worker on connection errors and 502/503 before any byte is sent, serves only the OpenAI
     inference endpoints, maps client keys to names, swaps in the workers' own key, rate-limits per
     key and logs JSON with a request id. It is the only container with a published port, bound to
-    `listenAddress` (loopback unless the stack says otherwise). When a worker container is
-    replaced, its new address is picked up by a graceful reload (SIGHUP) run on the gateway host:
-    old nginx workers finish their streams, new ones resolve the container names again. A reload
-    is chosen over nginx's upstream `resolve` because the same config then works on every nginx
-    the tests can run (Debian's 1.22 lacks `resolve`), and because a reload is an event Pulumi
-    knows about rather than a DNS poll. Secrets arrive as files. The root filesystem stays writable,
-    because Docker refuses the provider's file uploads into a read-only one.
+    `listenAddress` (loopback unless the stack says otherwise). nginx.conf names no worker: each
+    worker joins its pool when it is healthy and leaves it before it is stopped, through
+    per-worker commands (`members.py`, `Membership`) and a graceful reload (old nginx workers
+    finish their streams, new ones resolve the container names again). So the gateway starts
+    before the workers, and a rolling update never changes its config. A reload is chosen over
+    nginx's upstream `resolve` because the same config then works on every nginx the tests can
+    run (Debian's 1.22 lacks `resolve`), and because a reload is an event Pulumi knows about
+    rather than a DNS poll. Secrets arrive as files. The root filesystem stays writable, because
+    Docker refuses the provider's file uploads into a read-only one.
     With `status_metrics`, an mtail sidecar counts responses by HTTP status from one syslog line
     per request, for Prometheus (stub_status has no status codes).
     """
@@ -59,6 +69,7 @@ class Gateway(pulumi.ComponentResource):
     """The gateway's bridge network, for services that scrape or sit beside it."""
     status_exporter: str | None
     """`container:port` of the per-status metrics on the edge network, or None when they are off."""
+    membership: Membership
 
     def __init__(self, name: str, args: GatewayArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("inference-stack:gateway:Gateway", name, None, opts)
@@ -93,6 +104,7 @@ class Gateway(pulumi.ComponentResource):
                 content=pulumi.Output.secret(args.worker_key.apply(nginx.render_worker_auth)),
                 permissions="0400",
             ),
+            docker.ContainerUploadArgs(file=members.SCRIPT_PATH, content=members.script_source(), permissions="0555"),
         ]
         container = docker.Container(
             f"{name}-nginx",
@@ -135,18 +147,19 @@ class Gateway(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(
                 parent=self,
                 provider=host.provider,
-                depends_on=[*host.ready, *args.workers, *([mtail[0]] if mtail else [])],
+                depends_on=[*host.ready, *([mtail[0]] if mtail else [])],
             ),
         )
-        # Container names stay, addresses change: re-resolve them whenever a worker, or mtail, is
-        # replaced.
-        host.run_command(
-            f"{name}-reload",
-            ["docker", "kill", "--signal", "HUP", container_name],
-            triggers=[container.id, *(w.id for w in args.workers), *([mtail[0].id] if mtail else [])],
-            parent=self,
-            depends_on=[container],
-        )
+        if mtail:
+            # nginx resolved mtail's name when it loaded its config: re-resolve when mtail is replaced.
+            host.run_command(
+                f"{name}-reload",
+                ["docker", "kill", "--signal", "HUP", container_name],
+                triggers=[container.id, mtail[0].id],
+                parent=self,
+                depends_on=[container],
+            )
+        self.membership = Membership(host, container, container_name, gw)
         self.url = pulumi.Output.from_input(f"http://{gw.listen_address}:{gw.port}")
         self.container_name = container.name
         self.edge_network = edge.name

@@ -62,8 +62,11 @@ def _upstream(pool: Pool, gw: GatewayConfig) -> str:
     # Shared by all nginx worker processes: without it each one counts only its own connections
     # (least_conn piled concurrent streams on one worker) and its own failures.
     lines.append(f"        zone upstream_{ident(pool.group)} 64k;")
-    for server in sorted(pool.servers):
-        lines.append(f"        server {server} max_fails={gw.max_fails} fail_timeout={gw.fail_timeout_seconds}s;")
+    # The workers join and leave at run time (members.py): one file each, none before the first
+    # is healthy. The placeholder keeps an empty pool valid (nginx refuses an upstream without a
+    # server) and is never chosen, so an empty pool answers 503 at once.
+    lines.append(f"        include {SECRETS_DIR}/members/{ident(pool.group)}/*.conf;")
+    lines.append("        server 127.0.0.1:9 down;")
     if gw.keepalive:
         lines += [f"        keepalive {gw.keepalive};", "        keepalive_timeout 60s;"]
     lines.append("    }")

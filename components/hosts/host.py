@@ -211,8 +211,10 @@ class GpuHost(pulumi.ComponentResource):
         triggers: list[pulumi.Input[str]],
         parent: pulumi.Resource,
         depends_on: list[pulumi.Resource],
+        delete: list[str] | None = None,
     ) -> command.remote.Command | command.local.Command:
-        """Runs `argv` on this host (as root over SSH) whenever a trigger changes."""
+        """Runs `argv` on this host (as root over SSH) whenever a trigger changes, and `delete`
+        (when given) before the command is deleted or replaced."""
         host = self._args.host
         opts = pulumi.ResourceOptions(parent=parent, depends_on=depends_on)
         if host.ssh is not None:
@@ -220,10 +222,13 @@ class GpuHost(pulumi.ComponentResource):
                 name,
                 connection=self._connection(),
                 create=shlex.join(["sudo", "-n", *argv]),
+                delete=shlex.join(["sudo", "-n", *delete]) if delete else None,
                 triggers=triggers,
                 opts=opts,
             )
-        return command.local.Command(name, create=shlex.join(argv), triggers=triggers, opts=opts)
+        return command.local.Command(
+            name, create=shlex.join(argv), delete=shlex.join(delete) if delete else None, triggers=triggers, opts=opts
+        )
 
     def _connection(self) -> command.remote.ConnectionArgs:
         ssh = self._args.host.ssh

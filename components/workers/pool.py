@@ -8,11 +8,13 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_docker as docker
 
+from components.gateway import members
+from components.gateway.gateway import Membership
 from components.hardening import SECURITY_OPTS, capabilities
 from components.hosts.host import GpuHost
 from components.hosts.inventory import Gpu
 from components.hosts.preflight import PreflightError, worker_problems
-from components.workers import spec
+from components.workers import rollout, spec
 from stacks.config import LmCacheConfig, WorkerGroup
 from stacks.placement import Placement
 
@@ -36,6 +38,8 @@ class VllmWorkerPoolArgs:
     labels: dict[str, str] = field(default_factory=dict)
     tracing: dict[str, list[str]] = field(default_factory=dict)
     """vLLM tracing flags (`spec.tracing_args`) per host name; none when tracing is off."""
+    membership: Membership | None = None
+    """The gateway the workers join once healthy and leave before they stop (`rollout.py`)."""
 
 
 class VllmWorkerPool(pulumi.ComponentResource):
@@ -51,10 +55,14 @@ class VllmWorkerPool(pulumi.ComponentResource):
     two-tier healthcheck passes: `/health`, then a real "What is 2 + 2?" completion. Secrets are
     uploaded as files (mode 0400) and read by the entrypoint, never put in the container's env or
     argv. Restarts are `on-failure` with a bounded count: a worker that cannot load its model
-    stops instead of thrashing the GPU.
+    stops instead of thrashing the GPU. A change that replaces the workers rolls through them
+    `rollout.maxUnavailable` at a time, each drained from the gateway first and put back once
+    healthy (`rollout.py`); so does a first deploy.
     """
 
     containers: list[docker.Container]
+    rollout_plan: list[rollout.Step]
+    """The order in which a change replaces the workers."""
     compile_cache_dirs: list[str]
     """Host directories of the workers' compile caches."""
     urls: pulumi.Output[list[str]]
@@ -83,9 +91,19 @@ class VllmWorkerPool(pulumi.ComponentResource):
         health = group.health
         containers: list[docker.Container] = []
         urls: list[pulumi.Output[str]] = []
-        for placement in args.placements:
+        self.rollout_plan = rollout.plan(args.placements, group.rollout.max_unavailable)
+        joined: dict[str, pulumi.Resource] = {}
+        for placement, step in zip(args.placements, self.rollout_plan, strict=True):
             host = args.hosts[placement.host.name]
             on_host = host.options(self)
+            # The previous wave must be healthy and back in the gateway before this one goes.
+            on_host = pulumi.ResourceOptions.merge(
+                on_host,
+                pulumi.ResourceOptions(
+                    depends_on=[joined[w] for w in step.after],
+                    delete_before_replace=step.strategy == rollout.DELETE_FIRST,
+                ),
+            )
             worker = f"{name}-{placement.host.name}-{placement.index}"
             container_name = placement.container_name(args.stack)
             ports = None
@@ -181,12 +199,35 @@ class VllmWorkerPool(pulumi.ComponentResource):
                 opts=on_host,
             )
             containers.append(container)
+            joined[placement.name] = self._membership(worker, container, placement, args) or container
         self.containers = containers
         self.urls = pulumi.Output.all(*urls).apply(list)
         self.compile_cache_dirs = [f"{p.host.compile_cache_path}/{args.stack}-{p.name}" for p in args.placements]
         self.container_names = pulumi.Output.all(*[c.name for c in containers]).apply(list)
         self.api_key = pulumi.Output.secret(args.api_key)
         self.register_outputs({"urls": self.urls, "containerNames": self.container_names})
+
+    def _membership(
+        self, worker: str, container: docker.Container, placement: Placement, args: VllmWorkerPoolArgs
+    ) -> pulumi.Resource | None:
+        """The command that puts the worker into the gateway (create) and drains it (delete).
+        Its triggers hold the container's id, so replacing the container replaces it: Pulumi
+        deletes it first, which drains the worker, and creates it again once the new container is
+        healthy."""
+        m = args.membership
+        if m is None:
+            return None
+        address = placement.address(args.stack)
+        return m.host.run_command(
+            f"{worker}-member",
+            members.admit_argv(m.container_name, placement.group.name, address, m.config),
+            triggers=[container.id, m.container.id],
+            parent=self,
+            depends_on=[container, m.container],
+            delete=members.drain_argv(
+                m.container_name, placement.group.name, address, placement.group.rollout.drain_timeout_seconds
+            ),
+        )
 
     @staticmethod
     def _checked_image(placement: Placement, host: GpuHost) -> pulumi.Input[str]:

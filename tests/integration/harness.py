@@ -39,6 +39,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from components.gateway import members
+
 REPO = Path(__file__).resolve().parents[2]
 TEST_LABEL = "inference-stack.test"
 TEST_VALUE = "integration"
@@ -57,8 +59,10 @@ SKIPPED_PREFIXES = {
     "pulumi:providers:": "provider: the harness talks to the local engine itself",
     "inference-stack:": "component resource: no object of its own",
 }
-# The one host command the harness runs: it only signals a container the harness created.
+# The host commands the harness runs, both only against a container the harness created: the
+# gateway reload (a signal) and the gateway-membership commands (members.sh in the gateway).
 RELOAD = re.compile(r"^docker kill --signal HUP ([A-Za-z0-9][A-Za-z0-9_.-]*)$")
+MEMBER = re.compile(r"^docker exec ([A-Za-z0-9][A-Za-z0-9_.-]*) sh " + re.escape(members.SCRIPT_PATH) + " admit ")
 # The provider's defaults (terraform-provider-docker): waited for 60 s, grace 0 s.
 DEFAULT_WAIT_TIMEOUT = 60
 RUNNING_TIMEOUT = 15.0
@@ -753,8 +757,16 @@ def _remove_container(id_or_name: str) -> None:
 
 
 def _ensure_container(
-    res: dict[str, Any], image: str, start_interval_supported: bool, uploads: str, applied: Applied
+    res: dict[str, Any],
+    image: str,
+    start_interval_supported: bool,
+    uploads: str,
+    applied: Applied,
+    drain: str | None = None,
 ) -> None:
+    """Create the container, keep it when unchanged, or replace it. `drain` is the delete command
+    of the worker's gateway membership: Pulumi runs it before a delete-before-replace worker goes
+    (a dependent that is replaced with it is deleted first), and so does the harness."""
     image_info = _get(f"/images/{urllib.parse.quote(image, safe='')}/json")
     image_id = image_info["Id"] if image_info else image
     digest = inputs_hash(res, [image_id, uploads])
@@ -773,6 +785,8 @@ def _ensure_container(
             applied.names[res["name"]] = plan.name
             applied.actions[res["name"]] = "kept"
             return
+        if drain is not None:
+            _run_host_command(res["name"] + " drain", drain)
         _remove_container(existing["Id"])
         action = "replaced"
     started = time.monotonic()
@@ -833,7 +847,7 @@ def apply(synth: Any, *, uploads: str = "provider", max_workers: int = 8) -> App
     applied = Applied()
     for res in resources:
         reason = _check_type(res)
-        if reason is not None and not (res["type"] == "command:local:Command" and _reload_target(res)):
+        if reason is not None and not (res["type"] == "command:local:Command" and _host_command_target(res)):
             applied.skipped[res["name"]] = reason
             applied.actions[res["name"]] = "skipped"
     supported = _api_version() >= (1, 44)
@@ -869,15 +883,18 @@ def apply(synth: Any, *, uploads: str = "provider", max_workers: int = 8) -> App
         ]
         # Names are unique per type only (the `redis` container sits in the `redis` component).
         by_name = {r["name"]: r for r in runnable}
+        drains = _drains(runnable, by_name)
         graph = _order(runnable, synth.depends)
 
         def work(name: str) -> None:
             res = by_name[name]
             if res["type"] == CONTAINER:
                 image = _resolve_image(res, synth, applied.images, digests)
-                _ensure_container(res, image, supported, uploads, applied)
-            else:
+                _ensure_container(res, image, supported, uploads, applied, drains.get(name))
+            elif _reload_target(res):
                 _run_reload(res, graph[name], applied)
+            else:
+                _run_member(res, graph[name], applied)
 
         _run_graph(graph, work, max_workers)
     except HarnessError as err:
@@ -889,6 +906,56 @@ def apply(synth: Any, *, uploads: str = "provider", max_workers: int = 8) -> App
 def _reload_target(res: dict[str, Any]) -> str | None:
     match = RELOAD.match(str(res["inputs"].get("create", "")))
     return match.group(1) if match else None
+
+
+def _drains(runnable: list[dict[str, Any]], by_name: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """Worker container resource -> the delete command (the drain) of its gateway membership,
+    the member command its container id triggers."""
+    found = {}
+    for res in runnable:
+        if _member_target(res) is None:
+            continue
+        for trigger in res["inputs"].get("triggers", []):
+            target = by_name.get(str(trigger).removesuffix("-id"))
+            labels = {item["label"]: item["value"] for item in (target or {}).get("inputs", {}).get("labels", [])}
+            if target is not None and labels.get("inference-stack.role") == "worker":
+                found[target["name"]] = str(res["inputs"]["delete"])
+    return found
+
+
+def _member_target(res: dict[str, Any]) -> str | None:
+    match = MEMBER.match(str(res["inputs"].get("create", "")))
+    return match.group(1) if match else None
+
+
+def _host_command_target(res: dict[str, Any]) -> str | None:
+    return _reload_target(res) or _member_target(res)
+
+
+def _run_member(res: dict[str, Any], deps: set[str], applied: Applied) -> None:
+    """A worker's gateway-membership command: admits the worker (members.sh in the gateway
+    container) when the worker or the gateway was (re)created, as Pulumi re-runs a Command whose
+    triggers changed. Its `delete` (the drain) is what Pulumi runs before the worker goes."""
+    inputs = _Inputs(f"{res['name']} ({res['type']})", res["inputs"])
+    create = str(inputs.get("create"))
+    inputs.get("delete")
+    inputs.get("triggers")
+    inputs.done()
+    target = _member_target(res)
+    if target not in applied.names.values():
+        raise HarnessError(f"{res['name']}: runs in {target}, which the harness did not create")
+    if all(applied.actions.get(d) == "kept" for d in deps):
+        applied.actions[res["name"]] = "kept"
+        return
+    _run_host_command(res["name"], create)
+    applied.actions[res["name"]] = "ran"
+
+
+def _run_host_command(what: str, command: str) -> str:
+    ran = subprocess.run(shlex.split(command), capture_output=True, text=True, timeout=600)
+    if ran.returncode != 0:
+        raise HarnessError(f"{what}: {command!r} exited {ran.returncode}: {ran.stderr.strip()}")
+    return ran.stdout
 
 
 def _run_reload(res: dict[str, Any], deps: set[str], applied: Applied) -> None:

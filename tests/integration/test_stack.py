@@ -13,17 +13,21 @@ Weaviate and Jaeger are outside what this can run; synth and policy tests cover 
 from __future__ import annotations
 
 import filecmp
+import itertools
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +99,12 @@ def get(url: str, key: str | None = CLIENT_KEY) -> int:
             return int(response.status)
     except urllib.error.HTTPError as err:
         return int(err.code)
+
+
+def created_at(info: dict[str, Any]) -> float:
+    """A container's creation time (Docker gives nanoseconds; Python parses microseconds)."""
+    stamp = re.sub(r"(\.\d{6})\d*", r"\1", info["Created"]).replace("Z", "+00:00")
+    return datetime.fromisoformat(stamp).timestamp()
 
 
 def docker(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -514,3 +524,81 @@ def test_the_gateway_needs_every_capability_it_adds_back(stack: harness.Applied,
         ok, log = serves([c for c in adds if c != cap])
         print(f"without {cap}: {log.strip().splitlines()[-1] if log.strip() else 'no log'}")
         assert not ok and "Operation not permitted" in log, (cap, log)
+
+
+# 8. Rolling update (kept last: it leaves the stack on another model revision) ---------------------
+
+
+def test_a_model_revision_change_rolls_through_the_workers_under_load(
+    stack: harness.Applied, synth: Synth, tmp_path: Path
+) -> None:
+    """A new `model.revision` replaces the three workers one at a time, in the order the
+    synthesized dependency chain gives: each is drained from the gateway (its member command's
+    delete), replaced, health-gated and admitted again before the next goes. Steady load through
+    the gateway meanwhile sees no failed request, and the gateway never has fewer than two
+    members (sampled every second)."""
+    old_revision = next(w for w in synth.of_type(harness.CONTAINER) if w["name"] == WORKERS[0])["inputs"]["command"]
+    old_revision = old_revision[old_revision.index("--revision") + 1]
+    new_revision = old_revision[:-3] + "136"
+    changed = tmp_path / "Pulumi.ci.yaml"
+    changed.write_text((ROOT / "Pulumi.ci.yaml").read_text().replace(old_revision, new_revision))
+    new = synth_stack("ci", stack_file=changed, secrets=SECRETS, reveal=True)
+    harness.seed_model_cache(new)
+    # The chain: each worker waits (through member commands) on the ones before it.
+    chain = sorted(WORKERS, key=lambda w: sum(new.depends_on(w, other) for other in WORKERS))
+    assert [sum(new.depends_on(w, o) for o in WORKERS) for w in chain] == [0, 1, 2]
+
+    stop = threading.Event()
+    results: list[tuple[float, int]] = []
+    samples: list[tuple[float, int]] = []
+    members_dir = "/etc/nginx/inference-stack/members/chat"
+
+    def load(offset: int) -> None:
+        # Bounded: at most 2000 requests per thread, and 900 s.
+        deadline = time.monotonic() + 900
+        for i in range(2000):
+            if stop.is_set() or time.monotonic() > deadline:
+                return
+            try:
+                code, _ = chat(f"Say {offset + i}.", max_tokens=4)
+            except OSError:
+                code = 0
+            results.append((time.monotonic(), code))
+
+    def sample() -> None:
+        while not stop.is_set():
+            listed = docker("exec", stack.names["gateway-nginx"], "ls", members_dir, check=False)
+            samples.append((time.monotonic(), len(listed.stdout.split()) if listed.returncode == 0 else -1))
+            stop.wait(1.0)
+
+    threads = [threading.Thread(target=load, args=(k * 10000,)) for k in range(2)]
+    threads.append(threading.Thread(target=sample))
+    for thread in threads:
+        thread.start()
+    started = time.monotonic()
+    try:
+        time.sleep(3)
+        applied = harness.apply(new)
+        time.sleep(3)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=120)
+    took = time.monotonic() - started
+    assert [applied.actions[w] for w in chain] == ["replaced"] * 3
+    assert [applied.actions[f"{w}-member"] for w in chain] == ["ran"] * 3
+    created = [created_at(harness.inspect(applied.containers[w])) for w in chain]
+    gaps = [b - a for a, b in itertools.pairwise(created)]
+    # Each next worker was created only after the one before was healthy and admitted (> 10 s).
+    assert all(gap > 10 for gap in gaps), f"replaced out of chain order: {list(zip(chain, created, strict=True))}"
+    for w in chain:
+        assert new_revision in harness.inspect(applied.containers[w])["Config"]["Cmd"]
+    failed = [code for _, code in results if code != 200]
+    lowest = min(count for _, count in samples)
+    print(
+        f"gaps between replacements: {[round(g) for g in gaps]} s; "
+        f"rolling update of {len(chain)} workers: {took:.0f} s; {len(results)} requests, {len(failed)} failed; "
+        f"gateway members sampled {len(samples)} times, lowest {lowest}, last {samples[-1][1]}"
+    )
+    assert len(results) > 50 and failed == []
+    assert lowest >= len(WORKERS) - 1 and samples[-1][1] == len(WORKERS)

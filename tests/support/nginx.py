@@ -45,6 +45,8 @@ def write_tree(root: Path, conf: str, secrets: dict[str, str], hosts: dict[str, 
     (etc / "inference-stack").mkdir(parents=True, exist_ok=True)
     (etc / "nginx.conf").write_text(conf)
     for name, text in secrets.items():
+        # Nested names too: the member files under members/<pool>/ (components/gateway/members.py).
+        (etc / "inference-stack" / name).parent.mkdir(parents=True, exist_ok=True)
         (etc / "inference-stack" / name).write_text(text)
     hosts_file = root / "hosts"
     write_hosts(hosts_file, hosts)

@@ -128,6 +128,17 @@ class FakeWorker:
 
             def _answer(self) -> None:
                 body = self._body()
+                if self.command == "GET" and self.path == "/metrics":
+                    # vLLM's gauge of requests being generated: here, the streams still open.
+                    with worker._lock:
+                        running = sum(1 for s in worker.streams if not s.done)
+                    text = f'vllm:num_requests_running{{model_name="m"}} {running}.0\n'.encode()
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/plain; version=0.0.4")
+                    self.send_header("Content-Length", str(len(text)))
+                    self.end_headers()
+                    self.wfile.write(text)
+                    return
                 headers: dict[str, str] = {}
                 for key, value in self.headers.items():
                     k = key.lower()

@@ -1,5 +1,5 @@
 """The gateway as the shipped stacks declare it (Pulumi mocks): the only published port, secrets
-as files, routes to local and remote workers, and the reload on worker replacement."""
+as files, routes to local and remote workers, and workers joining it through member commands."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 
 import yaml
 
+from components.gateway import members
 from stacks.platform import main as program
 from stacks.synth import Synth, read_stack_file, run
 
@@ -17,6 +18,16 @@ CONTAINER = "docker:index/container:Container"
 
 def gateway(s: Synth) -> dict[str, Any]:
     return s.named("gateway-nginx")
+
+
+def member_servers(s: Synth) -> dict[str, list[str]]:
+    """Pool -> the worker addresses its member commands admit."""
+    found: dict[str, list[str]] = {}
+    for res in s.resources:
+        admit = members.parse_admit(str(res["inputs"].get("create", "")))
+        if admit is not None:
+            found.setdefault(admit[0], []).append(admit[2][0])
+    return {pool: sorted(servers) for pool, servers in found.items()}
 
 
 def test_gateway_is_the_only_published_api_port_in_dev(dev: Synth) -> None:
@@ -33,7 +44,10 @@ def test_gateway_is_the_only_published_api_port_in_dev(dev: Synth) -> None:
 def test_config_is_plain_and_keys_are_secret_files(dev: Synth) -> None:
     files = {u["file"]: u for u in gateway(dev)["inputs"]["uploads"]}
     conf = files["/etc/nginx/nginx.conf"]["content"]
-    assert "proxy_buffering off;" in conf and "server dev-chat-local-0:8000" in conf
+    assert "proxy_buffering off;" in conf and "include /etc/nginx/inference-stack/members/chat/*.conf;" in conf
+    assert "dev-chat-local-0" not in conf, "nginx.conf names no worker: they join through member commands"
+    assert member_servers(dev) == {"chat": ["dev-chat-local-0:8000"]}
+    assert files[members.SCRIPT_PATH]["permissions"] == "0555"
     for secret in ("/etc/nginx/inference-stack/clients.map", "/etc/nginx/inference-stack/worker-auth.conf"):
         assert files[secret]["content"] == "[secret]" and files[secret]["permissions"] == "0400"
 
@@ -48,27 +62,27 @@ def test_gateway_hardening(dev: Synth) -> None:
     assert {n["name"] for n in inputs["networksAdvanced"]} == {"dev-gateway", "dev-workers"}
 
 
-def test_gateway_waits_for_every_worker_and_reloads_on_replacement(prod: Synth) -> None:
+def test_workers_join_the_gateway_through_member_commands(prod: Synth) -> None:
     workers = [c["name"] for c in prod.of_type(CONTAINER) if c["parent"] == "mistral"]
     assert len(workers) == 8
     for worker in workers:
-        assert prod.depends_on("gateway-nginx", worker)
+        assert not prod.depends_on("gateway-nginx", worker), "the gateway starts first; workers join it"
+        member = prod.named(f"{worker}-member")
+        assert member["type"] == "command:remote:Command"  # the gateway host is an SSH host in prod
+        assert member["parent"] == "mistral"
+        assert prod.depends_on(member["name"], worker) and prod.depends_on(member["name"], "gateway-nginx")
+        # A replaced worker or gateway replaces the member: drained first, admitted again after.
+        assert sorted(member["inputs"]["triggers"]) == sorted([f"{worker}-id", "gateway-nginx-id"])
+        assert member["inputs"]["create"].startswith("sudo -n docker exec prod-gateway sh ")
+        assert " drain mistral " in member["inputs"]["delete"]
+    # Only mtail's replacement still needs a plain reload (nginx resolves the syslog host).
     reload = prod.named("gateway-reload")
-    assert reload["type"] == "command:remote:Command"  # the gateway host is an SSH host in prod
     assert reload["inputs"]["create"] == "sudo -n docker kill --signal HUP prod-gateway"
-    # The gateway itself, every worker, and the status metrics' mtail (its address changes too).
-    triggers = reload["inputs"]["triggers"]
-    assert len(triggers) == 2 + len(workers)
-    assert sorted(triggers) == sorted(["gateway-nginx-id", "gateway-mtail-id", *(f"{w}-id" for w in workers)])
-    assert prod.depends_on("gateway-reload", "gateway-nginx")
+    assert sorted(reload["inputs"]["triggers"]) == ["gateway-mtail-id", "gateway-nginx-id"]
 
 
 def test_prod_upstreams_local_by_name_remote_by_private_address(prod: Synth) -> None:
-    conf = {u["file"]: u["content"] for u in gateway(prod)["inputs"]["uploads"]}["/etc/nginx/nginx.conf"]
-    servers = sorted(
-        line.split()[1] for line in conf.splitlines() if line.strip().startswith("server ") and ":" in line
-    )
-    assert servers == [
+    assert member_servers(prod)["mistral"] == [
         "10.20.0.12:8000",
         "10.20.0.12:8001",
         "10.20.0.12:8002",
@@ -93,7 +107,8 @@ def test_canary_group_gets_a_split() -> None:
     assert 'split_clients "${req_id}" $pool_mistral_7b_instruct {' in conf
     assert "10% mistral_next;" in conf and "* mistral;" in conf
 
-    assert "server 10.20.0.12:8100" in conf  # the canary worker on gpu-b, on its own port range
+    # One canary worker per host: gpu-b's on its own port range.
+    assert member_servers(synth)["mistral_next"] == ["10.20.0.12:8100", "prod-mistral-next-gpu-a-0:8100"]
 
 
 # Status metrics: the mtail sidecar --------------------------------------------------------------
@@ -155,5 +170,6 @@ def test_no_status_exporter_without_observability() -> None:
     assert "gateway-mtail" not in names and synth.of_type(IMAGE) == []
     assert "monitoring-prometheus" not in names
     assert "syslog:" not in nginx_conf(synth) and "gateway_status" not in nginx_conf(synth)
-    workers = [c["name"] for c in synth.of_type(CONTAINER) if c["parent"] == "mistral"]
-    assert len(synth.named("gateway-reload")["inputs"]["triggers"]) == 1 + len(workers)
+    # No mtail, so no reload for it; workers still join through their member commands.
+    assert "gateway-reload" not in names
+    assert len(member_servers(synth)["mistral"]) == 8

@@ -26,6 +26,8 @@ from typing import Any
 
 import pytest
 
+from components.gateway import members
+from components.gateway.members import render_members
 from components.gateway.nginx import (
     CONFIG_PATH,
     Pool,
@@ -53,7 +55,7 @@ CHAT = "/v1/chat/completions"
 def gateway(root: Path, routes: list[Route], hosts: dict[str, str], gw: GatewayConfig = OPEN) -> Iterator[Nginx]:
     port = free_port()
     conf = render_nginx_conf(gw, routes, listen_port=port, status_port=free_port())
-    with run_nginx(root, conf, SECRETS, hosts, port) as nginx:
+    with run_nginx(root, conf, {**SECRETS, **render_members(gw, routes)}, hosts, port) as nginx:
         yield nginx
 
 
@@ -98,6 +100,17 @@ def stack_conf(synth: Synth) -> str:
     return next(iter(confs.values()))
 
 
+def stack_members(synth: Synth) -> dict[str, str]:
+    """The member files the stack's admit commands write once every worker is healthy."""
+    files = {}
+    for res in synth.resources:
+        admit = members.parse_admit(str(res["inputs"].get("create", "")))
+        if admit is not None:
+            pool, member, server = admit
+            files[f"members/{pool}/{member}.conf"] = f"server {' '.join(server)};\n"
+    return files
+
+
 def upstream_hosts(conf: str) -> dict[str, str]:
     """Container names the config resolves when it loads (upstream `server` lines, and the syslog
     server of the status metrics), each mapped to its own loopback address."""
@@ -109,14 +122,16 @@ def upstream_hosts(conf: str) -> dict[str, str]:
 @pytest.mark.parametrize("stack", ["dev", "prod"])
 def test_stack_config_passes_nginx_t(stack: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
     """`nginx -t` on the uploaded /etc/nginx/nginx.conf of the stack's gateway container, with the
-    two secret files rendered from test keys and the worker container names resolvable.
+    two secret files rendered from test keys, the member files its admit commands write, and the
+    worker container names resolvable.
 
     The production image is nginx 1.28 (alpine); the config uses nothing newer than 1.22, so
     Debian's 1.22 checks all of it."""
-    conf = stack_conf(request.getfixturevalue(stack))
-    hosts = upstream_hosts(conf)
-    assert hosts, "the stack names no worker container"
-    result = nginx_test(tmp_path, conf, SECRETS, hosts)
+    synth = request.getfixturevalue(stack)
+    conf, files = stack_conf(synth), stack_members(synth)
+    hosts = upstream_hosts(conf + "".join(files.values()))
+    assert files and hosts, "the stack admits no worker container"
+    result = nginx_test(tmp_path, conf, {**SECRETS, **files}, hosts)
     assert result.returncode == 0, result.stderr
     assert "syntax is ok" in result.stderr and "test is successful" in result.stderr
 

@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 import pytest
 
 from components.gateway import status_metrics
+from components.gateway.members import render_members
 from components.gateway.nginx import Pool, Route, render_clients_map, render_nginx_conf, render_worker_auth
 from components.observability.grafana import PANELS, dashboard_exprs
 from components.observability.prometheus import (
@@ -182,14 +183,16 @@ def run_mtail(root: Path) -> Iterator[Mtail]:
 def gateway(root: Path, mtail: Mtail, conf_edit: Callable[[str], str] = lambda c: c) -> Iterator[Nginx]:
     with FakeWorker("w", WORKER_IP) as worker:
         port = free_port()
+        served = routes(free_port(), worker.port)
         conf = render_nginx_conf(
             LIMITED,
-            routes(free_port(), worker.port),
+            served,
             listen_port=port,
             status_port=free_port(),
             status_syslog=f"{MTAIL_NAME}:{mtail.syslog_port}",
         )
-        with run_nginx(root / "nginx", conf_edit(conf), SECRETS, HOSTS, port) as nginx:
+        files = {**SECRETS, **render_members(LIMITED, served)}
+        with run_nginx(root / "nginx", conf_edit(conf), files, HOSTS, port) as nginx:
             yield nginx
 
 

@@ -82,7 +82,7 @@ def test_weights_step_keeps_the_token_on_stdin(prod: Synth) -> None:
 
 def test_dev_local_host_is_verified_but_not_provisioned(dev: Synth) -> None:
     local = [r["name"] for r in dev.of_type("command:local:Command")]
-    assert local == ["gateway-reload", "local-images", "local-verify"]
+    assert local == ["chat-local-0-member", "gateway-reload", "local-images", "local-verify"]
     assert not dev.of_type("command:remote:Command")
     assert dev.depends_on("chat-local-0", "local-verify")
 
@@ -166,4 +166,5 @@ def test_measured_inventory_failure_stops_workers_on_that_host(stdout: str, mess
     assert error is not None and message in str(error) and "host `gpu-b`" in str(error)
     registered = {name for _, type_, name, _, _ in monitor.records if type_ == "docker:index/container:Container"}
     assert not any(f"mistral-gpu-b-{i}" in registered for i in stopped)
-    assert "gateway-nginx" not in registered, "the gateway waits for every worker"
+    admitted = {name for _, type_, name, _, _ in monitor.records if name.endswith("-member")}
+    assert not any(f"mistral-gpu-b-{i}-member" in admitted for i in stopped), "no stopped worker joins the gateway"

@@ -1,0 +1,74 @@
+"""Gateway membership: which workers nginx sends requests to, changed at run time.
+
+nginx.conf names no worker. Each upstream includes `members/<pool>/*.conf`, one file per worker,
+written by `members.sh` inside the gateway container: a per-worker Pulumi command admits the
+worker once its container is healthy (create) and drains it before the container is deleted or
+replaced (delete). That is what lets a rolling update take one worker out of the gateway, wait
+for its running requests, replace it and put it back, without touching nginx.conf, and so
+without replacing the gateway. The files live on a named volume, so a replaced gateway starts
+with the members it had.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+from components.gateway import nginx
+from stacks.config import GatewayConfig
+
+SCRIPT = Path(__file__).with_name("members.sh")
+SCRIPT_PATH = "/opt/inference-stack/members.sh"
+MEMBERS_DIR = f"{nginx.SECRETS_DIR}/members"
+# The drain of a worker whose gateway is already gone (a destroy, a replaced gateway host) has
+# nothing to do; any other failure to reach the gateway fails the step.
+_TOLERANT = (
+    'if docker inspect --type container "$1" >/dev/null 2>&1; then exec docker exec "$@"; '
+    'else echo "members: gateway $1 is gone: nothing to drain"; fi'
+)
+
+
+def script_source() -> str:
+    return SCRIPT.read_text()
+
+
+def member_name(address: str) -> str:
+    """The file name of a worker's member entry: its address, which is unique per container."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", address)
+
+
+def server(gw: GatewayConfig, address: str) -> list[str]:
+    """The upstream `server` parameters of one worker."""
+    return [address, f"max_fails={gw.max_fails}", f"fail_timeout={gw.fail_timeout_seconds}s"]
+
+
+def admit_argv(gateway: str, pool: str, address: str, gw: GatewayConfig) -> list[str]:
+    script = [SCRIPT_PATH, "admit", nginx.ident(pool), member_name(address), *server(gw, address)]
+    return ["docker", "exec", gateway, "sh", *script]
+
+
+def drain_argv(gateway: str, pool: str, address: str, timeout_seconds: int) -> list[str]:
+    args = [gateway, "sh", SCRIPT_PATH, "drain", nginx.ident(pool), member_name(address), address]
+    return ["sh", "-c", _TOLERANT, "drain", *args, str(timeout_seconds)]
+
+
+def render_members(gw: GatewayConfig, routes: list[nginx.Route]) -> dict[str, str]:
+    """Every worker of `routes` as a member file (path relative to the gateway's config
+    directory), as the admit commands leave them once all workers are healthy."""
+    files = {}
+    for route in routes:
+        for pool in (route.stable, *([route.canary] if route.canary else []), *route.extra):
+            for address in pool.servers:
+                path = f"members/{nginx.ident(pool.group)}/{member_name(address)}.conf"
+                files[path] = f"server {' '.join(server(gw, address))};\n"
+    return files
+
+
+def parse_admit(create: str) -> tuple[str, str, list[str]] | None:
+    """(pool, member, server parameters) of an admit command line, or None for another command."""
+    words = shlex.split(create)
+    if SCRIPT_PATH not in words or "admit" not in words:
+        return None
+    i = words.index("admit")
+    return words[i + 1], words[i + 2], words[i + 3 :]

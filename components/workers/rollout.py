@@ -1,0 +1,81 @@
+"""Rolling updates: in which order Pulumi replaces a group's workers.
+
+A change to a group's image, model revision or flags replaces every worker container of the
+group (each of those inputs forces a new container). The program turns that into a rolling
+update with Pulumi's own mechanisms:
+
+- **Waves.** The group's workers are split, in placement order, into waves of
+  `rollout.maxUnavailable`. Every worker of a wave `depends_on` the gateway-membership command of
+  every worker of the wave before, so Pulumi starts replacing a wave only once the previous one
+  is healthy (`wait=True`) and back in the gateway.
+- **Delete before replace.** A replacement needs what its predecessor holds: the GPUs in its
+  device request, its container name, and (in a multi-host stack) its host port on the private
+  address. So every worker is `delete_before_replace`. Pulumi then first deletes the worker's
+  membership command, whose delete step drains the worker (out of the gateway, then waits for its
+  running requests, bounded by `rollout.drainTimeoutSeconds`), then deletes the container (SIGTERM,
+  60 s grace), creates the new one, waits until its two-tier healthcheck passes, and runs the
+  membership command again, which puts it back.
+
+`plan` says what that graph does, and `capacity` walks it, for the tests and the docs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from stacks.placement import Placement
+
+DELETE_FIRST = "delete-before-replace"
+
+
+@dataclass(frozen=True)
+class Step:
+    """One worker's replacement in a rolling update."""
+
+    worker: str
+    """The placement name, e.g. `chat-gpu-a-0`."""
+    wave: int
+    after: tuple[str, ...]
+    """Workers (of the previous wave) that must be healthy and back in the gateway first."""
+    strategy: str
+    reason: str
+
+
+def _reason(placement: Placement) -> str:
+    held = []
+    if placement.devices:
+        held.append(f"GPU {','.join(placement.devices)}")
+    held.append("its container name")
+    if placement.published_port is not None:
+        held.append(f"host port {placement.published_port}")
+    return "the replacement needs " + ", ".join(held) + ", which the old container holds until deleted"
+
+
+def plan(placements: list[Placement], max_unavailable: int) -> list[Step]:
+    """The replacement order of one group's workers (`placements`, in placement order)."""
+    steps: list[Step] = []
+    previous: tuple[str, ...] = ()
+    for start in range(0, len(placements), max_unavailable):
+        wave = placements[start : start + max_unavailable]
+        for p in wave:
+            steps.append(Step(p.name, start // max_unavailable, previous, DELETE_FIRST, _reason(p)))
+        previous = tuple(p.name for p in wave)
+    return steps
+
+
+def capacity(steps: list[Step]) -> list[tuple[str, int]]:
+    """Serving workers after each event of the update, walking the waves in order: a wave's
+    workers leave the gateway (drain), are replaced, and rejoin before the next wave starts."""
+    serving = len(steps)
+    events = [("start", serving)]
+    for wave in sorted({s.wave for s in steps}):
+        members = [s for s in steps if s.wave == wave]
+        for s in members:
+            if s.strategy == DELETE_FIRST:
+                serving -= 1
+                events.append((f"drain {s.worker}", serving))
+        for s in members:
+            if s.strategy == DELETE_FIRST:
+                serving += 1
+                events.append((f"admit {s.worker}", serving))
+    return events
