@@ -246,6 +246,7 @@ def build(stack: LoadedStack) -> dict[str, VllmWorkerPool]:
                 membership=gateway.membership,
             ),
         )
+    gateway.readmit([admit for pool in pools.values() for admit in pool.admits])
     pulumi.export("gatewayUrl", gateway.url)
     tracing = None
     if cfg.observability.tracing.enabled:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pulumi
 import pulumi_docker as docker
 
-from components.hardening import SECURITY_OPTS, capabilities
+from components.hardening import SECURITY_OPTS, capabilities, in_place
 from components.hosts.host import GpuHost
 from stacks.config import RedisConfig
 
@@ -141,7 +141,7 @@ class Redis(pulumi.ComponentResource):
             ),
             wait=True,
             wait_timeout=90,
-            opts=on_host,
+            opts=in_place(on_host),
         )
         self.address = pulumi.Output.from_input(f"{container_name}:{PORT}")
         self.password = secret_password

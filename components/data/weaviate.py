@@ -10,7 +10,7 @@ from pathlib import Path
 import pulumi
 import pulumi_docker as docker
 
-from components.hardening import SECURITY_OPTS, capabilities
+from components.hardening import SECURITY_OPTS, capabilities, in_place
 from components.hosts.host import GpuHost
 from stacks.config import WeaviateConfig
 
@@ -151,7 +151,7 @@ class Weaviate(pulumi.ComponentResource):
             wait_timeout=180,
             # Weaviate flushes its LSM stores on SIGTERM; give it time.
             stop_timeout=60,
-            opts=on_host,
+            opts=in_place(on_host),
         )
         self.address = pulumi.Output.from_input(f"http://{container_name}:{PORT}")
         self.container = container

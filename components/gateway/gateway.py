@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import shlex
 from dataclasses import dataclass
 
 import pulumi
 import pulumi_docker as docker
 
 from components.gateway import members, nginx, status_metrics
-from components.hardening import SECURITY_OPTS, capabilities
+from components.hardening import SECURITY_OPTS, capabilities, in_place
 from components.hosts.host import GpuHost
 from stacks.config import GatewayConfig
 
@@ -73,6 +74,7 @@ class Gateway(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: GatewayArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("inference-stack:gateway:Gateway", name, None, opts)
+        self._name = name
         gw, host = args.config, args.host
         on_host = host.options(self)
         edge = docker.Network(
@@ -144,10 +146,12 @@ class Gateway(pulumi.ComponentResource):
             stop_timeout=gw.read_timeout_seconds,
             labels=[docker.ContainerLabelArgs(label="inference-stack.role", value="gateway")],
             # nginx resolves mtail's name (the syslog server) when it loads its config: mtail first.
-            opts=pulumi.ResourceOptions(
-                parent=self,
-                provider=host.provider,
-                depends_on=[*host.ready, *([mtail[0]] if mtail else [])],
+            opts=in_place(
+                pulumi.ResourceOptions(
+                    parent=self,
+                    provider=host.provider,
+                    depends_on=[*host.ready, *([mtail[0]] if mtail else [])],
+                )
             ),
         )
         if mtail:
@@ -166,6 +170,20 @@ class Gateway(pulumi.ComponentResource):
         self.status_exporter = f"{mtail[1]}:{status_metrics.METRICS_PORT}" if mtail else None
         self.register_outputs(
             {"url": self.url, "containerName": self.container_name, "statusExporter": self.status_exporter}
+        )
+
+    def readmit(self, admits: list[tuple[list[str], pulumi.Resource]]) -> None:
+        """A replaced gateway starts with no members (they live in its container): this step,
+        triggered by the gateway container's id, admits every worker again, each with the same
+        command as its own member step. On a first deploy it runs once after them, harmlessly."""
+        if not admits:
+            return
+        self.membership.host.run_command(
+            f"{self._name}-readmit",
+            ["sh", "-c", " && ".join(shlex.join(argv) for argv, _ in admits)],
+            triggers=[self.membership.container.id],
+            parent=self,
+            depends_on=[self.membership.container, *(command for _, command in admits)],
         )
 
     def _status_exporter(self, name: str, args: GatewayArgs, edge: docker.Network) -> tuple[docker.Container, str]:
@@ -197,6 +215,6 @@ class Gateway(pulumi.ComponentResource):
             log_opts={"max-size": "20m", "max-file": "3"},
             restart="unless-stopped",
             labels=[docker.ContainerLabelArgs(label="inference-stack.role", value="gateway-status")],
-            opts=on_host,
+            opts=in_place(on_host),
         )
         return container, mtail_name

@@ -8,7 +8,7 @@ import pulumi
 import pulumi_docker as docker
 
 from components.gateway import nginx
-from components.hardening import SECURITY_OPTS, capabilities
+from components.hardening import SECURITY_OPTS, capabilities, in_place
 from components.hosts.host import GpuHost
 from components.observability import grafana
 from components.observability.prometheus import RULES_PATH, Target, render_prometheus_yml, render_rules
@@ -78,7 +78,9 @@ class Monitoring(pulumi.ComponentResource):
                 memory=512,
                 log_driver="json-file",
                 log_opts={"max-size": "20m", "max-file": "3"},
-                opts=pulumi.ResourceOptions(parent=self, provider=gpu_host.provider, depends_on=gpu_host.ready),
+                opts=in_place(
+                    pulumi.ResourceOptions(parent=self, provider=gpu_host.provider, depends_on=gpu_host.ready)
+                ),
             )
             address = f"{private_address}:{DCGM_PORT}" if private_address else f"{exporter}:{DCGM_PORT}"
             gpu_targets.append(Target(address, {"host": host_name}))
@@ -101,7 +103,7 @@ class Monitoring(pulumi.ComponentResource):
             log_driver="json-file",
             log_opts={"max-size": "10m", "max-file": "3"},
             read_only=True,
-            opts=on_host,
+            opts=in_place(on_host),
         )
         volume = host.data_volume(f"{name}-data", f"{args.stack}-prometheus-data", self)
         config = render_prometheus_yml(
@@ -149,7 +151,7 @@ class Monitoring(pulumi.ComponentResource):
                 retries=4,
                 start_period="30s",
             ),
-            opts=on_host,
+            opts=in_place(on_host),
         )
         prometheus_name = f"{args.stack}-prometheus"
         self.url = pulumi.Output.from_input(f"http://{cfg.bind_address}:{cfg.prometheus_port}")
@@ -205,5 +207,5 @@ class Monitoring(pulumi.ComponentResource):
             memory=512,
             log_driver="json-file",
             log_opts={"max-size": "20m", "max-file": "3"},
-            opts=on_host,
+            opts=in_place(on_host),
         )

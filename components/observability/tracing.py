@@ -8,7 +8,7 @@ import pulumi
 import pulumi_docker as docker
 import yaml
 
-from components.hardening import SECURITY_OPTS, capabilities
+from components.hardening import SECURITY_OPTS, capabilities, in_place
 from components.hosts.host import GpuHost
 from stacks.config import TracingConfig
 
@@ -159,7 +159,7 @@ class Tracing(pulumi.ComponentResource):
                 start_period="20s",
             ),
             labels=[docker.ContainerLabelArgs(label="inference-stack.role", value="tracing")],
-            opts=on_host,
+            opts=in_place(on_host),
         )
         self.ui_url = pulumi.Output.from_input(f"http://{args.bind_address}:{cfg.ui_port}")
         self.query_url = f"http://{jaeger}:{UI_PORT}"

@@ -91,6 +91,7 @@ class VllmWorkerPool(pulumi.ComponentResource):
         health = group.health
         containers: list[docker.Container] = []
         urls: list[pulumi.Output[str]] = []
+        self.admits: list[tuple[list[str], pulumi.Resource]] = []
         self.rollout_plan = rollout.plan(args.placements, group.rollout.max_unavailable)
         joined: dict[str, pulumi.Resource] = {}
         for placement, step in zip(args.placements, self.rollout_plan, strict=True):
@@ -211,23 +212,27 @@ class VllmWorkerPool(pulumi.ComponentResource):
         self, worker: str, container: docker.Container, placement: Placement, args: VllmWorkerPoolArgs
     ) -> pulumi.Resource | None:
         """The command that puts the worker into the gateway (create) and drains it (delete).
-        Its triggers hold the container's id, so replacing the container replaces it: Pulumi
-        deletes it first, which drains the worker, and creates it again once the new container is
-        healthy."""
+        Its trigger is the container's id, so replacing the container replaces it: Pulumi deletes
+        it first, which drains the worker, and creates it again once the new container is
+        healthy. A replaced gateway is refilled by the gateway's own readmit step instead, so
+        replacing the gateway never drains the workers."""
         m = args.membership
         if m is None:
             return None
         address = placement.address(args.stack)
-        return m.host.run_command(
+        admit = members.admit_argv(m.container_name, placement.group.name, address, m.config)
+        command = m.host.run_command(
             f"{worker}-member",
-            members.admit_argv(m.container_name, placement.group.name, address, m.config),
-            triggers=[container.id, m.container.id],
+            admit,
+            triggers=[container.id],
             parent=self,
             depends_on=[container, m.container],
             delete=members.drain_argv(
                 m.container_name, placement.group.name, address, placement.group.rollout.drain_timeout_seconds
             ),
         )
+        self.admits.append((admit, command))
+        return command
 
     @staticmethod
     def _checked_image(placement: Placement, host: GpuHost) -> pulumi.Input[str]:

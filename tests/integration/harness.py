@@ -924,8 +924,17 @@ def _drains(runnable: list[dict[str, Any]], by_name: dict[str, dict[str, Any]]) 
 
 
 def _member_target(res: dict[str, Any]) -> str | None:
-    match = MEMBER.match(str(res["inputs"].get("create", "")))
-    return match.group(1) if match else None
+    """The gateway a member command (or the gateway's readmit, a `sh -c` of several) runs in."""
+    create = str(res["inputs"].get("create", ""))
+    match = MEMBER.match(create)
+    if match:
+        return match.group(1)
+    words = shlex.split(create)
+    if words[:2] == ["sh", "-c"] and len(words) == 3:
+        found = {m.group(1) if (m := MEMBER.match(part.strip())) else None for part in words[2].split(" && ")}
+        if len(found) == 1 and None not in found:
+            return found.pop()
+    return None
 
 
 def _host_command_target(res: dict[str, Any]) -> str | None:

@@ -101,3 +101,14 @@ def test_every_private_publish_is_covered_by_its_hosts_firewall_check() -> None:
     for host, ports in published.items():
         checked = synth.named(f"{host}-firewall")["inputs"]["create"].rsplit("firewall.sh", 1)[1].split()[0]
         assert ports == {int(p) for p in checked.split(",")}, (host, checked)
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod", "ci"])
+def test_every_container_is_replaced_delete_first(stack: str) -> None:
+    """Every container has a fixed name (most a fixed host port too), which Docker will not give to
+    a second container: Pulumi's default create-before-delete would fail the update
+    (pulumi/pulumi-docker#1356)."""
+    synth = synth_stack(stack)
+    containers = {c["name"] for c in synth.of_type("docker:index/container:Container")}
+    assert all(synth.named(n)["inputs"].get("name") for n in containers)
+    assert containers - synth.delete_first == set()

@@ -71,10 +71,18 @@ def test_workers_join_the_gateway_through_member_commands(prod: Synth) -> None:
         assert member["type"] == "command:remote:Command"  # the gateway host is an SSH host in prod
         assert member["parent"] == "mistral"
         assert prod.depends_on(member["name"], worker) and prod.depends_on(member["name"], "gateway-nginx")
-        # A replaced worker or gateway replaces the member: drained first, admitted again after.
-        assert sorted(member["inputs"]["triggers"]) == sorted([f"{worker}-id", "gateway-nginx-id"])
+        # A replaced worker replaces its member: drained first, admitted again after.
+        assert member["inputs"]["triggers"] == [f"{worker}-id"]
         assert member["inputs"]["create"].startswith("sudo -n docker exec prod-gateway sh ")
         assert " drain mistral " in member["inputs"]["delete"]
+    # A replaced gateway starts empty: one step admits every worker again, without draining any.
+    readmit = prod.named("gateway-readmit")
+    assert readmit["inputs"]["triggers"] == ["gateway-nginx-id"]
+    for worker in workers:
+        assert (
+            prod.named(f"{worker}-member")["inputs"]["create"].removeprefix("sudo -n ") in readmit["inputs"]["create"]
+        )
+        assert prod.depends_on("gateway-readmit", f"{worker}-member")
     # Only mtail's replacement still needs a plain reload (nginx resolves the syslog host).
     reload = prod.named("gateway-reload")
     assert reload["inputs"]["create"] == "sudo -n docker kill --signal HUP prod-gateway"

@@ -82,7 +82,7 @@ def test_weights_step_keeps_the_token_on_stdin(prod: Synth) -> None:
 
 def test_dev_local_host_is_verified_but_not_provisioned(dev: Synth) -> None:
     local = [r["name"] for r in dev.of_type("command:local:Command")]
-    assert local == ["chat-local-0-member", "gateway-reload", "local-images", "local-verify"]
+    assert local == ["chat-local-0-member", "gateway-readmit", "gateway-reload", "local-images", "local-verify"]
     assert not dev.of_type("command:remote:Command")
     assert dev.depends_on("chat-local-0", "local-verify")
 
