@@ -22,9 +22,10 @@ CHAT = "/v1/chat/completions"
 
 
 def members_sh(gw: Nginx, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """The script on stdin: nginx's namespace has its own /tmp, where a checkout may live."""
     nsenter = require_tool("nsenter")
-    command = [nsenter, "--target", str(gw.process.pid), "--mount", "sh", str(members.SCRIPT), *args]
-    return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    command = [nsenter, "--target", str(gw.process.pid), "--mount", "sh", "-s", "--", *args]
+    return subprocess.run(command, input=members.script_source(), capture_output=True, text=True, timeout=timeout)
 
 
 def admit(gw: Nginx, address: str) -> subprocess.CompletedProcess[str]:
