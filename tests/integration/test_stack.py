@@ -349,7 +349,10 @@ def test_a_killed_worker_costs_no_new_request_and_comes_back(stack: harness.Appl
     assert len(results) == 40
     assert after_kill and all(code == 200 for code in after_kill), after_kill
 
-    wait("the killed worker to restart and be healthy", lambda: health(stack.containers[victim]) == "healthy", 300, 2)
+    # First the restart (until the daemon has handled the exit, the old health status still reads
+    # healthy), then health.
+    wait("the restart policy to restart the killed worker", lambda: stack.inspect(victim)["RestartCount"] >= 1, 120, 1)
+    wait("the killed worker to be healthy again", lambda: health(stack.containers[victim]) == "healthy", 300, 2)
     info = stack.inspect(victim)
     assert info["RestartCount"] >= 1 and info["Id"] == before["Id"]
     print(
