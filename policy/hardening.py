@@ -223,16 +223,21 @@ def _one_worker_per_gpu(args: StackValidationArgs, report_violation: ReportViola
                     )
 
 
+def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
 def _workers_publish_privately(args: StackValidationArgs, report_violation: ReportViolation) -> None:
     for r in args.resources:
         if r.resource_type != CONTAINER or not is_worker(r.props):
             continue
         for port in r.props.get("ports") or []:
             ip = str(port.get("ip") or "")
-            try:
-                private = ipaddress.ip_address(ip).is_private and not ipaddress.ip_address(ip).is_unspecified
-            except ValueError:
-                private = False
+            address = _address(ip)
+            private = address is not None and address.is_private and not address.is_unspecified
             if not private:
                 report_violation(
                     f"worker {r.props.get('name')} publishes port {port.get('external')} on {ip or 'every interface'}:"
@@ -248,10 +253,7 @@ def _only_gateway_public(args: StackValidationArgs, report_violation: ReportViol
             continue
         for port in r.props.get("ports") or []:
             ip = str(port.get("ip") or "")
-            try:
-                address = ipaddress.ip_address(ip)
-            except ValueError:
-                address = None
+            address = _address(ip)
             if address is None or address.is_unspecified or not (address.is_loopback or address.is_private):
                 report_violation(
                     f"{r.props.get('name')} publishes port {port.get('external')} on {ip or 'every interface'}: only "

@@ -53,6 +53,12 @@ def drain_argv(gateway: str, pool: str, address: str, timeout_seconds: int) -> l
     return ["sh", "-c", _TOLERANT, "drain", *args, str(timeout_seconds)]
 
 
+def member_file(pool: str, member: str, server_args: list[str]) -> tuple[str, str]:
+    """(path relative to the gateway's config directory, content) of one member, as `members.sh
+    admit` writes it."""
+    return f"members/{pool}/{member}.conf", f"server {' '.join(server_args)};\n"
+
+
 def render_members(gw: GatewayConfig, routes: list[nginx.Route]) -> dict[str, str]:
     """Every worker of `routes` as a member file (path relative to the gateway's config
     directory), as the admit commands leave them once all workers are healthy."""
@@ -60,8 +66,8 @@ def render_members(gw: GatewayConfig, routes: list[nginx.Route]) -> dict[str, st
     for route in routes:
         for pool in (route.stable, *([route.canary] if route.canary else []), *route.extra):
             for address in pool.servers:
-                path = f"members/{nginx.ident(pool.group)}/{member_name(address)}.conf"
-                files[path] = f"server {' '.join(server(gw, address))};\n"
+                path, content = member_file(nginx.ident(pool.group), member_name(address), server(gw, address))
+                files[path] = content
     return files
 
 

@@ -16,7 +16,7 @@ update with Pulumi's own mechanisms:
   60 s grace), creates the new one, waits until its two-tier healthcheck passes, and runs the
   membership command again, which puts it back.
 
-`plan` says what that graph does, and `capacity` walks it, for the tests and the docs.
+`plan` says what that graph does, worker by worker, and why each one is delete-before-replace.
 """
 
 from __future__ import annotations
@@ -61,21 +61,3 @@ def plan(placements: list[Placement], max_unavailable: int) -> list[Step]:
             steps.append(Step(p.name, start // max_unavailable, previous, DELETE_FIRST, _reason(p)))
         previous = tuple(p.name for p in wave)
     return steps
-
-
-def capacity(steps: list[Step]) -> list[tuple[str, int]]:
-    """Serving workers after each event of the update, walking the waves in order: a wave's
-    workers leave the gateway (drain), are replaced, and rejoin before the next wave starts."""
-    serving = len(steps)
-    events = [("start", serving)]
-    for wave in sorted({s.wave for s in steps}):
-        members = [s for s in steps if s.wave == wave]
-        for s in members:
-            if s.strategy == DELETE_FIRST:
-                serving -= 1
-                events.append((f"drain {s.worker}", serving))
-        for s in members:
-            if s.strategy == DELETE_FIRST:
-                serving += 1
-                events.append((f"admit {s.worker}", serving))
-    return events

@@ -389,26 +389,23 @@ def test_redis_requires_auth_and_keeps_data_over_a_restart(stack: harness.Applie
     name = stack.names["redis"]
     noauth = docker("exec", name, "redis-cli", "ping", check=False)
     assert "NOAUTH" in noauth.stdout + noauth.stderr, noauth
-    # The password goes in on stdin (AUTH), never on argv.
-    session = subprocess.run(
-        ["docker", "exec", "-i", name, "redis-cli"],
-        input=f"AUTH {REDIS_PASSWORD}\nSET integration:aof kept\n",
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
+
+    def authed(command: str) -> subprocess.CompletedProcess[str]:
+        # The password goes in on stdin (AUTH), never on argv.
+        return subprocess.run(
+            ["docker", "exec", "-i", name, "redis-cli"],
+            input=f"AUTH {REDIS_PASSWORD}\n{command}\n",
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+
+    session = authed("SET integration:aof kept")
     assert session.stdout.split() == ["OK", "OK"], session
     docker("restart", name)
     wait("redis healthy after the restart", lambda: health(name) == "healthy", 60)
-    again = subprocess.run(
-        ["docker", "exec", "-i", name, "redis-cli"],
-        input=f"AUTH {REDIS_PASSWORD}\nGET integration:aof\n",
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
+    again = authed("GET integration:aof")
     assert again.stdout.split() == ["OK", "kept"], again
 
 

@@ -106,8 +106,8 @@ def stack_members(synth: Synth) -> dict[str, str]:
     for res in synth.resources:
         admit = members.parse_admit(str(res["inputs"].get("create", "")))
         if admit is not None:
-            pool, member, server = admit
-            files[f"members/{pool}/{member}.conf"] = f"server {' '.join(server)};\n"
+            path, content = members.member_file(*admit)
+            files[path] = content
     return files
 
 
