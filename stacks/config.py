@@ -323,6 +323,58 @@ class Rollout(Schema):
     it is stopped anyway (vLLM then gets the container's 60 s stop grace)."""
 
 
+class CanaryProbe(Schema):
+    """One accuracy probe of the canary gate: a prompt and a fragment its answer must contain."""
+
+    prompt: str = Field(min_length=1, max_length=4000)
+    """The user message, sent at temperature 0."""
+    expect: str = Field(min_length=1, max_length=200)
+    """Text the answer must contain (case-insensitive), e.g. `Paris`."""
+
+
+class CanaryGate(Schema):
+    """What the canary must pass before its weight rises (`components/workers/canary_gate.py`).
+    The gate always asks "What is 2 + 2?" and requires a 4, like the workers' healthcheck."""
+
+    probes: list[CanaryProbe] = []
+    """More prompt/expected-fragment pairs, each sent to the canary workers through the gateway."""
+    requests: int = Field(default=10, ge=1, le=1000)
+    """Requests the gate sends to the canary (the probes in turn), so its TTFT has samples even
+    before it takes traffic."""
+    ttft_p95_seconds: float | None = Field(default=None, gt=0)
+    """Absolute ceiling of the canary's TTFT P95 over `windowMinutes`; the stack's
+    `observability.slo.ttftP95Seconds` when unset."""
+    ttft_vs_stable_max: float = Field(default=1.5, ge=1, le=100)
+    """The canary's TTFT P95 may be at most this many times the stable workers' (when they have
+    samples in the window)."""
+    window_minutes: int = Field(default=10, ge=1, le=1440)
+    """The window both P95s are computed over."""
+    timeout_seconds: int = Field(default=300, ge=30, le=3600)
+    """Bound on the whole gate: probes, then waiting for Prometheus to scrape them."""
+
+
+class CanaryRelease(Schema):
+    """A new image, model revision or set of flags, run by the group's last `workers` workers
+    beside the rest, with `weightPercent` of the model's traffic. Walk it 10 -> 50 -> 100; before
+    every rise a gate (accuracy probes and TTFT from Prometheus) must pass. At 100 the rest of the
+    group rolls onto the release; then fold it into the group's own fields and remove this block,
+    which replaces nothing. Removing it earlier rolls the canary workers back. README, "Canaries"."""
+
+    image: PinnedImage | None = None
+    """The canary's image, when it differs from the group's."""
+    revision: str | None = Field(default=None, pattern=r"^[0-9a-f]{40}$")
+    """The canary's model revision (40-hex commit), when it differs from the group's."""
+    extra_args: list[str] | None = None
+    """The canary's `extraArgs` (replacing the group's), when they differ."""
+    weight_percent: int = Field(ge=1, le=100)
+    """Share of the model's requests the canary workers get (split on the request id). 100
+    promotes the release to the whole group."""
+    workers: int = Field(default=1, ge=1, le=64)
+    """How many of the group's workers (the last ones, in placement order) run the canary."""
+    gate: CanaryGate = CanaryGate()
+    """The promotion gate."""
+
+
 class WorkerGroup(Schema):
     """A pool of identical vLLM workers serving one model."""
 
@@ -373,6 +425,8 @@ class WorkerGroup(Schema):
     """Log rotation."""
     rollout: Rollout = Rollout()
     """Rolling-update pacing."""
+    canary: CanaryRelease | None = None
+    """A canary release of this group, promoted by a gate (README, "Canaries")."""
 
     @field_validator("gpu_memory_utilization")
     @classmethod
@@ -398,6 +452,23 @@ class WorkerGroup(Schema):
     def start_period(self) -> int:
         explicit = self.health.start_period_seconds
         return explicit if explicit is not None else 2 * self.model.cold_start_seconds
+
+    def released(self) -> WorkerGroup:
+        """The group as its canary release runs it (itself without a canary)."""
+        c = self.canary
+        if c is None:
+            return self
+        model = self.model
+        if c.revision is not None:
+            # An `hf://` source names its revision: the canary's replaces it. An `s3://` one does not.
+            source = None if (self.model.source or "").startswith("hf://") else self.model.source
+            model = model.model_copy(update={"revision": c.revision, "source": source})
+        update: dict[str, object] = {"model": model, "canary": None}
+        if c.image is not None:
+            update["image"] = c.image
+        if c.extra_args is not None:
+            update["extra_args"] = c.extra_args
+        return self.model_copy(update=update)
 
     def gpus_per_worker(self) -> int:
         return 0 if self.accelerator == "cpu" else self.model.tensor_parallel_size
@@ -460,15 +531,6 @@ class RateLimit(Schema):
     """Requests above the rate that are still served at once (nginx `limit_req burst`, `nodelay`)."""
 
 
-class Canary(Schema):
-    """Sends a share of one model's traffic to a second worker group serving the same model name."""
-
-    group: Name
-    """The canary worker group; another group must serve the same `servedName`."""
-    percent: float = Field(gt=0, lt=100)
-    """Share of that model's requests the canary gets (nginx `split_clients` on the request id)."""
-
-
 class GatewayConfig(Schema):
     """The nginx gateway, the platform's only published port."""
 
@@ -495,8 +557,6 @@ class GatewayConfig(Schema):
     """Attempts per request across workers, on connection errors and 502/503 before any byte is sent."""
     rate_limit: RateLimit = RateLimit()
     """Per-client-key rate limit."""
-    canary: Canary | None = None
-    """Optional canary split."""
     cpus: float = Field(default=1.0, gt=0, le=64)
     """CPU limit of the gateway container."""
     memory_mb: int = Field(default=1024, ge=128)

@@ -28,6 +28,14 @@ class Placement:
     """Device ids for the NVIDIA device request; empty for `cpu` workers."""
     published_port: int | None
     """Host port on the host's private address (multi-host stacks only)."""
+    canary: bool = False
+    """Runs the group's canary release (`group` is then the released group) and joins the
+    canary pool until the release is promoted."""
+
+    @property
+    def pool(self) -> str:
+        """The gateway pool the worker joins: its group's, or the group's canary pool."""
+        return canary_pool(self.group.name) if self.canary else self.group.name
 
     @property
     def name(self) -> str:
@@ -42,6 +50,10 @@ class Placement:
         if self.published_port is not None:
             return f"{self.host.private_address}:{self.published_port}"
         return f"{self.container_name(stack)}:{self.group.port}"
+
+
+def canary_pool(group: str) -> str:
+    return f"{group}-canary"
 
 
 def place(cfg: StackConfig) -> tuple[list[Placement], list[ConfigIssue]]:
@@ -86,7 +98,29 @@ def place(cfg: StackConfig) -> tuple[list[Placement], list[ConfigIssue]]:
                     placement = Placement(group, host, placement.index, placement.devices, port)
                 placements.append(placement)
     issues += _rollout_rules(cfg, placements)
-    return placements, issues
+    canary_issues = _canary_rules(cfg, placements)
+    if canary_issues:
+        return placements, issues + canary_issues
+    return _with_canaries(cfg, placements), issues
+
+
+def _with_canaries(cfg: StackConfig, placements: list[Placement]) -> list[Placement]:
+    """The last `canary.workers` workers of a group with a canary run its release, and at 100 %
+    every worker does; the canary workers keep their names, so nothing is replaced when the
+    release is folded into the group."""
+    result = list(placements)
+    for group in cfg.workers:
+        if group.canary is None:
+            continue
+        released = group.released()
+        mine = [i for i, p in enumerate(result) if p.group.name == group.name]
+        canaries = set(mine[-group.canary.workers :])
+        promoted = group.canary.weight_percent == 100
+        for i in mine:
+            p = result[i]
+            if i in canaries or promoted:
+                result[i] = Placement(released, p.host, p.index, p.devices, p.published_port, i in canaries)
+    return result
 
 
 def _rollout_rules(cfg: StackConfig, placements: list[Placement]) -> list[ConfigIssue]:
@@ -107,7 +141,7 @@ def _rollout_rules(cfg: StackConfig, placements: list[Placement]) -> list[Config
 
 
 def _network_rules(cfg: StackConfig) -> list[ConfigIssue]:
-    issues = _canary_rules(cfg) + _data_rules(cfg)
+    issues = _data_rules(cfg)
     names = [h.name for h in cfg.hosts]
     if cfg.network.gateway_host is not None and cfg.network.gateway_host not in names:
         issues.append(
@@ -246,32 +280,52 @@ def _data_rules(cfg: StackConfig) -> list[ConfigIssue]:
     return issues
 
 
-def _canary_rules(cfg: StackConfig) -> list[ConfigIssue]:
-    canary = cfg.gateway.canary
-    if canary is None:
-        return []
-    groups = {g.name: g for g in cfg.workers}
-    where = key_path(("gateway", "canary", "group"))
-    if canary.group not in groups:
-        return [
-            ConfigIssue(
-                where,
-                canary.group,
-                "no worker group has this name",
-                did_you_mean(canary.group, list(groups)).replace("Rename the key", "Use that name"),
+def _canary_rules(cfg: StackConfig, placements: list[Placement]) -> list[ConfigIssue]:
+    issues = []
+    for g, group in enumerate(cfg.workers):
+        canary = group.canary
+        if canary is None:
+            continue
+        where = ("workers", g, "canary")
+        released = group.released()
+        if (released.image, released.model.revision, released.extra_args) == (
+            group.image,
+            group.model.revision,
+            group.extra_args,
+        ):
+            issues.append(
+                ConfigIssue(
+                    key_path(where),
+                    canary.model_dump(by_alias=True, exclude_defaults=True),
+                    "the canary runs exactly what the group runs, so there is nothing to compare",
+                    "set the canary's `image`, `revision` or `extraArgs` to the release under test",
+                )
             )
-        ]
-    model = groups[canary.group].model.served_name
-    if not any(g.model.served_name == model and g.name != canary.group for g in cfg.workers):
-        return [
-            ConfigIssue(
-                where,
-                canary.group,
-                f"a canary needs a stable group serving the same model (`{model}`) to split traffic with",
-                "add the stable group, or give the canary group the stable group's `model.servedName`",
+        for problem in check_extra_args(canary.extra_args or []):
+            issues.append(ConfigIssue(key_path((*where, "extraArgs")), problem.arg, problem.rule, problem.fix))
+        count = sum(1 for p in placements if p.group.name == group.name)
+        if canary.workers >= count:
+            issues.append(
+                ConfigIssue(
+                    key_path((*where, "workers")),
+                    canary.workers,
+                    f"the group has {count} workers; a canary needs stable workers beside it to compare with "
+                    "and to keep serving if it fails",
+                    f"set it to at most {count - 1}" if count > 1 else "give the group at least two workers",
+                )
             )
-        ]
-    return []
+        first = next(w for w in cfg.workers if w.model.served_name == group.model.served_name)
+        if first.name != group.name:
+            issues.append(
+                ConfigIssue(
+                    key_path(where),
+                    group.name,
+                    f"the gateway splits `{group.model.served_name}` between the canary and the model's first "
+                    f"group, `{first.name}`",
+                    f"put the canary on `{first.name}`",
+                )
+            )
+    return issues
 
 
 def _unique(cfg: StackConfig) -> list[ConfigIssue]:

@@ -18,10 +18,11 @@ from components.observability.monitoring import DCGM_PORT, Monitoring, Monitorin
 from components.observability.prometheus import Target
 from components.observability.tracing import OTLP_GRPC_PORT, Tracing, TracingArgs, otlp_endpoint
 from components.workers import spec
+from components.workers.canary import GateTarget, local_url
 from components.workers.pool import VllmWorkerPool, VllmWorkerPoolArgs
 from stacks.config import ModelConfig, StackConfig, WorkerGroup
 from stacks.loader import LoadedStack, load
-from stacks.placement import Placement
+from stacks.placement import Placement, canary_pool
 
 
 def build_hosts(stack: LoadedStack) -> dict[str, GpuHost]:
@@ -35,9 +36,10 @@ def build_hosts(stack: LoadedStack) -> dict[str, GpuHost]:
     hosts: dict[str, GpuHost] = {}
     for host in cfg.hosts:
         here = [p for p in stack.placements if p.host.name == host.name]
-        groups = list({p.group.name: p.group for p in here}.values())
-        prefetch: dict[str, ModelConfig] = {
-            g.model.served_name: g.model for g in groups if g.model.weights == "prefetch"
+        # A group with a canary runs two releases: both images and both revisions are fetched.
+        groups = list({(p.group.name, p.group.image, p.group.model.revision): p.group for p in here}.values())
+        prefetch: dict[tuple[str, str], ModelConfig] = {
+            (g.model.served_name, g.model.revision): g.model for g in groups if g.model.weights == "prefetch"
         }
         hosts[host.name] = GpuHost(
             host.name,
@@ -65,24 +67,16 @@ def build_hosts(stack: LoadedStack) -> dict[str, GpuHost]:
 
 
 def routes(cfg: StackConfig, placements: list[Placement], stack: str) -> list[Route]:
-    """One route per served model, in group order: the canary group (if any) gets its share, every
-    other group serving that model joins the stable pool (`Placement.address` says how the
-    gateway reaches each worker)."""
-    canary = cfg.gateway.canary
-
-    def servers(group: str) -> list[str]:
-        return [p.address(stack) for p in placements if p.group.name == group]
-
+    """One route per served model, in group order. The model's first group names its stable pool,
+    which every other group serving the model joins too; its canary pool is there whether or not
+    a canary runs (empty, with no share), so a canary never changes nginx.conf."""
     result = []
     for model in dict.fromkeys(g.model.served_name for g in cfg.workers):
         groups = [g.name for g in cfg.workers if g.model.served_name == model]
-        canary_group = canary.group if canary is not None and canary.group in groups else None
-        stable = [g for g in groups if g != canary_group]
-        pool = Pool(stable[0], [s for g in stable for s in servers(g)])
-        if canary_group is None or canary is None:
-            result.append(Route(model, pool))
-        else:
-            result.append(Route(model, pool, Pool(canary_group, servers(canary_group)), canary.percent))
+        mine = [p for p in placements if p.group.name in groups]
+        stable = Pool(groups[0], [p.address(stack) for p in mine if not p.canary], joined=tuple(groups[1:]))
+        canary = Pool(canary_pool(groups[0]), [p.address(stack) for p in mine if p.canary])
+        result.append(Route(model, stable, canary))
     return result
 
 
@@ -188,7 +182,6 @@ def build_data_services(stack: LoadedStack, hosts: dict[str, GpuHost]) -> Weavia
 
 def scrape_targets(cfg: StackConfig, placements: list[Placement], stack: str) -> list[Target]:
     """Every worker, as Prometheus on the gateway host reaches it, labelled for the dashboards."""
-    canary = cfg.gateway.canary.group if cfg.gateway.canary else None
     targets = []
     for p in placements:
         labels = {
@@ -197,10 +190,21 @@ def scrape_targets(cfg: StackConfig, placements: list[Placement], stack: str) ->
             "replica": str(p.index),
             "model": p.group.model.served_name,
             "group": p.group.name,
-            "role": "canary" if p.group.name == canary else "stable",
+            "role": "canary" if p.canary else "stable",
         }
         targets.append(Target(p.address(stack), labels))
     return targets
+
+
+def gate_target(cfg: StackConfig, key: pulumi.Output[str]) -> GateTarget:
+    """The gateway and Prometheus as the canary gate, on the gateway host, reaches them."""
+    obs = cfg.observability
+    return GateTarget(
+        gateway_url=local_url(cfg.gateway.listen_address, cfg.gateway.port),
+        key=key,
+        prometheus_url=local_url(obs.bind_address, obs.prometheus_port) if obs.enabled else None,
+        ttft_p95_seconds=obs.slo.ttft_p95_seconds,
+    )
 
 
 def build(stack: LoadedStack) -> dict[str, VllmWorkerPool]:
@@ -214,6 +218,8 @@ def build(stack: LoadedStack) -> dict[str, VllmWorkerPool]:
     cfg = stack.config
     build_data_services(stack, hosts)
     redis = build_redis(stack, hosts)
+    # Always there, so the first canary does not change the gateway's key files (and replace it).
+    gate_key = random.RandomPassword("canary-gate-key", length=48, special=False).result
     # The gateway first: workers join it one by one as they become healthy.
     gateway = Gateway(
         "gateway",
@@ -223,6 +229,7 @@ def build(stack: LoadedStack) -> dict[str, VllmWorkerPool]:
             routes=routes(cfg, stack.placements, stack.name),
             worker_key=api_key,
             client_keys=stack.secrets.get("gatewayApiKeys"),
+            gate_key=gate_key,
             stack=stack.name,
             status_metrics=cfg.observability.enabled,
         ),
@@ -244,6 +251,7 @@ def build(stack: LoadedStack) -> dict[str, VllmWorkerPool]:
                 redis_urls=redis_urls(stack, redis) if redis is not None else {},
                 tracing=worker_tracing(stack),
                 membership=gateway.membership,
+                gate=gate_target(cfg, gate_key) if group.canary is not None else None,
             ),
         )
     gateway.readmit([admit for pool in pools.values() for admit in pool.admits])

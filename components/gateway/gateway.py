@@ -30,6 +30,16 @@ class GatewayArgs:
     stack: str
     status_metrics: bool = False
     """Count responses by HTTP status with an mtail sidecar (`status_metrics.py`) for Prometheus."""
+    gate_key: pulumi.Output[str] | None = None
+    """The canary gate's own key (client `canary-gate`, the only one that may address a pool)."""
+
+
+def with_gate_key(client_keys: dict[str, str], gate_key: str) -> dict[str, str]:
+    if nginx.GATE_CLIENT in client_keys:
+        raise ValueError(
+            f"gatewayApiKeys: the client name `{nginx.GATE_CLIENT}` is the canary gate's own; rename that client"
+        )
+    return {**client_keys, nginx.GATE_CLIENT: gate_key} if gate_key else client_keys
 
 
 @dataclass(frozen=True)
@@ -84,10 +94,8 @@ class Gateway(pulumi.ComponentResource):
             labels=[docker.NetworkLabelArgs(label="inference-stack.role", value="gateway")],
             opts=on_host,
         )
-        clients = (
-            args.client_keys.apply(lambda text: nginx.render_clients_map(json.loads(text)))
-            if args.client_keys is not None
-            else pulumi.Output.from_input("")
+        clients = pulumi.Output.all(args.client_keys or "{}", args.gate_key or "").apply(
+            lambda v: nginx.render_clients_map(with_gate_key(json.loads(v[0]), v[1]))
         )
         container_name = f"{args.stack}-gateway"
         mtail = self._status_exporter(name, args, edge) if args.status_metrics else None

@@ -48,9 +48,28 @@ def admit_argv(gateway: str, pool: str, address: str, gw: GatewayConfig) -> list
     return ["docker", "exec", gateway, "sh", *script]
 
 
+def split_argv(gateway: str, model: str, pool: str, percent: int) -> list[str]:
+    """Gives `pool` (a canary pool) `percent` of `model`'s requests."""
+    script = [SCRIPT_PATH, "split", nginx.ident(model), nginx.ident(pool), str(percent)]
+    return ["docker", "exec", gateway, "sh", *script]
+
+
+def promote_argv(gateway: str, pool: str, into: str) -> list[str]:
+    """Moves every member of `pool` into `into`; `pool` loses its share."""
+    return ["docker", "exec", gateway, "sh", SCRIPT_PATH, "promote", nginx.ident(pool), nginx.ident(into)]
+
+
 def drain_argv(gateway: str, pool: str, address: str, timeout_seconds: int) -> list[str]:
     args = [gateway, "sh", SCRIPT_PATH, "drain", nginx.ident(pool), member_name(address), address]
-    return ["sh", "-c", _TOLERANT, "drain", *args, str(timeout_seconds)]
+    return tolerant(["docker", "exec", *args, str(timeout_seconds)])
+
+
+def tolerant(argv: list[str]) -> list[str]:
+    """A `docker exec` into the gateway (for a delete step) that succeeds when the gateway is gone."""
+    if argv[:2] != ["docker", "exec"] or argv[3:5] != ["sh", SCRIPT_PATH] or len(argv) < 6:
+        raise ValueError(f"not a members.sh step: {argv}")
+    # $0 is the action, for the shell's own error messages.
+    return ["sh", "-c", _TOLERANT, argv[5], *argv[2:]]
 
 
 def member_file(pool: str, member: str, server_args: list[str]) -> tuple[str, str]:

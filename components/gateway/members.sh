@@ -5,8 +5,14 @@
 # MEMBERS/<pool>/; nginx reads them on a graceful reload, and old nginx workers finish their
 # streams first.
 #
+# A canary pool gets a share of its model's requests from a weights file, WEIGHTS/<model>/<pool>.conf:
+# nginx hashes each request id into 100 buckets, and the file sends the first PERCENT of them to
+# the pool. A pool that loses its last member loses its share in the same reload.
+#
 # Usage: members.sh admit POOL MEMBER SERVER...        e.g. admit chat w0 ci-chat-0:8000 max_fails=2
 #        members.sh drain POOL MEMBER ADDRESS TIMEOUT  e.g. drain chat w0 ci-chat-0:8000 120
+#        members.sh split MODEL POOL PERCENT           e.g. split chat_model chat-canary 10
+#        members.sh promote POOL INTO                  every member of POOL joins INTO, POOL loses its share
 # Exit codes:
 #   0  done (a drain that timed out still exits 0 after a warning: the container's stop grace
 #      is the last bound)
@@ -15,6 +21,7 @@
 set -eu
 
 MEMBERS=${INFERENCE_STACK_MEMBERS:-/etc/nginx/inference-stack/members}
+WEIGHTS=${INFERENCE_STACK_WEIGHTS:-${MEMBERS%/*}/weights}
 
 die() {
   code=$1
@@ -65,11 +72,21 @@ running() {
     awk '/^vllm:num_requests_running[{ ]/ { s += $NF; n++ } END { if (n) printf "%d", s }'
 }
 
-[ "$#" -ge 3 ] || die 2 "usage: members.sh admit POOL MEMBER SERVER... | drain POOL MEMBER ADDRESS TIMEOUT"
+# Drops the traffic share of every pool in $@ that has no member left.
+unshare_empty() {
+  for p in "$@"; do
+    for f in "$MEMBERS/$p"/*.conf; do
+      [ -e "$f" ] && continue 2
+    done
+    rm -f "$WEIGHTS"/*/"$p.conf"
+  done
+}
+
+[ "$#" -ge 3 ] || die 2 "usage: members.sh admit POOL MEMBER SERVER... | drain POOL MEMBER ADDRESS TIMEOUT | split MODEL POOL PERCENT | promote POOL INTO"
 action=$1 pool=$2 member=$3
 shift 3
 case $pool$member in
-  *[!A-Za-z0-9_.-]*) die 2 "POOL and MEMBER may hold only letters, digits, . _ and -" ;;
+  *[!A-Za-z0-9_.-]*) die 2 "POOL, MEMBER and MODEL may hold only letters, digits, . _ and -" ;;
 esac
 file=$MEMBERS/$pool/$member.conf
 
@@ -77,6 +94,16 @@ case $action in
   admit)
     [ "$#" -ge 1 ] || die 2 "admit needs the server address (and its parameters)"
     mkdir -p "$MEMBERS/$pool"
+    # A worker is in one pool only: admitting it elsewhere (a promoted canary) moves it.
+    left=""
+    for old in "$MEMBERS"/*/"$member.conf"; do
+      [ -e "$old" ] && [ "$old" != "$file" ] || continue
+      rm -f "$old"
+      old=${old%/*}
+      left="$left ${old##*/}"
+    done
+    # shellcheck disable=SC2086 # pool names are one word each
+    unshare_empty $left
     printf 'server %s;\n' "$*" >"$file.tmp"
     mv "$file.tmp" "$file"
     if ! reload; then
@@ -92,6 +119,7 @@ case $action in
     case $timeout in '' | *[!0-9]*) die 2 "TIMEOUT must be whole seconds, not '$timeout'" ;; esac
     if [ -e "$file" ]; then
       rm -f "$file"
+      unshare_empty "$pool"
       reload || die 3 "nginx refused the config without $member: $(cat /tmp/members-nginx-t.err)"
     fi
     waited=0
@@ -109,5 +137,39 @@ case $action in
       waited=$((waited + 1))
     done
     ;;
-  *) die 2 "unknown action '$action': admit or drain" ;;
+  split)
+    # Here POOL is the model and MEMBER the pool: `split MODEL POOL PERCENT`.
+    model=$pool pool=$member
+    [ "$#" -eq 1 ] || die 2 "split needs PERCENT"
+    case $1 in '' | *[!0-9]*) die 2 "PERCENT must be a whole number from 0 to 100, not '$1'" ;; esac
+    [ "$1" -le 100 ] || die 2 "PERCENT must be a whole number from 0 to 100, not '$1'"
+    mkdir -p "$WEIGHTS/$model"
+    target=$WEIGHTS/$model/$pool.conf
+    i=0
+    : >"$target.tmp"
+    while [ "$i" -lt "$1" ]; do
+      printf '%s %s;\n' "$i" "$(echo "$pool" | tr -c 'A-Za-z0-9_\n' _)" >>"$target.tmp"
+      i=$((i + 1))
+    done
+    mv "$target.tmp" "$target"
+    [ "$1" -gt 0 ] || rm -f "$target"
+    reload || die 3 "nginx refused the split of $model: $(cat /tmp/members-nginx-t.err)"
+    echo "members: $pool gets $1 % of $model"
+    ;;
+  promote)
+    # `promote POOL INTO`: POOL's members join INTO.
+    into=$member
+    [ "$#" -eq 0 ] || die 2 "promote takes POOL and INTO only"
+    mkdir -p "$MEMBERS/$into"
+    moved=0
+    for f in "$MEMBERS/$pool"/*.conf; do
+      [ -e "$f" ] || continue
+      mv "$f" "$MEMBERS/$into/${f##*/}"
+      moved=$((moved + 1))
+    done
+    unshare_empty "$pool"
+    reload || die 3 "nginx refused the promotion of $pool: $(cat /tmp/members-nginx-t.err)"
+    echo "members: $moved workers of $pool joined $into"
+    ;;
+  *) die 2 "unknown action '$action': admit, drain, split or promote" ;;
 esac

@@ -24,6 +24,10 @@ STATUS_PORT = 8081
 ENDPOINTS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/models")
 CLIENT_KEY = re.compile(r"[A-Za-z0-9._~+/=-]{16,256}")
 CLIENT_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+WEIGHTS_DIR = f"{SECRETS_DIR}/weights"
+# The client name of the canary gate's key: the only client that may address one pool directly.
+GATE_CLIENT = "canary-gate"
+GATE_ENDPOINTS = ("/v1/chat/completions", "/v1/completions")
 UNAUTHORIZED = (
     '{"error":{"message":"Missing or unknown API key. Send it as Authorization: Bearer <key>.",'
     '"type":"invalid_request_error","param":null,"code":"invalid_api_key"}}'
@@ -37,16 +41,19 @@ class Pool:
     group: str
     servers: list[str]
     """`host:port`: a container name on the gateway host's network, or a private address."""
+    joined: tuple[str, ...] = ()
+    """Other groups whose workers join this pool (more groups serving the same model)."""
 
 
 @dataclass(frozen=True)
 class Route:
-    """One served model: its stable pool, and an optional canary pool with its share."""
+    """One served model: its stable pool, and the canary pool that gets a share of its requests
+    at run time (`members.sh split`), so starting, promoting or ending a canary never changes
+    nginx.conf."""
 
     model: str
     stable: Pool
     canary: Pool | None = None
-    canary_percent: float = 0.0
     extra: list[Pool] = field(default_factory=list)
 
 
@@ -65,7 +72,8 @@ def _upstream(pool: Pool, gw: GatewayConfig) -> str:
     # The workers join and leave at run time (members.py): one file each, none before the first
     # is healthy. The placeholder keeps an empty pool valid (nginx refuses an upstream without a
     # server) and is never chosen, so an empty pool answers 503 at once.
-    lines.append(f"        include {SECRETS_DIR}/members/{ident(pool.group)}/*.conf;")
+    for group in (pool.group, *pool.joined):
+        lines.append(f"        include {SECRETS_DIR}/members/{ident(group)}/*.conf;")
     lines.append("        server 127.0.0.1:9 down;")
     if gw.keepalive:
         lines += [f"        keepalive {gw.keepalive};", "        keepalive_timeout 60s;"]
@@ -74,15 +82,39 @@ def _upstream(pool: Pool, gw: GatewayConfig) -> str:
 
 
 def _pool_variable(route: Route) -> str:
-    name = f"$pool_{ident(route.model)}"
+    name = f"pool_{ident(route.model)}"
     if route.canary is None:
-        return f"    map $host {name} {{\n        default {ident(route.stable.group)};\n    }}"
-    share = f"{route.canary_percent:g}%"
+        return f"    map $host ${name} {{\n        default {ident(route.stable.group)};\n    }}"
+    # 100 buckets of 1 % on the request id; the weights file sends the first N to the canary.
+    buckets = "".join(f"        1% {i};\n" for i in range(99))
     return (
-        f'    split_clients "${{req_id}}" {name} {{\n'
-        f"        {share} {ident(route.canary.group)};\n"
-        f"        * {ident(route.stable.group)};\n"
+        f'    split_clients "${{req_id}}" $bucket_{ident(route.model)} {{\n{buckets}        * 99;\n    }}\n'
+        f"    map $bucket_{ident(route.model)} ${name} {{\n"
+        f"        default {ident(route.stable.group)};\n"
+        f"        include {WEIGHTS_DIR}/{ident(route.model)}/*.conf;\n"
         "    }"
+    )
+
+
+def _gate_map(pools: list[Pool]) -> str:
+    by_pool = "\n".join(f"        {p.group} {ident(p.group)};" for p in pools)
+    return f'    map $gate_pool $gate_upstream {{\n        default "";\n{by_pool}\n    }}'
+
+
+def _gate_location(gw: GatewayConfig) -> str:
+    """`/pools/<group>/v1/...`: one pool, bypassing the split, for the canary gate's key only."""
+    paths = "|".join(p.removeprefix("/v1/") for p in GATE_ENDPOINTS)
+    return (
+        f"        location ~ ^/pools/(?<gate_pool>[A-Za-z0-9_-]+)(?<gate_path>/v1/({paths}))$ {{\n"
+        f'            if ($client_name != "{GATE_CLIENT}") {{\n'
+        "                return 404;\n"
+        "            }\n"
+        '            if ($gate_upstream = "") {\n'
+        "                return 404;\n"
+        "            }\n"
+        f"            limit_req zone=per_client burst={gw.rate_limit.burst} nodelay;\n"
+        "            proxy_pass http://$gate_upstream$gate_path$is_args$args;\n"
+        "        }\n"
     )
 
 
@@ -157,10 +189,11 @@ def render_nginx_conf(
         "            proxy_pass http://$route_pool$route_path$is_args$args;\n"
         "        }\n"
     )
+    locations.append(_gate_location(gw))
     text = TEMPLATE.read_text()
     values = {
         "UPSTREAMS": "\n".join(_upstream(p, gw) for p in pools),
-        "POOLS": "\n".join([*(_pool_variable(r) for r in routes), pool_map]) + "\n",
+        "POOLS": "\n".join([*(_pool_variable(r) for r in routes), pool_map, _gate_map(pools)]) + "\n",
         "LOCATIONS": "\n".join(locations),
         "PORT": str(listen_port),
         "WORKERS": str(max(1, math.ceil(gw.cpus))),

@@ -110,8 +110,14 @@ class GpuHost(pulumi.ComponentResource):
         if args.prefetch:
             p = args.provisioning
             self._step("tools", "tools.sh", [p.tools_venv, p.huggingface_hub_version, p.boto3_version])
+            named: set[str] = set()
             for model in args.prefetch:
-                self._prefetch(model)
+                # A canary's second revision of a model gets a step of its own.
+                step = f"weights-{model.served_name}"
+                if step in named:
+                    step += f"-{model.revision[:12]}"
+                named.add(step)
+                self._prefetch(model, step)
         if args.images:
             self._step("images", "pull-images.sh", sorted(set(args.images)))
         self.ready = [self._last] if self._last is not None else []
@@ -212,9 +218,11 @@ class GpuHost(pulumi.ComponentResource):
         parent: pulumi.Resource,
         depends_on: list[pulumi.Resource],
         delete: list[str] | None = None,
+        stdin: pulumi.Input[str] | None = None,
     ) -> command.remote.Command | command.local.Command:
         """Runs `argv` on this host (as root over SSH) whenever a trigger changes, and `delete`
-        (when given) before the command is deleted or replaced."""
+        (when given) before the command is deleted or replaced. `stdin` (may be secret) is
+        written to the command's standard input."""
         host = self._args.host
         opts = pulumi.ResourceOptions(parent=parent, depends_on=depends_on)
         if host.ssh is not None:
@@ -224,10 +232,16 @@ class GpuHost(pulumi.ComponentResource):
                 create=shlex.join(["sudo", "-n", *argv]),
                 delete=shlex.join(["sudo", "-n", *delete]) if delete else None,
                 triggers=triggers,
+                stdin=stdin,
                 opts=opts,
             )
         return command.local.Command(
-            name, create=shlex.join(argv), delete=shlex.join(delete) if delete else None, triggers=triggers, opts=opts
+            name,
+            create=shlex.join(argv),
+            delete=shlex.join(delete) if delete else None,
+            triggers=triggers,
+            stdin=stdin,
+            opts=opts,
         )
 
     def _connection(self) -> command.remote.ConnectionArgs:
@@ -241,10 +255,9 @@ class GpuHost(pulumi.ComponentResource):
             host_key=ssh.host_key,
         )
 
-    def _prefetch(self, model: ModelConfig) -> None:
+    def _prefetch(self, model: ModelConfig, step: str) -> None:
         host, p = self._args.host, self._args.provisioning
         source = model.weights_source()
-        step = f"weights-{model.served_name}"
         if source.startswith("s3://"):
             bucket, _, prefix = source.removeprefix("s3://").partition("/")
             args = ["--bucket", bucket, "--prefix", prefix, "--dest", snapshot_dir(host.model_cache_path, model)]

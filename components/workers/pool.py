@@ -14,7 +14,7 @@ from components.hardening import SECURITY_OPTS, capabilities
 from components.hosts.host import GpuHost
 from components.hosts.inventory import Gpu
 from components.hosts.preflight import PreflightError, worker_problems
-from components.workers import rollout, spec
+from components.workers import canary, rollout, spec
 from stacks.config import LmCacheConfig, WorkerGroup
 from stacks.placement import Placement
 
@@ -40,6 +40,8 @@ class VllmWorkerPoolArgs:
     """vLLM tracing flags (`spec.tracing_args`) per host name; none when tracing is off."""
     membership: Membership | None = None
     """The gateway the workers join once healthy and leave before they stop (`rollout.py`)."""
+    gate: canary.GateTarget | None = None
+    """Where the canary gate reaches the gateway and Prometheus; needed when the group has a canary."""
 
 
 class VllmWorkerPool(pulumi.ComponentResource):
@@ -88,20 +90,27 @@ class VllmWorkerPool(pulumi.ComponentResource):
                     permissions="0400",
                 )
             )
-        health = group.health
-        containers: list[docker.Container] = []
-        urls: list[pulumi.Output[str]] = []
+        containers: dict[str, docker.Container] = {}
         self.admits: list[tuple[list[str], pulumi.Resource]] = []
         self.rollout_plan = rollout.plan(args.placements, group.rollout.max_unavailable)
+        by_name = {p.name: p for p in args.placements}
         joined: dict[str, pulumi.Resource] = {}
-        for placement, step in zip(args.placements, self.rollout_plan, strict=True):
+        by_worker: dict[str, docker.Container] = {}
+        gated: list[pulumi.Resource] | None = None
+        for step in self.rollout_plan:
+            placement = by_name[step.worker]
+            worker_group = placement.group
+            if not placement.canary and gated is None and group.canary is not None:
+                # Every canary worker is in the plan before the rest: gate them, then raise their
+                # weight or (at 100 %) promote them, before the rest of the group may roll.
+                gated = self._canary(name, group, [by_worker[w] for w in by_worker], args)
             host = args.hosts[placement.host.name]
             on_host = host.options(self)
             # The previous wave must be healthy and back in the gateway before this one goes.
             on_host = pulumi.ResourceOptions.merge(
                 on_host,
                 pulumi.ResourceOptions(
-                    depends_on=[joined[w] for w in step.after],
+                    depends_on=[joined[w] for w in step.after] + (gated or []),
                     delete_before_replace=step.strategy == rollout.DELETE_FIRST,
                 ),
             )
@@ -111,14 +120,13 @@ class VllmWorkerPool(pulumi.ComponentResource):
             if placement.published_port is not None:
                 ports = [
                     docker.ContainerPortArgs(
-                        internal=group.port,
+                        internal=worker_group.port,
                         external=placement.published_port,
                         ip=placement.host.private_address,
                     )
                 ]
-            urls.append(pulumi.Output.from_input(f"http://{placement.address(args.stack)}"))
             device_requests = None
-            if group.accelerator == "nvidia":
+            if worker_group.accelerator == "nvidia":
                 device_requests = [
                     docker.ContainerDeviceRequestArgs(
                         driver="nvidia",
@@ -147,15 +155,17 @@ class VllmWorkerPool(pulumi.ComponentResource):
                 security_opts=SECURITY_OPTS,
                 capabilities=capabilities(),
                 entrypoints=["/bin/sh", spec.ENTRYPOINT_PATH],
-                command=spec.vllm_args(group, kv_offload=offload, tracing=args.tracing.get(placement.host.name, ())),
-                envs=spec.worker_env(group, kv_offload=offload),
+                command=spec.vllm_args(
+                    worker_group, kv_offload=offload, tracing=args.tracing.get(placement.host.name, ())
+                ),
+                envs=spec.worker_env(worker_group, kv_offload=offload),
                 device_requests=device_requests,
                 mounts=[
                     docker.ContainerMountArgs(
                         type="volume",
                         source=host.model_cache_volume,
                         target=spec.HF_HOME,
-                        read_only=group.model.offline(),
+                        read_only=worker_group.model.offline(),
                     ),
                 ],
                 # A host directory per worker on fast storage; Docker creates it when missing.
@@ -166,15 +176,15 @@ class VllmWorkerPool(pulumi.ComponentResource):
                     )
                 ],
                 uploads=worker_uploads,
-                shm_size=spec.shm_size_mb(group),
-                cpus=f"{group.resources.cpus:g}",
-                cpu_shares=int(group.resources.cpu_reservation * 1024),
-                memory=group.resources.memory_mb,
-                memory_reservation=group.resources.memory_reservation_mb,
+                shm_size=spec.shm_size_mb(worker_group),
+                cpus=f"{worker_group.resources.cpus:g}",
+                cpu_shares=int(worker_group.resources.cpu_reservation * 1024),
+                memory=worker_group.resources.memory_mb,
+                memory_reservation=worker_group.resources.memory_reservation_mb,
                 log_driver="json-file",
-                log_opts={"max-size": group.logs.max_size, "max-file": str(group.logs.max_file)},
+                log_opts={"max-size": worker_group.logs.max_size, "max-file": str(worker_group.logs.max_file)},
                 restart="on-failure",
-                max_retry_count=group.max_restarts,
+                max_retry_count=worker_group.max_restarts,
                 networks_advanced=[
                     docker.ContainerNetworksAdvancedArgs(
                         name=host.network_name,
@@ -183,15 +193,15 @@ class VllmWorkerPool(pulumi.ComponentResource):
                 ],
                 ports=ports,
                 healthcheck=docker.ContainerHealthcheckArgs(
-                    tests=spec.healthcheck_test(group),
-                    interval=f"{health.interval_seconds}s",
-                    timeout=f"{health.timeout_seconds}s",
-                    retries=health.retries,
-                    start_period=f"{group.start_period()}s",
+                    tests=spec.healthcheck_test(worker_group),
+                    interval=f"{worker_group.health.interval_seconds}s",
+                    timeout=f"{worker_group.health.timeout_seconds}s",
+                    retries=worker_group.health.retries,
+                    start_period=f"{worker_group.start_period()}s",
                     start_interval="5s",
                 ),
                 wait=True,
-                wait_timeout=spec.wait_timeout_seconds(group),
+                wait_timeout=spec.wait_timeout_seconds(worker_group),
                 # vLLM drains in-flight requests on SIGTERM; give long generations time to finish.
                 stop_signal="SIGTERM",
                 stop_timeout=60,
@@ -199,12 +209,14 @@ class VllmWorkerPool(pulumi.ComponentResource):
                 labels=[docker.ContainerLabelArgs(label=k, value=v) for k, v in sorted(all_labels.items())],
                 opts=on_host,
             )
-            containers.append(container)
+            containers[placement.name] = container
+            if placement.canary:
+                by_worker[placement.name] = container
             joined[placement.name] = self._membership(worker, container, placement, args) or container
-        self.containers = containers
-        self.urls = pulumi.Output.all(*urls).apply(list)
+        self.containers = [containers[p.name] for p in args.placements]
+        self.urls = pulumi.Output.from_input([f"http://{p.address(args.stack)}" for p in args.placements])
         self.compile_cache_dirs = [f"{p.host.compile_cache_path}/{args.stack}-{p.name}" for p in args.placements]
-        self.container_names = pulumi.Output.all(*[c.name for c in containers]).apply(list)
+        self.container_names = pulumi.Output.all(*[c.name for c in self.containers]).apply(list)
         self.api_key = pulumi.Output.secret(args.api_key)
         self.register_outputs({"urls": self.urls, "containerNames": self.container_names})
 
@@ -220,7 +232,7 @@ class VllmWorkerPool(pulumi.ComponentResource):
         if m is None:
             return None
         address = placement.address(args.stack)
-        admit = members.admit_argv(m.container_name, placement.group.name, address, m.config)
+        admit = members.admit_argv(m.container_name, placement.pool, address, m.config)
         command = m.host.run_command(
             f"{worker}-member",
             admit,
@@ -228,11 +240,43 @@ class VllmWorkerPool(pulumi.ComponentResource):
             parent=self,
             depends_on=[container, m.container],
             delete=members.drain_argv(
-                m.container_name, placement.group.name, address, placement.group.rollout.drain_timeout_seconds
+                m.container_name, placement.pool, address, placement.group.rollout.drain_timeout_seconds
             ),
         )
         self.admits.append((admit, command))
         return command
+
+    def _canary(
+        self, name: str, group: WorkerGroup, workers: list[docker.Container], args: VllmWorkerPoolArgs
+    ) -> list[pulumi.Resource]:
+        """The gate, then the split (below 100 %) or the promotion (at 100 %), as `canary.py` says.
+        Returns what the rest of the group waits for before it rolls: the promotion, or nothing."""
+        m, target, release = args.membership, args.gate, group.canary
+        if m is None or target is None or release is None:
+            raise ValueError(f"group {group.name}: a canary needs the gateway and the gate's target")
+        params = canary.gate_params(group, target)
+        gate = m.host.run_command(
+            f"{name}-canary-gate",
+            canary.GATE_ARGV,
+            # A new canary worker is gated again; so is any change to what the gate checks (`stdin`).
+            triggers=[w.id for w in workers],
+            parent=self,
+            depends_on=[*workers, *(command for _, command in self.admits)],
+            stdin=pulumi.Output.secret(target.key.apply(functools.partial(canary.gate_stdin, params))),
+        )
+        if release.weight_percent < 100:
+            create, delete = canary.split_step(m.container_name, group)
+            split = m.host.run_command(
+                f"{name}-canary-split", create, triggers=[], parent=self, depends_on=[gate], delete=delete
+            )
+            self.admits.append((create, split))
+            return []
+        promote_argv = canary.promote_step(m.container_name, group)
+        promote = m.host.run_command(
+            f"{name}-canary-promote", promote_argv, triggers=[w.id for w in workers], parent=self, depends_on=[gate]
+        )
+        self.admits.append((promote_argv, promote))
+        return [promote]
 
     @staticmethod
     def _checked_image(placement: Placement, host: GpuHost) -> pulumi.Input[str]:

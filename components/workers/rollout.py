@@ -16,6 +16,9 @@ update with Pulumi's own mechanisms:
   60 s grace), creates the new one, waits until its two-tier healthcheck passes, and runs the
   membership command again, which puts it back.
 
+With a canary (`canary.py`), its workers come first: they form the first waves, and the rest of
+the group waits for the canary gate and, at 100 %, the promotion.
+
 `plan` says what that graph does, worker by worker, and why each one is delete-before-replace.
 """
 
@@ -52,12 +55,15 @@ def _reason(placement: Placement) -> str:
 
 
 def plan(placements: list[Placement], max_unavailable: int) -> list[Step]:
-    """The replacement order of one group's workers (`placements`, in placement order)."""
+    """The replacement order of one group's workers (`placements`, in placement order): canary
+    workers first, in waves of their own."""
     steps: list[Step] = []
     previous: tuple[str, ...] = ()
-    for start in range(0, len(placements), max_unavailable):
-        wave = placements[start : start + max_unavailable]
+    waves = []
+    for part in ([p for p in placements if p.canary], [p for p in placements if not p.canary]):
+        waves += [part[i : i + max_unavailable] for i in range(0, len(part), max_unavailable)]
+    for number, wave in enumerate(waves):
         for p in wave:
-            steps.append(Step(p.name, start // max_unavailable, previous, DELETE_FIRST, _reason(p)))
+            steps.append(Step(p.name, number, previous, DELETE_FIRST, _reason(p)))
         previous = tuple(p.name for p in wave)
     return steps

@@ -102,23 +102,6 @@ def test_prod_upstreams_local_by_name_remote_by_private_address(prod: Synth) -> 
     ]
 
 
-def test_canary_group_gets_a_split() -> None:
-    config, secret_keys = read_stack_file(Path("Pulumi.prod.yaml"))
-    workers = json.loads(config["inference-stack:workers"])
-    stable = workers[0]
-    stable["replicasPerHost"] = 3
-    workers.append({**stable, "name": "mistral-next", "replicasPerHost": 1, "port": 8100})
-    config["inference-stack:workers"] = json.dumps(workers)
-    config["inference-stack:gateway"] = json.dumps({"canary": {"group": "mistral-next", "percent": 10}})
-    synth = run("prod", config, secret_keys, program)
-    conf = {u["file"]: u["content"] for u in gateway(synth)["inputs"]["uploads"]}["/etc/nginx/nginx.conf"]
-    assert 'split_clients "${req_id}" $pool_mistral_7b_instruct {' in conf
-    assert "10% mistral_next;" in conf and "* mistral;" in conf
-
-    # One canary worker per host: gpu-b's on its own port range.
-    assert member_servers(synth)["mistral_next"] == ["10.20.0.12:8100", "prod-mistral-next-gpu-a-0:8100"]
-
-
 # Status metrics: the mtail sidecar --------------------------------------------------------------
 
 IMAGE = "docker:index/image:Image"
