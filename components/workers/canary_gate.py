@@ -114,7 +114,7 @@ def run(params: dict[str, Any], clock: Any = time.monotonic, sleep: Any = time.s
     probes = [TWO_PLUS_TWO, *params.get("probes", [])]
     lines = [
         f"canary gate: group `{params['group']}`, pool `{params['pool']}`, model `{params['model']}`, "
-        f"weight {params['from_percent']} -> {params['to_percent']} %"
+        f"before its weight rises to {params['to_percent']} %"
     ]
     ok = True
     before = _count_or_zero(params) if params.get("prometheus_url") else 0.0

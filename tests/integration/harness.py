@@ -62,7 +62,15 @@ SKIPPED_PREFIXES = {
 # The host commands the harness runs, both only against a container the harness created: the
 # gateway reload (a signal) and the gateway-membership commands (members.sh in the gateway).
 RELOAD = re.compile(r"^docker kill --signal HUP ([A-Za-z0-9][A-Za-z0-9_.-]*)$")
-MEMBER = re.compile(r"^docker exec ([A-Za-z0-9][A-Za-z0-9_.-]*) sh " + re.escape(members.SCRIPT_PATH) + " admit ")
+MEMBER = re.compile(
+    r"^docker exec ([A-Za-z0-9][A-Za-z0-9_.-]*) sh " + re.escape(members.SCRIPT_PATH) + " (admit|split|promote) "
+)
+# The canary gate: a program on stdin, run on the gateway host (here: this machine).
+GATE = "python3 -"
+# What each command resource ran last, and its delete, across applies in this process: Pulumi's
+# state for commands. A changed command runs again (an update); one the program no longer has
+# runs its delete, as `pulumi up` does after the creates.
+_COMMANDS: dict[str, tuple[str, str | None]] = {}
 # The provider's defaults (terraform-provider-docker): waited for 60 s, grace 0 s.
 DEFAULT_WAIT_TIMEOUT = 60
 RUNNING_TIMEOUT = 15.0
@@ -607,6 +615,8 @@ class Applied:
     """Inputs the engine accepted but does not honour (e.g. healthcheck startInterval on API < 1.44)."""
     seconds: dict[str, float] = field(default_factory=dict)
     """Resource name -> seconds from create to running (or healthy, with wait)."""
+    reports: dict[str, str] = field(default_factory=dict)
+    """Canary gate resource name -> what the gate printed."""
 
     def inspect(self, resource: str) -> dict[str, Any]:
         return inspect(self.containers[resource])
@@ -847,7 +857,9 @@ def apply(synth: Any, *, uploads: str = "provider", max_workers: int = 8) -> App
     applied = Applied()
     for res in resources:
         reason = _check_type(res)
-        if reason is not None and not (res["type"] == "command:local:Command" and _host_command_target(res)):
+        if reason is not None and not (
+            res["type"] == "command:local:Command" and (_host_command_target(res) or _is_gate(res))
+        ):
             applied.skipped[res["name"]] = reason
             applied.actions[res["name"]] = "skipped"
     supported = _api_version() >= (1, 44)
@@ -893,10 +905,17 @@ def apply(synth: Any, *, uploads: str = "provider", max_workers: int = 8) -> App
                 _ensure_container(res, image, supported, uploads, applied, drains.get(name))
             elif _reload_target(res):
                 _run_reload(res, graph[name], applied)
+            elif _is_gate(res):
+                _run_gate(res, graph[name], applied)
             else:
                 _run_member(res, graph[name], applied)
 
         _run_graph(graph, work, max_workers)
+        for name in [n for n in _COMMANDS if n not in by_name]:
+            _, delete = _COMMANDS.pop(name)
+            if delete:
+                _run_host_command(f"{name} delete", delete)
+            applied.actions[name] = "deleted"
     except HarnessError as err:
         err.applied = applied
         raise
@@ -910,7 +929,8 @@ def _reload_target(res: dict[str, Any]) -> str | None:
 
 def _drains(runnable: list[dict[str, Any]], by_name: dict[str, dict[str, Any]]) -> dict[str, str]:
     """Worker container resource -> the delete command (the drain) of its gateway membership,
-    the member command its container id triggers."""
+    the member command its container id triggers: the one that command last ran with (as Pulumi
+    deletes with the inputs in its state), else the program's."""
     found = {}
     for res in runnable:
         if _member_target(res) is None:
@@ -919,7 +939,8 @@ def _drains(runnable: list[dict[str, Any]], by_name: dict[str, dict[str, Any]]) 
             target = by_name.get(str(trigger).removesuffix("-id"))
             labels = {item["label"]: item["value"] for item in (target or {}).get("inputs", {}).get("labels", [])}
             if target is not None and labels.get("inference-stack.role") == "worker":
-                found[target["name"]] = str(res["inputs"]["delete"])
+                recorded = _COMMANDS[res["name"]][1] if res["name"] in _COMMANDS else None
+                found[target["name"]] = recorded or str(res["inputs"]["delete"])
     return found
 
 
@@ -953,10 +974,58 @@ def _run_member(res: dict[str, Any], deps: set[str], applied: Applied) -> None:
     target = _member_target(res)
     if target not in applied.names.values():
         raise HarnessError(f"{res['name']}: runs in {target}, which the harness did not create")
-    if all(applied.actions.get(d) == "kept" for d in deps):
+    if _unchanged(res, deps, applied):
         applied.actions[res["name"]] = "kept"
         return
     _run_host_command(res["name"], create)
+    _ran(res)
+    applied.actions[res["name"]] = "ran"
+
+
+def _unchanged(res: dict[str, Any], deps: set[str], applied: Applied) -> bool:
+    """Pulumi leaves a command alone when its inputs are as in its state and nothing it depends
+    on was (re)created."""
+    same = _COMMANDS.get(res["name"], ("",))[0] == _fingerprint(res)
+    return same and all(applied.actions.get(d) == "kept" for d in deps)
+
+
+def _fingerprint(res: dict[str, Any]) -> str:
+    return json.dumps([res["inputs"].get("create"), res["inputs"].get("stdin")])
+
+
+def _ran(res: dict[str, Any]) -> None:
+    delete = res["inputs"].get("delete")
+    _COMMANDS[res["name"]] = (_fingerprint(res), None if delete is None else str(delete))
+
+
+def _is_gate(res: dict[str, Any]) -> bool:
+    return res["type"] == "command:local:Command" and res["inputs"].get("create") == GATE
+
+
+class GateFailedError(HarnessError):
+    """The canary gate failed; `report` is what it printed."""
+
+    def __init__(self, message: str, report: str) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+def _run_gate(res: dict[str, Any], deps: set[str], applied: Applied) -> None:
+    """The canary gate: its program and parameters on stdin, as the command provider passes them."""
+    inputs = _Inputs(f"{res['name']} ({res['type']})", res["inputs"])
+    inputs.get("create")
+    stdin = str(inputs.get("stdin"))
+    inputs.get("triggers")
+    inputs.done()
+    if _unchanged(res, deps, applied):
+        applied.actions[res["name"]] = "kept"
+        return
+    ran = subprocess.run(["python3", "-"], input=stdin, capture_output=True, text=True, timeout=900)
+    report = (ran.stdout + ran.stderr).strip()
+    applied.reports[res["name"]] = report
+    if ran.returncode != 0:
+        raise GateFailedError(f"{res['name']}: the canary gate failed:\n{report}", report)
+    _ran(res)
     applied.actions[res["name"]] = "ran"
 
 
@@ -992,6 +1061,7 @@ def teardown(graceful: bool = False, only: Applied | None = None) -> list[str]:
     as after a `pulumi destroy` of the containers. `graceful` stops each container first with its
     destroyGraceSeconds, as the provider's delete does. `only` limits the removal to what one
     `apply` created (tests that share the engine with a running stack). Returns the names removed."""
+    _COMMANDS.clear()
     removed = []
     for container in _labelled("containers"):
         if only is not None and container["Id"] not in only.containers.values():

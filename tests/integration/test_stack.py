@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from components.observability.grafana import dashboard_exprs
 from components.observability.prometheus import alert_rules, recording_rules
@@ -542,6 +543,103 @@ def test_a_model_revision_change_rolls_through_the_workers_under_load(
     )
     assert len(results) > 20 and failed == []
     assert lowest >= len(WORKERS) - 1 and samples[-1][1] == len(WORKERS)
+
+
+def ci_stack_file(tmp_path: Path, name: str, canary: dict[str, Any] | None, revision: str = "136") -> Path:
+    """Pulumi.ci.yaml after the rolling update (revision ...136), with `canary` on the chat group."""
+    data = yaml.safe_load((ROOT / "Pulumi.ci.yaml").read_text())
+    group = data["config"]["inference-stack:workers"][0]
+    group["model"]["revision"] = group["model"]["revision"][:-3] + revision
+    if canary is not None:
+        group["canary"] = canary
+    path = tmp_path / name / "Pulumi.ci.yaml"
+    path.parent.mkdir()
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def canary_requests(stack: harness.Applied, n: int) -> tuple[int, int]:
+    """(requests the canary worker finished, all 200s) over `n` requests through the gateway."""
+
+    def served() -> float:
+        out = docker("exec", stack.names["chat-local-2"], "python3", "-c", METRICS_READER).stdout
+        return float(out.strip() or 0)
+
+    before = served()
+    ok = sum(chat(f"Count to {i}.", max_tokens=2)[0] == 200 for i in range(n))
+    return int(served() - before), ok
+
+
+# The canary worker's own count of finished requests, read inside its container (no port published).
+METRICS_READER = (
+    "import re, urllib.request as u\n"
+    "t = u.urlopen('http://127.0.0.1:8000/metrics', timeout=10).read().decode()\n"
+    "print(sum(float(v) for v in re.findall(r'^vllm:request_success_total\\{[^}]*\\} (\\S+)$', t, re.M)))"
+)
+
+
+@pytest.mark.timeout(1500)
+def test_the_canary_gate_holds_a_wrong_release_back_and_lets_a_correct_one_take_its_share(
+    stack: harness.Applied, tmp_path: Path
+) -> None:
+    """The canary gate, run by the harness as Pulumi runs the command, against a real vLLM canary
+    behind the real gateway and with TTFT from the real Prometheus:
+
+    1. A canary (revision ...137 on the last worker) whose gate also asks the capital of France:
+       SmolLM2-135M gets it wrong, the gate fails with a report naming the prompt, the expected
+       fragment and the answer, and the split never runs: the stable workers keep every request.
+    2. The same canary gated on 2 + 2 alone passes; the split gives it its 10 %.
+    3. Removing the canary rolls the worker back into the stable pool and takes the share away."""
+    ttft = {"ttftP95Seconds": 10, "ttftVsStableMax": 50, "requests": 6}
+    france = {"prompt": "What is the capital of France? Answer with one word.", "expect": "Paris"}
+    canary = {"revision": "0" * 37 + "137", "weightPercent": 10, "gate": {**ttft, "probes": [france]}}
+    wrong = synth_stack("ci", stack_file=ci_stack_file(tmp_path, "wrong", canary), secrets=SECRETS, reveal=True)
+    harness.seed_model_cache(wrong)
+    with pytest.raises(harness.GateFailedError) as failed:
+        harness.apply(wrong)
+    assert failed.value.applied is not None
+    stack.containers.update(failed.value.applied.containers)
+    report = failed.value.report
+    print(f"\nfailing gate report:\n{report}")
+    assert "PASS  prompt: 'What is 2 + 2?'  expected: '4'" in report
+    line = next(x for x in report.splitlines() if "capital of France" in x)
+    assert line.startswith("FAIL") and "expected: 'Paris'" in line and "answer: '" in line
+    assert "paris" not in line.split("answer:")[1].lower()
+    assert re.search(r"TTFT P95 over 10m: canary \d+\.\d+ s", report), report
+    assert failed.value.applied.actions.get("chat-canary-split") is None
+    weights = docker(
+        "exec", stack.names["gateway-nginx"], "ls", "/etc/nginx/inference-stack/weights/smollm2_135m", check=False
+    )
+    assert weights.stdout.strip() == ""
+    to_canary, ok = canary_requests(stack, 12)
+    assert (to_canary, ok) == (0, 12)
+
+    canary["gate"] = ttft
+    right = synth_stack("ci", stack_file=ci_stack_file(tmp_path, "right", canary), secrets=SECRETS, reveal=True)
+    applied = harness.apply(right)
+    assert applied.actions["chat-local-2"] == "kept" and applied.actions["chat-canary-gate"] == "ran"
+    assert applied.actions["chat-canary-split"] == "ran"
+    print(f"passing gate report:\n{applied.reports['chat-canary-gate']}")
+    share = docker(
+        "exec", stack.names["gateway-nginx"], "cat", "/etc/nginx/inference-stack/weights/smollm2_135m/chat-canary.conf"
+    ).stdout
+    assert len(share.splitlines()) == 10
+    to_canary, ok = canary_requests(stack, 60)
+    print(f"canary share: {to_canary} of 60 requests")
+    assert ok == 60 and 1 <= to_canary <= 20
+
+    back = synth_stack("ci", stack_file=ci_stack_file(tmp_path, "back", None), secrets=SECRETS, reveal=True)
+    applied = harness.apply(back)
+    stack.containers.update(applied.containers)
+    assert applied.actions["chat-local-2"] == "replaced" and applied.actions["chat-canary-split"] == "deleted"
+    pools = docker("exec", stack.names["gateway-nginx"], "ls", "/etc/nginx/inference-stack/members/chat").stdout
+    assert len(pools.split()) == len(WORKERS)
+    assert (
+        docker(
+            "exec", stack.names["gateway-nginx"], "ls", "/etc/nginx/inference-stack/members/chat_canary", check=False
+        ).stdout.strip()
+        == ""
+    )
 
 
 # Cleanup ---------------------------------------------------------------------------------------------

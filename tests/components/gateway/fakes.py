@@ -56,9 +56,11 @@ class _Server(ThreadingHTTPServer):
 
 
 class FakeWorker:
-    def __init__(self, name: str, host: str, port: int = 0, delay: float = 0.0) -> None:
+    def __init__(self, name: str, host: str, port: int = 0, delay: float = 0.0, answer: str = "") -> None:
         self.name = name
         self.delay = delay
+        self.answer = answer
+        """What the worker says in `choices[0].message.content`, as an OpenAI chat completion."""
         self.seen: list[Seen] = []
         self.streams: list[Stream] = []
         self._lock = threading.Lock()
@@ -161,6 +163,7 @@ class FakeWorker:
                         "sha256": seen.body_sha256,
                         "bytes": seen.body_bytes,
                         "headers": headers,
+                        "choices": [{"message": {"role": "assistant", "content": worker.answer}}],
                     }
                 ).encode()
                 self.send_response(200)

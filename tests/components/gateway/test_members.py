@@ -8,13 +8,15 @@ from __future__ import annotations
 import subprocess
 import threading
 import time
+import uuid
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from components.gateway import members
 from components.gateway.nginx import Pool, Route
 from tests.components.gateway.fakes import FakeWorker, call, read_sse
-from tests.components.gateway.test_nginx import KEY_A, OPEN, gateway
+from tests.components.gateway.test_nginx import GATE_KEY, KEY_A, OPEN, gateway
 from tests.support.nginx import Nginx
 from tests.support.tools import require_tool
 
@@ -112,3 +114,108 @@ def test_members_script_passes_shellcheck() -> None:
     shellcheck = require_tool("shellcheck")
     result = subprocess.run([shellcheck, "--shell=sh", str(members.SCRIPT)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout
+
+
+# Canary pools: a share at run time ------------------------------------------------------------------
+
+
+def weights_file(gw: Nginx, model: str, pool: str) -> str:
+    shown = subprocess.run(
+        [
+            require_tool("nsenter"),
+            "--target",
+            str(gw.process.pid),
+            "--mount",
+            "cat",
+            f"{members.MEMBERS_DIR.rsplit('/', 1)[0]}/weights/{model}/{pool}.conf",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    return shown.stdout if shown.returncode == 0 else ""
+
+
+def test_a_canary_pool_gets_its_share_only_through_split_and_loses_it_with_its_last_worker(tmp_path: Path) -> None:
+    """The route's canary pool starts empty and with no share: every request goes to the stable
+    worker. `split m p-canary 20` gives it 20 % of 500 requests whose ids nginx generates (within
+    6 points: the binomial sd is 1.8). A repeated request id always lands on the same side. Only
+    the gate's key may address one pool directly. Draining the canary's last worker takes the share
+    away in the same reload, and so does `promote`, which moves the canary into the stable pool."""
+    ips = {"stable-0": "127.0.0.2", "canary-0": "127.0.0.3"}
+    with (
+        FakeWorker("stable", ips["stable-0"], answer="4") as s,
+        FakeWorker("canary", ips["canary-0"], answer="four") as c,
+        gateway(tmp_path, [Route("m", Pool("p", []), Pool("p-canary", []))], ips) as gw,
+    ):
+        stable, canary = f"stable-0:{s.port}", f"canary-0:{c.port}"
+        assert members_sh(gw, "admit", "p", members.member_name(stable), *members.server(OPEN, stable)).returncode == 0
+        joined = members_sh(gw, "admit", "p_canary", members.member_name(canary), *members.server(OPEN, canary))
+        assert joined.returncode == 0, joined.stderr
+        assert workers_hit(gw, 30) == {"stable"}
+
+        gate_path = "/pools/p-canary/v1/chat/completions"
+        assert {call(gw.url, gate_path, key=GATE_KEY, body={}).headers["X-Worker"] for _ in range(5)} == {"canary"}
+        assert call(gw.url, gate_path, key=KEY_A, body={}).status == 404
+        assert call(gw.url, "/pools/nope/v1/chat/completions", key=GATE_KEY, body={}).status == 404
+
+        split = members_sh(gw, "split", "m", "p_canary", "20")
+        assert split.returncode == 0 and "gets 20 % of m" in split.stdout, split.stderr
+        assert len(weights_file(gw, "m", "p_canary").splitlines()) == 20
+        replies = [call(gw.url, CHAT, key=KEY_A, body={}) for _ in range(500)]
+        pinned = {
+            call(gw.url, CHAT, key=KEY_A, body={}, headers={"X-Request-ID": rid}).headers["X-Worker"]
+            for rid in [str(uuid.uuid4())] * 10
+        }
+        share = Counter(r.headers["X-Worker"] for r in replies)["canary"] / 500
+        print(f"canary share over 500 requests at 20 %: {share:.1%}")
+        assert len({r.headers["X-Request-ID"] for r in replies}) == 500
+        assert abs(share - 0.20) <= 0.06 and len(pinned) == 1
+
+        assert members_sh(gw, "split", "m", "p_canary", "101").returncode == 2
+        drained = members_sh(gw, "drain", "p_canary", members.member_name(canary), f"127.0.0.3:{c.port}", "5")
+        assert drained.returncode == 0, drained.stderr
+        assert weights_file(gw, "m", "p_canary") == "" and workers_hit(gw, 30) == {"stable"}
+
+        # Back with 50 %, then promoted: both workers in the stable pool, no share left.
+        assert (
+            members_sh(gw, "admit", "p_canary", members.member_name(canary), *members.server(OPEN, canary)).returncode
+            == 0
+        )
+        assert members_sh(gw, "split", "m", "p_canary", "50").returncode == 0
+        promoted = members_sh(gw, "promote", "p_canary", "p")
+        assert promoted.returncode == 0 and "1 workers of p_canary joined p" in promoted.stdout, promoted.stderr
+        assert weights_file(gw, "m", "p_canary") == ""
+        assert workers_hit(gw, 40) == {"stable", "canary"}
+        assert call(gw.url, gate_path, key=GATE_KEY, body={}).status == 503  # the canary pool is empty
+
+
+def test_admitting_a_worker_to_another_pool_moves_it(tmp_path: Path) -> None:
+    """A promoted canary's member command, updated to the stable pool, moves the worker: it is never
+    in two pools, and the pool it left loses its share."""
+    with (
+        FakeWorker("w", "127.0.0.2") as w,
+        gateway(tmp_path, [Route("m", Pool("p", []), Pool("p-canary", []))], {"w": "127.0.0.2"}) as gw,
+    ):
+        address = f"w:{w.port}"
+        assert members_sh(gw, "admit", "p_canary", members.member_name(address), address).returncode == 0
+        assert members_sh(gw, "split", "m", "p_canary", "100").returncode == 0
+        assert workers_hit(gw) == {"w"}
+        moved = members_sh(gw, "admit", "p", members.member_name(address), address)
+        assert moved.returncode == 0, moved.stderr
+        assert weights_file(gw, "m", "p_canary") == ""
+        assert workers_hit(gw) == {"w"}
+        listed = subprocess.run(
+            [
+                require_tool("nsenter"),
+                "--target",
+                str(gw.process.pid),
+                "--mount",
+                "find",
+                members.MEMBERS_DIR,
+                "-name",
+                "*.conf",
+            ],
+            capture_output=True,
+            text=True,
+        ).stdout.split()
+        assert [p.removeprefix(members.MEMBERS_DIR + "/") for p in listed] == [f"p/{members.member_name(address)}.conf"]

@@ -17,7 +17,6 @@ import signal
 import statistics
 import threading
 import time
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -30,6 +29,7 @@ from components.gateway import members
 from components.gateway.members import render_members
 from components.gateway.nginx import (
     CONFIG_PATH,
+    GATE_CLIENT,
     Pool,
     Route,
     render_clients_map,
@@ -43,8 +43,12 @@ from tests.support.model_server import SERVED_MODEL_NAME, require_model_server, 
 from tests.support.nginx import Nginx, free_port, nginx_test, run_nginx
 
 WORKER_KEY = "worker-key-0123456789abcdefXYZ"
-CLIENT_KEYS = {"team-a": "sk-team-a-0123456789abcdef", "team-b": "sk-team-b-fedcba9876543210"}
-KEY_A, KEY_B = CLIENT_KEYS["team-a"], CLIENT_KEYS["team-b"]
+CLIENT_KEYS = {
+    "team-a": "sk-team-a-0123456789abcdef",
+    "team-b": "sk-team-b-fedcba9876543210",
+    GATE_CLIENT: "gate-key-0123456789abcdef",
+}
+KEY_A, KEY_B, GATE_KEY = CLIENT_KEYS["team-a"], CLIENT_KEYS["team-b"], CLIENT_KEYS[GATE_CLIENT]
 SECRETS = {"clients.map": render_clients_map(CLIENT_KEYS), "worker-auth.conf": render_worker_auth(WORKER_KEY)}
 # No rate limit in the way, except in the test about it.
 OPEN = GatewayConfig(rate_limit=RateLimit(requests_per_second=100000, burst=100000))
@@ -539,7 +543,22 @@ def test_request_id_trace_and_keys(tmp_path: Path) -> None:
     print(f"log line: {by_id['req-given-1']}")
 
 
-# 8. Canary ----------------------------------------------------------------------------------------
+def test_the_longest_key_the_gateway_accepts_works(tmp_path: Path) -> None:
+    """A 256-character client key (the most `gatewayApiKeys` allows) loads and authenticates: nginx's
+    default map bucket (one cache line) refused even the 48-character generated gate key."""
+    longest = "k" * 256
+    conf = render_nginx_conf(OPEN, single("p", []), listen_port=free_port(), status_port=free_port())
+    secrets = {**SECRETS, "clients.map": render_clients_map({**CLIENT_KEYS, "long": longest})}
+    checked = nginx_test(tmp_path, conf, secrets, {})
+    assert checked.returncode == 0, checked.stderr
+    with FakeWorker("w", "127.0.0.2") as w:
+        port = free_port()
+        conf = render_nginx_conf(OPEN, single("p", [f"w:{w.port}"]), listen_port=port, status_port=free_port())
+        routes = single("p", [f"w:{w.port}"])
+        with run_nginx(
+            tmp_path / "run", conf, {**secrets, **render_members(OPEN, routes)}, {"w": "127.0.0.2"}, port
+        ) as gw:
+            assert call(gw.url, CHAT, key=longest, body={}).status == 200
 
 
 def test_no_worker_and_too_large_are_json_errors(tmp_path: Path) -> None:
