@@ -25,7 +25,7 @@ MEMBERS_DIR = f"{nginx.SECRETS_DIR}/members"
 # nothing to do; any other failure to reach the gateway fails the step.
 _TOLERANT = (
     'if docker inspect --type container "$1" >/dev/null 2>&1; then exec docker exec "$@"; '
-    'else echo "members: gateway $1 is gone: nothing to drain"; fi'
+    'else echo "members: gateway $1 is gone: nothing to undo"; fi'
 )
 
 
