@@ -17,7 +17,7 @@ from components.hosts.host import GpuHost, GpuHostArgs, s3_credentials
 from components.observability.monitoring import DCGM_PORT, Monitoring, MonitoringArgs
 from components.observability.prometheus import Target
 from components.observability.tracing import OTLP_GRPC_PORT, Tracing, TracingArgs, otlp_endpoint
-from components.workers import spec
+from components.workers import layout, rollout, spec
 from components.workers.canary import GateTarget, local_url
 from components.workers.pool import VllmWorkerPool, VllmWorkerPoolArgs
 from stacks.config import ModelConfig, StackConfig, WorkerGroup
@@ -196,6 +196,28 @@ def scrape_targets(cfg: StackConfig, placements: list[Placement], stack: str) ->
     return targets
 
 
+def worker_seats(stack: LoadedStack) -> dict[str, layout.Seat]:
+    """Where each GPU worker's container goes in this update (`layout.py`), for hosts with a spare
+    GPU; on a full host every replacement is delete-before-replace and nothing needs reading."""
+    cfg = stack.config
+    tracing = worker_tracing(stack)
+    offload = cfg.redis.enabled and cfg.redis.kv_cache_offload
+    seats: dict[str, layout.Seat] = {}
+    for host in cfg.hosts:
+        here = {p.name: p for p in stack.placements if p.host.name == host.name}
+        if sum(len(p.devices) for p in here.values()) in (0, len(host.gpus.devices())):
+            continue
+        ordered = [
+            here[step.worker]
+            for g in cfg.workers
+            for step in rollout.plan([p for p in stack.placements if p.group.name == g.name], g.rollout.max_unavailable)
+            if step.worker in here
+        ]
+        specs = {p.name: spec.fingerprint(p.group, offload, tracing.get(host.name, ())) for p in ordered}
+        seats.update(layout.seat(ordered, specs, layout.read(host, stack.name), host.gpus.devices(), stack.name))
+    return seats
+
+
 def gate_target(cfg: StackConfig, key: pulumi.Output[str]) -> GateTarget:
     """The gateway and Prometheus as the canary gate, on the gateway host, reaches them."""
     obs = cfg.observability
@@ -235,6 +257,7 @@ def build(stack: LoadedStack) -> dict[str, VllmWorkerPool]:
         ),
     )
     pools = {}
+    seats = worker_seats(stack)
     for group in stack.config.workers:
         pools[group.name] = VllmWorkerPool(
             group.name,
@@ -252,6 +275,7 @@ def build(stack: LoadedStack) -> dict[str, VllmWorkerPool]:
                 tracing=worker_tracing(stack),
                 membership=gateway.membership,
                 gate=gate_target(cfg, gate_key) if group.canary is not None else None,
+                seats=seats,
             ),
         )
     gateway.readmit([admit for pool in pools.values() for admit in pool.admits])

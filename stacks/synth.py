@@ -131,8 +131,9 @@ class _Mocks(pulumi.runtime.Mocks):
     to what the command prints, to simulate a host's measured GPU inventory; unlisted commands
     print nothing known, and the up-time preflight then waits for a real run."""
 
-    def __init__(self, stdout: dict[str, str] | None = None) -> None:
+    def __init__(self, stdout: dict[str, str] | None = None, runs: dict[str, str] | None = None) -> None:
         self.stdout = stdout or {}
+        self.runs = runs or {}
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
         state = dict(args.inputs)
@@ -150,7 +151,10 @@ class _Mocks(pulumi.runtime.Mocks):
         return f"{args.name}-id", state
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
-        return {}, None
+        if args.token == "command:local:run":
+            # `runs` maps a command line to what it prints (a host's layout); others print nothing.
+            return {"stdout": self.runs.get(str(args.args.get("command")), ""), "stderr": ""}, []
+        return {}, []
 
 
 class _RecordingMonitor(pulumi_mocks.MockMonitor):
@@ -182,13 +186,14 @@ def run(
     monitor: _RecordingMonitor | None = None,
     stdout: dict[str, str] | None = None,
     reveal: bool = False,
+    runs: dict[str, str] | None = None,
 ) -> Synth:
     """Runs `program` under mocks in a fresh event loop and returns what it registered. With
     `reveal`, secret inputs keep their values (for the integration harness, which must create the
     containers for real; never written to a render)."""
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    mocks = _Mocks(stdout)
+    mocks = _Mocks(stdout, runs)
     monitor = monitor or _RecordingMonitor(mocks)
     try:
         pulumi.runtime.set_all_config(config, secret_keys)

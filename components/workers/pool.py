@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass, field
 
@@ -14,7 +15,7 @@ from components.hardening import SECURITY_OPTS, capabilities
 from components.hosts.host import GpuHost
 from components.hosts.inventory import Gpu
 from components.hosts.preflight import PreflightError, worker_problems
-from components.workers import canary, rollout, spec
+from components.workers import canary, layout, rollout, spec
 from stacks.config import LmCacheConfig, WorkerGroup
 from stacks.placement import Placement
 
@@ -42,6 +43,9 @@ class VllmWorkerPoolArgs:
     """The gateway the workers join once healthy and leave before they stop (`rollout.py`)."""
     gate: canary.GateTarget | None = None
     """Where the canary gate reaches the gateway and Prometheus; needed when the group has a canary."""
+    seats: dict[str, layout.Seat] = field(default_factory=dict)
+    """Where each worker's container goes in this update (`layout.seat`), by placement name;
+    unlisted workers stay on their own GPUs and name, delete-before-replace."""
 
 
 class VllmWorkerPool(pulumi.ComponentResource):
@@ -92,7 +96,7 @@ class VllmWorkerPool(pulumi.ComponentResource):
             )
         containers: dict[str, docker.Container] = {}
         self.admits: list[tuple[list[str], pulumi.Resource]] = []
-        self.rollout_plan = rollout.plan(args.placements, group.rollout.max_unavailable)
+        self.rollout_plan = rollout.plan(args.placements, group.rollout.max_unavailable, args.seats)
         by_name = {p.name: p for p in args.placements}
         joined: dict[str, pulumi.Resource] = {}
         by_worker: dict[str, docker.Container] = {}
@@ -100,6 +104,10 @@ class VllmWorkerPool(pulumi.ComponentResource):
         for step in self.rollout_plan:
             placement = by_name[step.worker]
             worker_group = placement.group
+            base = placement.container_name(args.stack)
+            seat = args.seats.get(placement.name) or layout.Seat(base, placement.devices, rollout.DELETE_FIRST, "")
+            # Where it runs now: its own GPUs, or the spare ones it moved to.
+            placed = dataclasses.replace(placement, devices=seat.devices)
             if not placement.canary and gated is None and group.canary is not None:
                 # Every canary worker is in the plan before the rest: gate them, then raise their
                 # weight or (at 100 %) promote them, before the rest of the group may roll.
@@ -115,7 +123,7 @@ class VllmWorkerPool(pulumi.ComponentResource):
                 ),
             )
             worker = f"{name}-{placement.host.name}-{placement.index}"
-            container_name = placement.container_name(args.stack)
+            container_name = seat.name
             ports = None
             if placement.published_port is not None:
                 ports = [
@@ -130,12 +138,18 @@ class VllmWorkerPool(pulumi.ComponentResource):
                 device_requests = [
                     docker.ContainerDeviceRequestArgs(
                         driver="nvidia",
-                        device_ids=list(placement.devices),
+                        device_ids=list(placed.devices),
                         capabilities=["gpu"],
                     )
                 ]
-            all_labels = {**args.labels, **spec.labels(placement, args.stack)}
             offload = args.lmcache is not None
+            tracing = args.tracing.get(placement.host.name, ())
+            all_labels = {
+                **args.labels,
+                **spec.labels(placed, args.stack),
+                layout.SLOT_LABEL: placement.name,
+                layout.SPEC_LABEL: spec.fingerprint(worker_group, offload, tracing),
+            }
             worker_uploads = list(uploads)
             if args.lmcache is not None:
                 lm = args.lmcache
@@ -151,13 +165,11 @@ class VllmWorkerPool(pulumi.ComponentResource):
                 worker,
                 name=container_name,
                 hostname=container_name,
-                image=self._checked_image(placement, host),
+                image=self._checked_image(placed, host),
                 security_opts=SECURITY_OPTS,
                 capabilities=capabilities(),
                 entrypoints=["/bin/sh", spec.ENTRYPOINT_PATH],
-                command=spec.vllm_args(
-                    worker_group, kv_offload=offload, tracing=args.tracing.get(placement.host.name, ())
-                ),
+                command=spec.vllm_args(worker_group, kv_offload=offload, tracing=tracing),
                 envs=spec.worker_env(worker_group, kv_offload=offload),
                 device_requests=device_requests,
                 mounts=[
@@ -171,7 +183,9 @@ class VllmWorkerPool(pulumi.ComponentResource):
                 # A host directory per worker on fast storage; Docker creates it when missing.
                 volumes=[
                     docker.ContainerVolumeArgs(
-                        host_path=f"{placement.host.compile_cache_path}/{container_name}",
+                        # The slot's directory, whichever of its two names runs: a moved worker
+                        # keeps its compiled graphs (the old one only reads them meanwhile).
+                        host_path=f"{placement.host.compile_cache_path}/{base}",
                         container_path=spec.VLLM_CACHE_ROOT,
                     )
                 ],
@@ -188,7 +202,8 @@ class VllmWorkerPool(pulumi.ComponentResource):
                 networks_advanced=[
                     docker.ContainerNetworksAdvancedArgs(
                         name=host.network_name,
-                        aliases=[container_name],
+                        # The slot's name too, for Prometheus: it scrapes the slot, wherever it runs.
+                        aliases=list(dict.fromkeys([base, container_name])),
                     )
                 ],
                 ports=ports,
@@ -212,7 +227,10 @@ class VllmWorkerPool(pulumi.ComponentResource):
             containers[placement.name] = container
             if placement.canary:
                 by_worker[placement.name] = container
-            joined[placement.name] = self._membership(worker, container, placement, args) or container
+            address = placement.address(args.stack)
+            if placement.published_port is None:
+                address = f"{container_name}:{worker_group.port}"
+            joined[placement.name] = self._membership(worker, container, placement, address, args) or container
         self.containers = [containers[p.name] for p in args.placements]
         self.urls = pulumi.Output.from_input([f"http://{p.address(args.stack)}" for p in args.placements])
         self.compile_cache_dirs = [f"{p.host.compile_cache_path}/{args.stack}-{p.name}" for p in args.placements]
@@ -221,7 +239,7 @@ class VllmWorkerPool(pulumi.ComponentResource):
         self.register_outputs({"urls": self.urls, "containerNames": self.container_names})
 
     def _membership(
-        self, worker: str, container: docker.Container, placement: Placement, args: VllmWorkerPoolArgs
+        self, worker: str, container: docker.Container, placement: Placement, address: str, args: VllmWorkerPoolArgs
     ) -> pulumi.Resource | None:
         """The command that puts the worker into the gateway (create) and drains it (delete).
         Its trigger is the container's id, so replacing the container replaces it: Pulumi deletes
@@ -231,7 +249,6 @@ class VllmWorkerPool(pulumi.ComponentResource):
         m = args.membership
         if m is None:
             return None
-        address = placement.address(args.stack)
         admit = members.admit_argv(m.container_name, placement.pool, address, m.config)
         command = m.host.run_command(
             f"{worker}-member",

@@ -8,9 +8,12 @@ update with Pulumi's own mechanisms:
   `rollout.maxUnavailable`. Every worker of a wave `depends_on` the gateway-membership command of
   every worker of the wave before, so Pulumi starts replacing a wave only once the previous one
   is healthy (`wait=True`) and back in the gateway.
-- **Delete before replace.** A replacement needs what its predecessor holds: the GPUs in its
-  device request, its container name, and (in a multi-host stack) its host port on the private
-  address. So every worker is `delete_before_replace`. Pulumi then first deletes the worker's
+- **Create before delete, onto a spare GPU** (`layout.py`): when the host has GPUs no worker
+  holds, a replaced worker starts there under its other name before the old one is drained and
+  deleted. One spare GPU serves one worker per update.
+- **Delete before replace, everywhere else.** A replacement needs what its predecessor holds: the
+  GPUs in its device request, its container name, and (in a multi-host stack) its host port on the
+  private address. So such a worker is `delete_before_replace`. Pulumi then first deletes the worker's
   membership command, whose delete step drains the worker (out of the gateway, then waits for its
   running requests, bounded by `rollout.drainTimeoutSeconds`), then deletes the container (SIGTERM,
   60 s grace), creates the new one, waits until its two-tier healthcheck passes, and runs the
@@ -26,9 +29,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from components.workers.layout import CREATE_FIRST, DELETE_FIRST, Seat
 from stacks.placement import Placement
 
-DELETE_FIRST = "delete-before-replace"
+__all__ = ["CREATE_FIRST", "DELETE_FIRST", "Step", "plan"]
 
 
 @dataclass(frozen=True)
@@ -54,9 +58,10 @@ def _reason(placement: Placement) -> str:
     return "the replacement needs " + ", ".join(held) + ", which the old container holds until deleted"
 
 
-def plan(placements: list[Placement], max_unavailable: int) -> list[Step]:
+def plan(placements: list[Placement], max_unavailable: int, seats: dict[str, Seat] | None = None) -> list[Step]:
     """The replacement order of one group's workers (`placements`, in placement order): canary
-    workers first, in waves of their own."""
+    workers first, in waves of their own. `seats` (from `layout.seat`) says which go
+    create-before-delete onto a spare GPU; the rest are delete-before-replace."""
     steps: list[Step] = []
     previous: tuple[str, ...] = ()
     waves = []
@@ -64,6 +69,10 @@ def plan(placements: list[Placement], max_unavailable: int) -> list[Step]:
         waves += [part[i : i + max_unavailable] for i in range(0, len(part), max_unavailable)]
     for number, wave in enumerate(waves):
         for p in wave:
-            steps.append(Step(p.name, number, previous, DELETE_FIRST, _reason(p)))
+            seat = (seats or {}).get(p.name)
+            if seat is not None and seat.strategy == CREATE_FIRST:
+                steps.append(Step(p.name, number, previous, CREATE_FIRST, seat.reason))
+            else:
+                steps.append(Step(p.name, number, previous, DELETE_FIRST, _reason(p)))
         previous = tuple(p.name for p in wave)
     return steps

@@ -5,6 +5,8 @@ Kept free of Pulumi so tests (and `make render`) can check a command line withou
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -154,3 +156,19 @@ def labels(placement: Placement, stack: str) -> dict[str, str]:
         "inference-stack.role": "worker",
         "inference-stack.cold-start-seconds": str(g.model.cold_start_seconds),
     }
+
+
+def fingerprint(group: WorkerGroup, kv_offload: bool = False, tracing: Sequence[str] = ()) -> str:
+    """A short hash of what a worker's container is made of (its image, command, environment,
+    limits, healthcheck and scripts), as the `inference-stack.spec` label: `layout.seat` moves a
+    worker to a spare GPU only when this changes, which is when Pulumi replaces it anyway."""
+    made_of = {
+        "image": group.image,
+        "args": vllm_args(group, kv_offload, tracing),
+        "env": worker_env(group, kv_offload),
+        "health": [healthcheck_test(group), group.health.model_dump(), group.start_period()],
+        "limits": [group.resources.model_dump(), shm_size_mb(group), group.max_restarts, group.logs.model_dump()],
+        "port": group.port,
+        "scripts": [probe_source(), entrypoint_source()],
+    }
+    return hashlib.sha256(json.dumps(made_of, sort_keys=True).encode()).hexdigest()[:16]

@@ -578,6 +578,20 @@ METRICS_READER = (
 )
 
 
+def apply_expecting_gate_failure(stack: harness.Applied, synth: Synth) -> harness.GateFailedError:
+    """Applies `synth`, which must fail at the canary gate; what it created is torn down with `stack`."""
+    try:
+        applied = harness.apply(synth)
+    except harness.HarnessError as err:
+        if err.applied is not None:
+            stack.containers.update(err.applied.containers)
+        if isinstance(err, harness.GateFailedError):
+            return err
+        raise
+    stack.containers.update(applied.containers)
+    raise AssertionError(f"the gate passed: {applied.reports}")
+
+
 @pytest.mark.timeout(1500)
 def test_the_canary_gate_holds_a_wrong_release_back_and_lets_a_correct_one_take_its_share(
     stack: harness.Applied, tmp_path: Path
@@ -591,22 +605,21 @@ def test_the_canary_gate_holds_a_wrong_release_back_and_lets_a_correct_one_take_
     2. The same canary gated on 2 + 2 alone passes; the split gives it its 10 %.
     3. Removing the canary rolls the worker back into the stable pool and takes the share away."""
     ttft = {"ttftP95Seconds": 10, "ttftVsStableMax": 50, "requests": 6}
-    france = {"prompt": "What is the capital of France? Answer with one word.", "expect": "Paris"}
+    # Asked plainly, SmolLM2-135M at temperature 0 names no capital; asked "Answer with one word." it says Paris.
+    france = {"prompt": "What is the capital of France?", "expect": "Paris"}
     canary = {"revision": "0" * 37 + "137", "weightPercent": 10, "gate": {**ttft, "probes": [france]}}
     wrong = synth_stack("ci", stack_file=ci_stack_file(tmp_path, "wrong", canary), secrets=SECRETS, reveal=True)
     harness.seed_model_cache(wrong)
-    with pytest.raises(harness.GateFailedError) as failed:
-        harness.apply(wrong)
-    assert failed.value.applied is not None
-    stack.containers.update(failed.value.applied.containers)
-    report = failed.value.report
+    failed = apply_expecting_gate_failure(stack, wrong)
+    report = failed.report
     print(f"\nfailing gate report:\n{report}")
     assert "PASS  prompt: 'What is 2 + 2?'  expected: '4'" in report
     line = next(x for x in report.splitlines() if "capital of France" in x)
-    assert line.startswith("FAIL") and "expected: 'Paris'" in line and "answer: '" in line
-    assert "paris" not in line.split("answer:")[1].lower()
+    assert line.startswith("FAIL") and "expected: 'Paris'" in line
+    answer = line.split("answer: ", 1)[1]
+    assert len(answer) > 2 and "paris" not in answer.lower()
     assert re.search(r"TTFT P95 over 10m: canary \d+\.\d+ s", report), report
-    assert failed.value.applied.actions.get("chat-canary-split") is None
+    assert failed.applied is not None and failed.applied.actions.get("chat-canary-split") is None
     weights = docker(
         "exec", stack.names["gateway-nginx"], "ls", "/etc/nginx/inference-stack/weights/smollm2_135m", check=False
     )
