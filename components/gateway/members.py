@@ -5,8 +5,9 @@ written by `members.sh` inside the gateway container: a per-worker Pulumi comman
 worker once its container is healthy (create) and drains it before the container is deleted or
 replaced (delete). That is what lets a rolling update take one worker out of the gateway, wait
 for its running requests, replace it and put it back, without touching nginx.conf, and so
-without replacing the gateway. The files live on a named volume, so a replaced gateway starts
-with the members it had.
+without replacing the gateway. The files live in the gateway container, so a replaced gateway
+starts with none and its readmit step (`Gateway.readmit`) runs every admit, split and promotion
+again. A canary pool's share of its model's requests is a file of the same kind (`split_argv`).
 """
 
 from __future__ import annotations

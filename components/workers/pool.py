@@ -63,7 +63,9 @@ class VllmWorkerPool(pulumi.ComponentResource):
     argv. Restarts are `on-failure` with a bounded count: a worker that cannot load its model
     stops instead of thrashing the GPU. A change that replaces the workers rolls through them
     `rollout.maxUnavailable` at a time, each drained from the gateway first and put back once
-    healthy (`rollout.py`); so does a first deploy.
+    healthy (`rollout.py`); so does a first deploy. A replaced worker goes create-before-delete
+    onto a spare GPU when its host has one (`layout.py`). A `canary` runs its release on the last
+    workers, gated before its share of the traffic rises (`canary.py`).
     """
 
     containers: list[docker.Container]
@@ -111,7 +113,7 @@ class VllmWorkerPool(pulumi.ComponentResource):
             if not placement.canary and gated is None and group.canary is not None:
                 # Every canary worker is in the plan before the rest: gate them, then raise their
                 # weight or (at 100 %) promote them, before the rest of the group may roll.
-                gated = self._canary(name, group, [by_worker[w] for w in by_worker], args)
+                gated = self._canary(name, group, list(by_worker.values()), args)
             host = args.hosts[placement.host.name]
             on_host = host.options(self)
             # The previous wave must be healthy and back in the gateway before this one goes.

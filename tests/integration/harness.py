@@ -933,7 +933,7 @@ def _drains(runnable: list[dict[str, Any]], by_name: dict[str, dict[str, Any]]) 
     deletes with the inputs in its state), else the program's."""
     found = {}
     for res in runnable:
-        if _member_target(res) is None:
+        if members.parse_admit(str(res["inputs"].get("create", ""))) is None:
             continue
         for trigger in res["inputs"].get("triggers", []):
             target = by_name.get(str(trigger).removesuffix("-id"))

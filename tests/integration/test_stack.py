@@ -630,11 +630,12 @@ def test_the_canary_gate_holds_a_wrong_release_back_and_lets_a_correct_one_take_
     canary["gate"] = ttft
     right = synth_stack("ci", stack_file=ci_stack_file(tmp_path, "right", canary), secrets=SECRETS, reveal=True)
     applied = harness.apply(right)
+    stack.containers.update(applied.containers)
     assert applied.actions["chat-local-2"] == "kept" and applied.actions["chat-canary-gate"] == "ran"
     assert applied.actions["chat-canary-split"] == "ran"
     print(f"passing gate report:\n{applied.reports['chat-canary-gate']}")
     share = docker(
-        "exec", stack.names["gateway-nginx"], "cat", "/etc/nginx/inference-stack/weights/smollm2_135m/chat-canary.conf"
+        "exec", stack.names["gateway-nginx"], "cat", "/etc/nginx/inference-stack/weights/smollm2_135m/chat_canary.conf"
     ).stdout
     assert len(share.splitlines()) == 10
     to_canary, ok = canary_requests(stack, 60)
@@ -653,6 +654,43 @@ def test_the_canary_gate_holds_a_wrong_release_back_and_lets_a_correct_one_take_
         ).stdout.strip()
         == ""
     )
+
+
+@pytest.mark.timeout(1500)
+def test_a_canary_promoted_to_100_and_folded_replaces_its_workers_once(stack: harness.Applied, tmp_path: Path) -> None:
+    """10 % -> 100 % -> folded into the group: at 100 % the gate runs again, the canary worker is
+    promoted into the stable pool without being replaced, the two others roll onto its revision,
+    and folding the release into the group's own `model.revision` then replaces nothing."""
+    release = {"revision": "0" * 37 + "137", "gate": {"ttftP95Seconds": 10, "ttftVsStableMax": 50, "requests": 6}}
+    steps = {}
+    for name, canary, revision in (
+        ("ten", {**release, "weightPercent": 10}, "136"),
+        ("hundred", {**release, "weightPercent": 100}, "136"),
+        ("folded", None, "137"),
+    ):
+        synth = synth_stack(
+            "ci", stack_file=ci_stack_file(tmp_path, name, canary, revision), secrets=SECRETS, reveal=True
+        )
+        harness.seed_model_cache(synth)
+        started = time.monotonic()
+        applied = harness.apply(synth)
+        stack.containers.update(applied.containers)
+        steps[name] = (applied, time.monotonic() - started)
+    ten, hundred, folded = (steps[n][0] for n in ("ten", "hundred", "folded"))
+    print("apply seconds: " + ", ".join(f"{n} {t:.0f}" for n, (_, t) in steps.items()))
+    canary_id = ten.containers["chat-local-2"]
+    assert hundred.containers["chat-local-2"] == canary_id and hundred.actions["chat-canary-gate"] == "ran"
+    assert hundred.actions["chat-canary-promote"] == "ran"
+    assert [hundred.actions[w] for w in WORKERS[:2]] == ["replaced", "replaced"]
+    for w in WORKERS:
+        assert "0" * 37 + "137" in harness.inspect(hundred.containers[w])["Config"]["Cmd"]
+    # Folded: every worker already runs exactly this. Nothing is replaced, the gate and promotion go.
+    assert [folded.actions[w] for w in WORKERS] == ["kept"] * 3
+    assert folded.containers["chat-local-2"] == canary_id
+    assert folded.actions["chat-canary-gate"] == "deleted" and folded.actions["chat-canary-promote"] == "deleted"
+    members = docker("exec", stack.names["gateway-nginx"], "ls", "/etc/nginx/inference-stack/members/chat").stdout
+    assert len(members.split()) == len(WORKERS)
+    assert chat()[0] == 200
 
 
 # Cleanup ---------------------------------------------------------------------------------------------

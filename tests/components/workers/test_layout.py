@@ -19,6 +19,7 @@ from stacks.config import HostConfig, StackConfig
 from stacks.placement import Placement, place
 from stacks.platform import main as program
 from stacks.synth import Synth, read_stack_file, run
+from tests.components.workers.test_rollout import simulate
 from tests.helpers import valid_config
 from tests.support.docker_engine import require_engine
 
@@ -205,3 +206,15 @@ def test_the_plan_names_the_strategy_and_why() -> None:
     assert [s.strategy for s in steps] == [CREATE_FIRST, DELETE_FIRST, DELETE_FIRST]
     assert "GPU 3 is free" in steps[0].reason and "GPU 1" in steps[1].reason
     assert len(spec.fingerprint(placements[0].group)) == 16
+
+
+def test_a_spare_gpu_keeps_capacity_whole_while_its_worker_is_replaced() -> None:
+    """The simulated update over the synthesized graph: the worker that moves to the spare GPU is
+    admitted beside its old container, which serves until the update ends; so while each of the
+    others is replaced in turn, the gateway still has 8 workers: capacity never drops below 8/8."""
+    before = prod(5)
+    after = prod(5, runs={gpu_a_command(): ps_lines(before, "gpu-a")}, revision="2" * 40)
+    events = simulate(after, "mistral")
+    first = [serving for event, serving in events if "mistral-gpu-a-0" in event]
+    assert first[0] == 9  # admitted beside the old one, before anything was drained
+    assert min(serving for _, serving in events) == 8 and events[-1][1] == 8

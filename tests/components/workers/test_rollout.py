@@ -51,10 +51,11 @@ def simulate(synth: Synth, group: str) -> list[tuple[str, int]]:
     it from the synthesized graph: a replacement starts once everything it depends on in this
     update is done, all ready ones at once (the worst case). A delete-before-replace worker first
     loses its member command (the drain: out of the gateway), is deleted, created, waits for health,
-    and gets its member back (in the gateway again). Returns (event, workers in the gateway)."""
+    and gets its member back (in the gateway again). A create-before-delete one (onto a spare GPU)
+    is created and admitted first; its old container is drained and deleted at the end of the
+    update, as Pulumi deletes what it replaced. Returns (event, workers in the gateway)."""
     workers = workers_of(synth, group)
     member = {w: member_of(synth, w) for w in workers}
-    assert all(w in synth.delete_first for w in workers), "every worker is delete-before-replace"
     done: set[str] = set()
     serving = len(workers)
     events = [("start", serving)]
@@ -72,20 +73,26 @@ def simulate(synth: Synth, group: str) -> list[tuple[str, int]]:
         ready = [w for w in workers if w not in done and all(finished(d) for d in synth.depends.get(w, ()))]
         assert ready, f"the update is stuck: {sorted(set(workers) - done)} wait on each other"
         for w in ready:
-            # The engine deletes the dependents it must replace (the member: drain) before the worker.
-            assert synth.depends_on(member[w], w)
-            serving -= 1
-            events.append((f"drain {w}", serving))
+            if w in synth.delete_first:
+                # The engine deletes the dependents it must replace (the member: drain) before the worker.
+                assert synth.depends_on(member[w], w)
+                serving -= 1
+                events.append((f"drain {w}", serving))
         for w in ready:
             serving += 1
             events.append((f"admit {w}", serving))
             done.add(w)
+    for w in workers:
+        if w not in synth.delete_first:
+            serving -= 1
+            events.append((f"drain the old {w}", serving))
     return events
 
 
 @pytest.mark.parametrize("max_unavailable", [1, 2, 3])
 def test_capacity_never_drops_below_n_minus_max_unavailable(max_unavailable: int) -> None:
     synth = with_rollout("prod", maxUnavailable=max_unavailable)
+    assert set(workers_of(synth, "mistral")) <= synth.delete_first, "full hosts: every worker delete-first"
     events = simulate(synth, "mistral")
     n = len(workers_of(synth, "mistral"))
     low = min(serving for _, serving in events)
