@@ -1020,7 +1020,9 @@ def _run_gate(res: dict[str, Any], deps: set[str], applied: Applied) -> None:
     if _unchanged(res, deps, applied):
         applied.actions[res["name"]] = "kept"
         return
+    started = time.monotonic()
     ran = subprocess.run(["python3", "-"], input=stdin, capture_output=True, text=True, timeout=900)
+    applied.seconds[res["name"]] = round(time.monotonic() - started, 1)
     report = (ran.stdout + ran.stderr).strip()
     applied.reports[res["name"]] = report
     if ran.returncode != 0:

@@ -633,7 +633,7 @@ def test_the_canary_gate_holds_a_wrong_release_back_and_lets_a_correct_one_take_
     stack.containers.update(applied.containers)
     assert applied.actions["chat-local-2"] == "kept" and applied.actions["chat-canary-gate"] == "ran"
     assert applied.actions["chat-canary-split"] == "ran"
-    print(f"passing gate report:\n{applied.reports['chat-canary-gate']}")
+    print(f"passing gate report ({applied.seconds['chat-canary-gate']} s):\n{applied.reports['chat-canary-gate']}")
     share = docker(
         "exec", stack.names["gateway-nginx"], "cat", "/etc/nginx/inference-stack/weights/smollm2_135m/chat_canary.conf"
     ).stdout
