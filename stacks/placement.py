@@ -314,6 +314,15 @@ def _canary_rules(cfg: StackConfig, placements: list[Placement]) -> list[ConfigI
                     f"set it to at most {count - 1}" if count > 1 else "give the group at least two workers",
                 )
             )
+        if any(w.name == canary_pool(group.name) for w in cfg.workers):
+            issues.append(
+                ConfigIssue(
+                    key_path(where),
+                    group.name,
+                    f"the canary's gateway pool is named `{canary_pool(group.name)}`, and so is a worker group",
+                    "rename that group",
+                )
+            )
         first = next(w for w in cfg.workers if w.model.served_name == group.model.served_name)
         if first.name != group.name:
             issues.append(

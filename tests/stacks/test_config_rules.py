@@ -116,6 +116,11 @@ CASES: list[tuple[str, Mutation, set[str], str, str]] = [
                                     "canary": {"weightPercent": 10, "revision": "b" * 40}})
      or group(c).update(gpuAssignments=[[0]]), set(),
      "inference-stack:workers[1].canary", "splits `smollm2-1.7b` between the canary and the model's first group"),
+    ("canary-pool-name-taken",
+     lambda c: c["workers"].append({**group(c), "name": "chat-canary", "gpuAssignments": [[1]],
+                                    "model": {**group(c)["model"], "servedName": "other"}})
+     or group(c).update(gpuAssignments=[[0]], canary={"weightPercent": 10, "revision": "b" * 40}), set(),
+     "inference-stack:workers[0].canary", "the canary's gateway pool is named `chat-canary`"),
     ("canary-weight-zero", lambda c: group(c).update(canary={"weightPercent": 0, "revision": "b" * 40}), set(),
      "inference-stack:workers[0].canary.weightPercent", "greater than or equal to 1"),
     ("gateway-latest-image", lambda c: c.update(gateway={"image": "nginx:latest"}), set(),
