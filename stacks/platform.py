@@ -196,12 +196,17 @@ def scrape_targets(cfg: StackConfig, placements: list[Placement], stack: str) ->
     return targets
 
 
-def worker_seats(stack: LoadedStack) -> dict[str, layout.Seat]:
+def worker_fingerprints(stack: LoadedStack, tracing: dict[str, list[str]]) -> dict[str, str]:
+    """Each worker's spec fingerprint (`spec.fingerprint`), by placement name: the label its
+    container carries and what `worker_seats` compares the running one's against."""
+    offload = stack.config.redis.enabled and stack.config.redis.kv_cache_offload
+    return {p.name: spec.fingerprint(p.group, offload, tracing.get(p.host.name, ())) for p in stack.placements}
+
+
+def worker_seats(stack: LoadedStack, fingerprints: dict[str, str]) -> dict[str, layout.Seat]:
     """Where each GPU worker's container goes in this update (`layout.py`), for hosts with a spare
     GPU; on a full host every replacement is delete-before-replace and nothing needs reading."""
     cfg = stack.config
-    tracing = worker_tracing(stack)
-    offload = cfg.redis.enabled and cfg.redis.kv_cache_offload
     seats: dict[str, layout.Seat] = {}
     for host in cfg.hosts:
         here = {p.name: p for p in stack.placements if p.host.name == host.name}
@@ -213,8 +218,8 @@ def worker_seats(stack: LoadedStack) -> dict[str, layout.Seat]:
             for step in rollout.plan([p for p in stack.placements if p.group.name == g.name], g.rollout.max_unavailable)
             if step.worker in here
         ]
-        specs = {p.name: spec.fingerprint(p.group, offload, tracing.get(host.name, ())) for p in ordered}
-        seats.update(layout.seat(ordered, specs, layout.read(host, stack.name), host.gpus.devices(), stack.name))
+        running = layout.read(host, stack.name)
+        seats.update(layout.seat(ordered, fingerprints, running, host.gpus.devices(), stack.name))
     return seats
 
 
@@ -257,7 +262,9 @@ def build(stack: LoadedStack) -> dict[str, VllmWorkerPool]:
         ),
     )
     pools = {}
-    seats = worker_seats(stack)
+    traced = worker_tracing(stack)
+    fingerprints = worker_fingerprints(stack, traced)
+    seats = worker_seats(stack, fingerprints)
     for group in stack.config.workers:
         pools[group.name] = VllmWorkerPool(
             group.name,
@@ -272,10 +279,11 @@ def build(stack: LoadedStack) -> dict[str, VllmWorkerPool]:
                 if redis is not None and stack.config.redis.kv_cache_offload
                 else None,
                 redis_urls=redis_urls(stack, redis) if redis is not None else {},
-                tracing=worker_tracing(stack),
+                tracing=traced,
                 membership=gateway.membership,
                 gate=gate_target(cfg, gate_key) if group.canary is not None else None,
                 seats=seats,
+                fingerprints=fingerprints,
             ),
         )
     gateway.readmit([admit for pool in pools.values() for admit in pool.admits])

@@ -44,25 +44,29 @@ def server(gw: GatewayConfig, address: str) -> list[str]:
     return [address, f"max_fails={gw.max_fails}", f"fail_timeout={gw.fail_timeout_seconds}s"]
 
 
+def _in_gateway(gateway: str, action: str, *args: str) -> list[str]:
+    """`members.sh ACTION ARGS...` run in the gateway container."""
+    return ["docker", "exec", gateway, "sh", SCRIPT_PATH, action, *args]
+
+
 def admit_argv(gateway: str, pool: str, address: str, gw: GatewayConfig) -> list[str]:
-    script = [SCRIPT_PATH, "admit", nginx.ident(pool), member_name(address), *server(gw, address)]
-    return ["docker", "exec", gateway, "sh", *script]
+    return _in_gateway(gateway, "admit", nginx.ident(pool), member_name(address), *server(gw, address))
 
 
 def split_argv(gateway: str, model: str, pool: str, percent: int) -> list[str]:
     """Gives `pool` (a canary pool) `percent` of `model`'s requests."""
-    script = [SCRIPT_PATH, "split", nginx.ident(model), nginx.ident(pool), str(percent)]
-    return ["docker", "exec", gateway, "sh", *script]
+    return _in_gateway(gateway, "split", nginx.ident(model), nginx.ident(pool), str(percent))
 
 
 def promote_argv(gateway: str, pool: str, into: str) -> list[str]:
     """Moves every member of `pool` into `into`; `pool` loses its share."""
-    return ["docker", "exec", gateway, "sh", SCRIPT_PATH, "promote", nginx.ident(pool), nginx.ident(into)]
+    return _in_gateway(gateway, "promote", nginx.ident(pool), nginx.ident(into))
 
 
 def drain_argv(gateway: str, pool: str, address: str, timeout_seconds: int) -> list[str]:
-    args = [gateway, "sh", SCRIPT_PATH, "drain", nginx.ident(pool), member_name(address), address]
-    return tolerant(["docker", "exec", *args, str(timeout_seconds)])
+    return tolerant(
+        _in_gateway(gateway, "drain", nginx.ident(pool), member_name(address), address, str(timeout_seconds))
+    )
 
 
 def tolerant(argv: list[str]) -> list[str]:

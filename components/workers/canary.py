@@ -57,16 +57,16 @@ def gate_params(group: WorkerGroup, target: GateTarget) -> dict[str, Any]:
     canary = group.canary
     if canary is None:
         raise ValueError(f"group {group.name} has no canary")
-    gate = canary.gate
+    gate, release = canary.gate, group.released()
     return {
         "group": group.name,
         "pool": canary_pool(group.name),
         "model": group.model.served_name,
         "to_percent": canary.weight_percent,
         "release": {
-            "image": group.released().image,
-            "revision": group.released().model.revision,
-            "extraArgs": group.released().extra_args,
+            "image": release.image,
+            "revision": release.model.revision,
+            "extraArgs": release.extra_args,
         },
         "gateway_url": target.gateway_url,
         "prometheus_url": target.prometheus_url,

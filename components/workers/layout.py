@@ -28,6 +28,7 @@ import shlex
 from dataclasses import dataclass
 
 import pulumi
+import pulumi_command as command
 
 from stacks.config import HostConfig
 from stacks.placement import Placement
@@ -87,8 +88,6 @@ def parse(stdout: str) -> list[Running] | None:
 
 def read(host: HostConfig, stack: str) -> list[Running] | None:
     """The host's workers now, read on every preview and update."""
-    import pulumi_command as command
-
     result = command.local.run(command=read_command(host, stack))
     running = parse(result.stdout or "")
     if running is None:

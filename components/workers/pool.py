@@ -43,6 +43,8 @@ class VllmWorkerPoolArgs:
     """The gateway the workers join once healthy and leave before they stop (`rollout.py`)."""
     gate: canary.GateTarget | None = None
     """Where the canary gate reaches the gateway and Prometheus; needed when the group has a canary."""
+    fingerprints: dict[str, str] = field(default_factory=dict)
+    """Each worker's `spec.fingerprint`, by placement name, for its `inference-stack.spec` label."""
     seats: dict[str, layout.Seat] = field(default_factory=dict)
     """Where each worker's container goes in this update (`layout.seat`), by placement name;
     unlisted workers stay on their own GPUs and name, delete-before-replace."""
@@ -101,7 +103,7 @@ class VllmWorkerPool(pulumi.ComponentResource):
         self.rollout_plan = rollout.plan(args.placements, group.rollout.max_unavailable, args.seats)
         by_name = {p.name: p for p in args.placements}
         joined: dict[str, pulumi.Resource] = {}
-        by_worker: dict[str, docker.Container] = {}
+        canary_containers: list[docker.Container] = []
         gated: list[pulumi.Resource] | None = None
         for step in self.rollout_plan:
             placement = by_name[step.worker]
@@ -113,7 +115,7 @@ class VllmWorkerPool(pulumi.ComponentResource):
             if not placement.canary and gated is None and group.canary is not None:
                 # Every canary worker is in the plan before the rest: gate them, then raise their
                 # weight or (at 100 %) promote them, before the rest of the group may roll.
-                gated = self._canary(name, group, list(by_worker.values()), args)
+                gated = self._canary(name, group, canary_containers, args)
             host = args.hosts[placement.host.name]
             on_host = host.options(self)
             # The previous wave must be healthy and back in the gateway before this one goes.
@@ -150,7 +152,7 @@ class VllmWorkerPool(pulumi.ComponentResource):
                 **args.labels,
                 **spec.labels(placed, args.stack),
                 layout.SLOT_LABEL: placement.name,
-                layout.SPEC_LABEL: spec.fingerprint(worker_group, offload, tracing),
+                layout.SPEC_LABEL: args.fingerprints[placement.name],
             }
             worker_uploads = list(uploads)
             if args.lmcache is not None:
@@ -228,7 +230,7 @@ class VllmWorkerPool(pulumi.ComponentResource):
             )
             containers[placement.name] = container
             if placement.canary:
-                by_worker[placement.name] = container
+                canary_containers.append(container)
             address = placement.address(args.stack)
             if placement.published_port is None:
                 address = f"{container_name}:{worker_group.port}"

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from components.gateway import members
-from components.gateway.nginx import Pool, Route
+from components.gateway.nginx import WEIGHTS_DIR, Pool, Route
 from tests.components.gateway.fakes import FakeWorker, call, read_sse
 from tests.components.gateway.test_nginx import GATE_KEY, KEY_A, OPEN, gateway
 from tests.support.nginx import Nginx
@@ -23,11 +23,16 @@ from tests.support.tools import require_tool
 CHAT = "/v1/chat/completions"
 
 
+def in_nginx(gw: Nginx, *argv: str, stdin: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """`argv` in nginx's mount namespace, where the gateway's config directory is, as `docker exec`
+    runs in the gateway container."""
+    command = [require_tool("nsenter"), "--target", str(gw.process.pid), "--mount", *argv]
+    return subprocess.run(command, input=stdin, capture_output=True, text=True, timeout=timeout)
+
+
 def members_sh(gw: Nginx, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     """The script on stdin: nginx's namespace has its own /tmp, where a checkout may live."""
-    nsenter = require_tool("nsenter")
-    command = [nsenter, "--target", str(gw.process.pid), "--mount", "sh", "-s", "--", *args]
-    return subprocess.run(command, input=members.script_source(), capture_output=True, text=True, timeout=timeout)
+    return in_nginx(gw, "sh", "-s", "--", *args, stdin=members.script_source(), timeout=timeout)
 
 
 def admit(gw: Nginx, address: str) -> subprocess.CompletedProcess[str]:
@@ -120,18 +125,7 @@ def test_members_script_passes_shellcheck() -> None:
 
 
 def weights_file(gw: Nginx, model: str, pool: str) -> str:
-    shown = subprocess.run(
-        [
-            require_tool("nsenter"),
-            "--target",
-            str(gw.process.pid),
-            "--mount",
-            "cat",
-            f"{members.MEMBERS_DIR.rsplit('/', 1)[0]}/weights/{model}/{pool}.conf",
-        ],
-        capture_output=True,
-        text=True,
-    )
+    shown = in_nginx(gw, "cat", f"{WEIGHTS_DIR}/{model}/{pool}.conf")
     return shown.stdout if shown.returncode == 0 else ""
 
 
@@ -204,18 +198,5 @@ def test_admitting_a_worker_to_another_pool_moves_it(tmp_path: Path) -> None:
         assert moved.returncode == 0, moved.stderr
         assert weights_file(gw, "m", "p_canary") == ""
         assert workers_hit(gw) == {"w"}
-        listed = subprocess.run(
-            [
-                require_tool("nsenter"),
-                "--target",
-                str(gw.process.pid),
-                "--mount",
-                "find",
-                members.MEMBERS_DIR,
-                "-name",
-                "*.conf",
-            ],
-            capture_output=True,
-            text=True,
-        ).stdout.split()
+        listed = in_nginx(gw, "find", members.MEMBERS_DIR, "-name", "*.conf").stdout.split()
         assert [p.removeprefix(members.MEMBERS_DIR + "/") for p in listed] == [f"p/{members.member_name(address)}.conf"]

@@ -87,8 +87,7 @@ def test_right_answers_pass_and_a_stack_without_prometheus_says_ttft_was_not_che
         ran = run_gate(params_for(url, [FRANCE]))
     assert ran.returncode == 0, ran.stderr
     assert "SKIP  TTFT: the stack runs no Prometheus" in ran.stdout
-    bodies = [json.loads(s.path and "{}") for s in canary_worker.seen]
-    assert len(bodies) == 6
+    assert len(canary_worker.seen) == 6
 
 
 def test_a_4_must_stand_alone_and_an_unreachable_pool_fails(tmp_path: Path) -> None:
