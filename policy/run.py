@@ -133,8 +133,9 @@ def evaluate(synth: Synth, config: dict[str, dict[str, Any]]) -> list[Finding]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--stack", required=True)
+    parser.add_argument("--stack-file", type=Path, help="default: Pulumi.<stack>.yaml")
     args = parser.parse_args(argv)
-    findings = evaluate(synth_stack(args.stack), load_config(args.stack))
+    findings = evaluate(synth_stack(args.stack, args.stack_file), load_config(args.stack))
     order = ["critical", "high", "medium", "low"]
     for severity in order:
         group = [f for f in findings if f.severity == severity]

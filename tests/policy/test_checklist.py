@@ -9,39 +9,25 @@ import re
 import subprocess
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from policy.pack import POLICIES
 from policy.run import UNKNOWN_IN_SYNTH, Finding, evaluate, load_config
 from stacks.synth import ROOT, Synth, synth_stack
+from tests.policy.support import WORKER, labels_set, mutated, new_findings
+from tests.support.tools import require_tool
 
-WORKER = "chat-local-0"
 README = ROOT / "README.md"
 ENFORCEMENT = {p.name: (p.enforcement_level.value if p.enforcement_level else "mandatory") for p in POLICIES}
-
-
-def new_findings(broken: Synth, baseline: Synth, config: dict[str, Any] | None = None) -> list[Finding]:
-    """What `broken` reports beyond the shipped stack's own (advisory) findings."""
-    before = set(evaluate(baseline, config or {}))
-    return [f for f in evaluate(broken, config or {}) if f not in before]
 
 
 @pytest.fixture(scope="module")
 def ci() -> Synth:
     return synth_stack("ci")
-
-
-def mutated(synth: Synth, names: str | tuple[str, ...], change: Callable[[dict[str, Any]], None]) -> Synth:
-    broken = copy.deepcopy(synth)
-    for name in (names,) if isinstance(names, str) else names:
-        change(broken.named(name)["inputs"])
-    return broken
-
-
-def labels_set(inputs: dict[str, Any], key: str, value: str) -> None:
-    inputs["labels"] = [item for item in inputs["labels"] if item["label"] != key] + [{"label": key, "value": value}]
 
 
 def gpu_worker(inputs: dict[str, Any]) -> None:
@@ -241,11 +227,37 @@ def test_relaxing_a_policy_needs_a_justification(tmp_path: Any, monkeypatch: pyt
     assert [(f.policy, f.enforcement) for f in found] == [("cpu-and-memory-limits", "advisory")]
 
 
-def test_make_policy_exits_nonzero_on_a_mandatory_violation() -> None:
-    ok = subprocess.run(
-        [sys.executable, "-m", "policy.run", "--stack", "dev"], cwd=ROOT, capture_output=True, text=True
-    )
-    assert ok.returncode == 0 and "0 mandatory" in ok.stdout, ok.stdout + ok.stderr
+def make_policy(stack: str, *stack_file: str) -> subprocess.CompletedProcess[str]:
+    """The Makefile's own `policy` recipe; `--stack-file` rides in STACK because the recipe passes
+    it through verbatim, and -o keeps make from reinstalling the venv this test already runs in."""
+    command = [require_tool("make"), "-s", "--no-print-directory", "-o", ".venv/.stamp", "policy"]
+    command += [f"STACK={' '.join([stack, *stack_file])}", f"PY={sys.executable}"]
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def test_make_policy_exits_zero_on_a_shipped_stack() -> None:
+    ok = make_policy("dev")
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert ok.stdout.splitlines()[-1].endswith(" 0 mandatory, stack 'dev'"), ok.stdout
+
+
+def test_make_policy_exits_nonzero_on_a_mandatory_violation(tmp_path: Path) -> None:
+    """A valid config can still break a policy: with observability off no worker is scraped."""
+    stack = yaml.safe_load((ROOT / "Pulumi.ci.yaml").read_text())
+    stack["config"]["inference-stack:observability"]["enabled"] = False
+    stack_file = tmp_path / "Pulumi.ci.yaml"
+    stack_file.write_text(yaml.safe_dump(stack))
+    failed = make_policy("ci", "--stack-file", str(stack_file))
+    assert failed.returncode != 0, failed.stdout + failed.stderr
+    # make reports the recipe's own exit code: policy.run's 1 for a mandatory violation.
+    assert "policy] Error 1" in failed.stderr, failed.stderr
+    workers = [f"chat-local-{n}" for n in range(3)]
+    assert [line.strip() for line in failed.stdout.splitlines() if "every-worker-is-scraped" in line] == [
+        f"[mandatory] every-worker-is-scraped: {w}: worker ci-{w} is not a Prometheus scrape target "
+        f"(looked for ['ci-{w}:8000']): keep observability.enabled on"
+        for w in workers
+    ]
+    assert failed.stdout.splitlines()[-1].endswith(" 3 mandatory, stack 'ci'"), failed.stdout
 
 
 def test_findings_name_their_resource(ci: Synth) -> None:

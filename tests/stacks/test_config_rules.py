@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from stacks.errors import ConfigError
+from stacks.errors import ConfigError, ConfigIssue
 from stacks.loader import validate
 from tests.helpers import valid_config
 
@@ -197,6 +197,28 @@ def test_invalid_config_is_refused(mutate: Mutation, secret: set[str], path: str
     assert matching, f"no issue at {path} with {rule!r}:\n{caught.value}"
     assert matching[0].fix, "every issue says how to fix it"
     assert path in str(caught.value) and "fix:" in str(caught.value)
+
+
+UTILIZATION = "inference-stack:workers[0].gpuMemoryUtilization"
+UTILIZATION_RULE = ("must be in (0, 0.90]: above 0.90 vLLM runs out of memory under load, because the CUDA context "
+                    "and fragmentation need the headroom")
+UTILIZATION_FIX = "use 0.85 to 0.90, e.g. `gpuMemoryUtilization: 0.9`"
+
+
+@pytest.mark.parametrize("value", [0.90, 0.9, 0.85, 0.01])
+def test_utilization_up_to_exactly_0_90_passes(value: float) -> None:
+    cfg = valid_config()
+    group(cfg).update(gpuMemoryUtilization=value)
+    run(cfg, set())
+
+
+@pytest.mark.parametrize("value", [0.91, 0.9000001, 0.95, 1.0, 0, -0.5])
+def test_utilization_above_0_90_or_not_positive_fails_with_exactly_its_issue(value: float) -> None:
+    cfg = valid_config()
+    group(cfg).update(gpuMemoryUtilization=value)
+    with pytest.raises(ConfigError) as caught:
+        run(cfg, set())
+    assert caught.value.issues == [ConfigIssue(UTILIZATION, value, UTILIZATION_RULE, UTILIZATION_FIX)]
 
 
 def test_matrix_has_25_distinct_messages() -> None:

@@ -1,0 +1,157 @@
+"""Every branch of the hardening policies and the utilization ceiling, one fixture each, with the
+exact finding: a check that is switched off, or a key dropped from one of its lists, fails here."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from policy.run import Finding
+from stacks.synth import Synth, synth_stack
+from tests.policy.support import WORKER, labels_set, mutated, new_findings
+
+
+@pytest.fixture(scope="module")
+def ci() -> Synth:
+    return synth_stack("ci")
+
+
+def only(findings: list[Finding]) -> tuple[str, str, str | None, str]:
+    assert len(findings) == 1, findings
+    f = findings[0]
+    return f.policy, f.enforcement, f.resource, f.message
+
+
+def test_mapped_host_devices_are_refused(ci: Synth) -> None:
+    device = {"hostPath": "/dev/nvidia0", "containerPath": "/dev/nvidia0", "permissions": "rwm"}
+    broken = mutated(ci, "redis", lambda i: i.update(devices=[device]))
+    assert only(new_findings(broken, ci)) == (
+        "not-privileged",
+        "mandatory",
+        "redis",
+        "`devices` maps host devices in: request GPUs through deviceRequests instead",
+    )
+
+
+# `ipc` and `utsMode` are not inputs of pulumi-docker 5.2.0's Container; the policy checks them so
+# that a provider which adds them (as Docker's own API names them) is covered from the start.
+@pytest.mark.parametrize("key", ["networkMode", "pidMode", "ipc", "ipcMode", "usernsMode", "utsMode"])
+def test_each_host_namespace_is_refused(key: str, ci: Synth) -> None:
+    broken = mutated(ci, "redis", lambda i: i.update({key: "host"}))
+    assert only(new_findings(broken, ci)) == (
+        "no-host-namespaces",
+        "mandatory",
+        "redis",
+        f"{key}: host shares the host's namespace with the container: remove it",
+    )
+
+
+@pytest.mark.parametrize("mode", ["private", "shareable", "container:ci-redis", ""])
+def test_a_namespace_of_its_own_or_another_container_passes(mode: str, ci: Synth) -> None:
+    broken = mutated(ci, "redis", lambda i: i.update(pidMode=mode, ipcMode=mode))
+    assert new_findings(broken, ci) == []
+
+
+def bind(source: str) -> Any:
+    return lambda i: i["mounts"].append({"type": "bind", "source": source, "target": "/mnt/x"})
+
+
+def host_volume(source: str) -> Any:
+    return lambda i: i.update(volumes=[{"hostPath": source, "containerPath": "/mnt/x"}])
+
+
+# Each path class the policy's description lists (/ and these seven), itself, with a trailing slash
+# and below it, as a bind mount and as a host-path volume (the provider's two ways to map a host path).
+PATH_CLASSES = ("/etc", "/proc", "/sys", "/boot", "/dev", "/usr", "/lib")
+SENSITIVE_SOURCES = ["/", "//", *(f"{p}{tail}" for p in PATH_CLASSES for tail in ("", "/", "/x"))]
+
+
+@pytest.mark.parametrize("how", [bind, host_volume], ids=["bind", "volume"])
+@pytest.mark.parametrize("source", SENSITIVE_SOURCES)
+def test_each_sensitive_host_path_is_refused(source: str, how: Any, ci: Synth) -> None:
+    broken = mutated(ci, "redis", how(source))
+    assert only(new_findings(broken, ci)) == (
+        "no-sensitive-host-mounts",
+        "mandatory",
+        "redis",
+        f"{source} is a sensitive host path: mount a dedicated directory instead",
+    )
+
+
+@pytest.mark.parametrize("source", ["/var/run/docker.sock", "/run/docker.sock", "/home/u/.docker/run/docker.sock"])
+def test_the_docker_socket_is_refused(source: str, ci: Synth) -> None:
+    broken = mutated(ci, "redis", bind(source))
+    assert only(new_findings(broken, ci)) == (
+        "no-sensitive-host-mounts",
+        "mandatory",
+        "redis",
+        f"{source}: the Docker socket is root on the host; never mount it",
+    )
+
+
+@pytest.mark.parametrize("source", ["/etcetera", "/usr-local", "/library", "/srv/models", "/var/lib/inference-stack"])
+def test_a_dedicated_directory_passes(source: str, ci: Synth) -> None:
+    assert new_findings(mutated(ci, "redis", bind(source)), ci) == []
+
+
+def test_a_named_volume_called_like_a_sensitive_path_passes(ci: Synth) -> None:
+    broken = mutated(ci, "redis", lambda i: i["mounts"].append({"type": "volume", "source": "/etc", "target": "/x"}))
+    assert new_findings(broken, ci) == []
+
+
+@pytest.mark.parametrize(
+    "option", ["seccomp=unconfined", "seccomp:unconfined", "apparmor=unconfined", "apparmor:unconfined"]
+)
+def test_an_unconfined_profile_is_refused(option: str, ci: Synth) -> None:
+    broken = mutated(ci, "redis", lambda i: i.update(securityOpts=[*i["securityOpts"], option]))
+    assert only(new_findings(broken, ci)) == (
+        "no-new-privileges",
+        "mandatory",
+        "redis",
+        f"securityOpts {option}: keep Docker's default profile",
+    )
+
+
+def test_a_named_profile_passes(ci: Synth) -> None:
+    options = ["seccomp=/etc/docker/seccomp/vllm.json", "apparmor=docker-default"]
+    broken = mutated(ci, "redis", lambda i: i.update(securityOpts=[*i["securityOpts"], *options]))
+    assert new_findings(broken, ci) == []
+
+
+def utilization(value: str, separate: bool = True) -> Any:
+    """The ci worker as a GPU worker started with `--gpu-memory-utilization <value>`."""
+
+    def change(inputs: dict[str, Any]) -> None:
+        labels_set(inputs, "inference-stack.accelerator", "nvidia")
+        flag = ["--gpu-memory-utilization", value] if separate else [f"--gpu-memory-utilization={value}"]
+        inputs["command"] = [*inputs["command"], *flag]
+
+    return change
+
+
+@pytest.mark.parametrize("separate", [True, False], ids=["two-words", "equals"])
+@pytest.mark.parametrize("value", ["0.90", "0.9", "0.5"])
+def test_utilization_up_to_the_ceiling_passes_the_policy(value: str, separate: bool, ci: Synth) -> None:
+    assert new_findings(mutated(ci, WORKER, utilization(value, separate)), ci) == []
+
+
+@pytest.mark.parametrize("separate", [True, False], ids=["two-words", "equals"])
+@pytest.mark.parametrize("value", ["0.91", "0.901", "0.95"])
+def test_utilization_above_the_ceiling_fails_the_policy(value: str, separate: bool, ci: Synth) -> None:
+    assert only(new_findings(mutated(ci, WORKER, utilization(value, separate)), ci)) == (
+        "gpu-memory-utilization-cli",
+        "mandatory",
+        WORKER,
+        f"--gpu-memory-utilization {value} is above 0.9: lower gpuMemoryUtilization",
+    )
+
+
+def test_a_gpu_worker_without_the_flag_fails_the_policy(ci: Synth) -> None:
+    broken = mutated(ci, WORKER, lambda i: labels_set(i, "inference-stack.accelerator", "nvidia"))
+    assert only(new_findings(broken, ci)) == (
+        "gpu-memory-utilization-cli",
+        "mandatory",
+        WORKER,
+        "`--gpu-memory-utilization` is not on the command line: set workers[].gpuMemoryUtilization",
+    )
