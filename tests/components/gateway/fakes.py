@@ -2,7 +2,9 @@
 
 `FakeWorker` answers any path: a JSON echo (which worker, what it saw, the body's sha256) after
 a fixed delay, or, for a body with `"stream": true`, an SSE stream of `chunks` events `gap`
-seconds apart whose send times it records. It runs in a thread of the test process, or as its
+seconds apart whose send times it records, framed as `framing` says: `chunked` (what vLLM's
+uvicorn sends), `close` (no length, the body ends when the connection closes) or `length` (a
+Content-Length announced up front). It runs in a thread of the test process, or as its
 own process (`python -m tests.components.gateway.fakes NAME HOST DELAY`) for a test that needs
 to SIGKILL it. Every address is on 127.0.0.0/8.
 """
@@ -20,6 +22,7 @@ import subprocess
 import sys
 import threading
 import time
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -153,7 +156,8 @@ class FakeWorker:
                 except ValueError:
                     request = {}
                 if isinstance(request, dict) and request.get("stream"):
-                    self._stream(int(request.get("chunks", 5)), float(request.get("gap", 0.2)), headers)
+                    chunks, gap = int(request.get("chunks", 5)), float(request.get("gap", 0.2))
+                    self._stream(chunks, gap, str(request.get("framing", "chunked")), headers)
                     return
                 time.sleep(worker.delay)
                 payload = json.dumps(
@@ -173,26 +177,37 @@ class FakeWorker:
                 self.end_headers()
                 self.wfile.write(payload)
 
-            def _stream(self, chunks: int, gap: float, headers: dict[str, str]) -> None:
+            def _stream(self, chunks: int, gap: float, framing: str, headers: dict[str, str]) -> None:
                 stream = Stream(headers.get("x-request-id", ""))
                 with worker._lock:
                     worker.streams.append(stream)
+                events = [
+                    f"data: {json.dumps({'i': i, 'worker': worker.name}) if i < chunks else '[DONE]'}\n\n".encode()
+                    for i in range(chunks + 1)
+                ]
                 self.send_response(200)
                 self.send_header("Content-Type", "text/event-stream")
-                self.send_header("Transfer-Encoding", "chunked")
+                if framing == "chunked":
+                    self.send_header("Transfer-Encoding", "chunked")
+                elif framing == "length":
+                    self.send_header("Content-Length", str(sum(map(len, events))))
+                elif framing == "close":
+                    self.send_header("Connection", "close")
+                    self.close_connection = True
+                else:
+                    raise ValueError(f"unknown framing {framing!r}")
                 self.send_header("X-Worker", worker.name)
                 self.end_headers()
                 self.wfile.flush()
-                for i in range(chunks + 1):
+                for i, event in enumerate(events):
                     if i:
                         time.sleep(gap)
-                    data = json.dumps({"i": i, "worker": worker.name}) if i < chunks else "[DONE]"
-                    event = f"data: {data}\n\n".encode()
                     stream.sent.append(time.monotonic())
-                    self.wfile.write(b"%x\r\n%s\r\n" % (len(event), event))
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(event), event) if framing == "chunked" else event)
                     self.wfile.flush()
-                self.wfile.write(b"0\r\n\r\n")
-                self.wfile.flush()
+                if framing == "chunked":
+                    self.wfile.write(b"0\r\n\r\n")
+                    self.wfile.flush()
                 stream.done = True
 
         return Handler
@@ -258,26 +273,27 @@ def call(
 def read_sse(
     base: str, path: str, *, key: str, body: dict[str, Any], headers: dict[str, str] | None = None, timeout: float = 10
 ) -> Iterator[tuple[float, dict[str, Any] | str]]:
-    """POST and yield `(time.monotonic() at arrival, event data)` for each SSE event as it arrives."""
+    """POST and yield `(time.monotonic() at arrival, event data)` for each SSE event as it arrives.
+    It accepts gzip as the OpenAI client (httpx) does, and inflates what has arrived so far."""
     host, port = base.removeprefix("http://").split(":")
     conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
     try:
-        conn.request(
-            "POST",
-            path,
-            body=json.dumps(body).encode(),
-            headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json", **(headers or {})},
-        )
+        sent = {"Authorization": f"Bearer {key}", "Content-Type": "application/json", "Accept-Encoding": "gzip"}
+        conn.request("POST", path, body=json.dumps(body).encode(), headers={**sent, **(headers or {})})
         response = conn.getresponse()
         if response.status != 200:
             raise AssertionError(f"stream answered {response.status}: {response.read()[:500]!r}")
+        encoding = response.getheader("Content-Encoding")
+        if encoding not in (None, "gzip"):
+            raise AssertionError(f"stream came {encoding}-encoded")
+        inflate = zlib.decompressobj(16 + zlib.MAX_WBITS) if encoding == "gzip" else None
         buffer = b""
         while True:
             data = response.read1(65536)
             arrived = time.monotonic()
             if not data:
                 return
-            buffer += data
+            buffer += inflate.decompress(data) if inflate else data
             while b"\n\n" in buffer:
                 event, buffer = buffer.split(b"\n\n", 1)
                 text = event.decode().removeprefix("data: ")
