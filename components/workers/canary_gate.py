@@ -5,7 +5,8 @@
    pairs) goes at temperature 0 through the gateway to the canary pool alone
    (`/pools/<pool>/v1/chat/completions`, which only the gate's key may use), in turn until
    `requests` requests were sent. Every answer must contain its fragment (case-insensitive).
-2. TTFT: once Prometheus has scraped those requests, the canary's TTFT P95 over the window
+2. TTFT: once Prometheus has scraped those requests (and the canary twice in the window, as
+   increase() needs), the canary's TTFT P95 over the window
    (`vllm:time_to_first_token_seconds`, labels `group` and `role`) must be under the absolute
    ceiling and at most `ttft_vs_stable_max` times the stable workers' P95 (when they have samples).
 
@@ -102,6 +103,24 @@ def _count_or_zero(params: dict[str, Any]) -> float:
         return 0.0
 
 
+def _samples(params: dict[str, Any], role: str, how: str) -> float | None:
+    """`how` (min or max) of the samples each of the role's TTFT series has in the window; None
+    when there is no such series, 0 while Prometheus is unreachable."""
+    promql = f"{how}(count_over_time({TTFT}_count{{{selector(params, role)}}}[{params['window_minutes']}m]))"
+    try:
+        return query(params["prometheus_url"], promql)
+    except GateError:
+        return 0.0
+
+
+def _scraped_twice(params: dict[str, Any]) -> bool:
+    """increase() is empty for a series scraped once, as the canary's is when Prometheus starts, or
+    first scrapes its new target, after the gate's requests: every canary series needs two samples
+    in the window, and the stable workers (when they have series) one series with two."""
+    stable = _samples(params, "stable", "max")
+    return (_samples(params, "canary", "min") or 0.0) >= 2 and (stable is None or stable >= 2)
+
+
 def p95(params: dict[str, Any], role: str) -> float | None:
     window = f"{params['window_minutes']}m"
     promql = f"histogram_quantile(0.95, sum by (le) (increase({TTFT}_bucket{{{selector(params, role)}}}[{window}])))"
@@ -145,8 +164,8 @@ def run(params: dict[str, Any], clock: Any = time.monotonic, sleep: Any = time.s
     if not params.get("prometheus_url"):
         lines.append("SKIP  TTFT: the stack runs no Prometheus (observability.enabled is false)")
         return ok, lines
-    # Wait for a scrape that includes the gate's own requests, so the canary has samples.
-    while _count_or_zero(params) < before + sent:
+    # Wait for a scrape that includes the gate's own requests, and for samples increase() can use.
+    while _count_or_zero(params) < before + sent or not _scraped_twice(params):
         if clock() >= deadline:
             lines.append(f"FAIL  TTFT: Prometheus did not see the gate's {sent} requests in time")
             return False, lines
