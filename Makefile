@@ -15,7 +15,7 @@ export PULUMI_BACKEND_URL ?= file://$(STATE_DIR)
 export PULUMI_CONFIG_PASSPHRASE_FILE ?= $(PASSPHRASE_FILE)
 export PULUMI_SKIP_UPDATE_CHECK := true
 
-.PHONY: help venv deps test test-integration lint typecheck unit render policy up preview destroy bench docs backup-check clean
+.PHONY: help venv deps test test-integration lint typecheck unit render policy up preview destroy bench docs backup-check mutation clean
 
 help:
 	@echo "make up                 deploy the dev stack on the local Docker engine"
@@ -26,6 +26,7 @@ help:
 	@echo "make bench              synth and gateway benchmarks (docs/performance.md)"
 	@echo "make docs               regenerate the README's config reference"
 	@echo "make backup-check STACK=prod  fail when the newest Weaviate backup is too old"
+	@echo "make mutation           mutmut over the policy pack, config rules and renderers (not in make test)"
 
 $(VENV)/.stamp: requirements.txt requirements-dev.txt constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -87,6 +88,20 @@ bench: venv
 	  .cache/bench-venv/bin/pip install --quiet --disable-pip-version-check -r benchmarks/requirements.txt && \
 	  cp benchmarks/requirements.txt .cache/bench-venv/requirements.txt; }
 	$(PY) benchmarks/gateway.py --litellm .cache/bench-venv/bin/litellm
+
+# Mutation testing, never in `make test` or CI: mutmut ([tool.mutmut] in pyproject.toml) mutates the
+# policy pack, the config rules and the pure renderers and runs their fast tests against each mutant.
+# MUTANTS narrows the run by mutant name, e.g. MUTANTS='policy.*' or MUTANTS='stacks.config.*'.
+MUTANTS ?=
+mutation: venv
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-mutation.txt -c constraints.txt
+	$(VENV)/bin/mutmut run $(MUTANTS)
+	@# Per module, from `mutmut results --all` ("other": no tests, not checked, suspicious, skipped).
+	@$(VENV)/bin/mutmut results --all true | awk '{ split($$1, n, /\.x(_|ǁ)/); m = n[1]; s = $$2; total[m]++; \
+	  if (s == "killed") k[m]++; else if (s == "survived") v[m]++; else if (s == "timeout") t[m]++; else o[m]++ } \
+	  END { for (m in total) printf "%-38s killed %4d  survived %4d  timeout %3d  other %4d  of %4d\n", \
+	  m, k[m], v[m], t[m], o[m], total[m] }' | sort
+	$(VENV)/bin/mutmut results
 
 # --- real deployments (need the Pulumi CLI, which `up` installs when missing) ------------------
 

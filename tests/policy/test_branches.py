@@ -3,10 +3,13 @@ exact finding: a check that is switched off, or a key dropped from one of its li
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 
+from policy.checklist import flag, seconds
+from policy.pack import POLICIES
 from policy.run import Finding
 from stacks.synth import Synth, synth_stack
 from tests.policy.support import WORKER, labels_set, mutated, new_findings
@@ -155,3 +158,80 @@ def test_a_gpu_worker_without_the_flag_fails_the_policy(ci: Synth) -> None:
         WORKER,
         "`--gpu-memory-utilization` is not on the command line: set workers[].gpuMemoryUtilization",
     )
+
+
+@pytest.mark.parametrize(
+    ("duration", "expected"),
+    [("90s", 90), ("2m", 120), ("1m30s", 90), ("500ms", 0.5), ("1h", 3600), ("1.5s", 1.5), ("1h1m1s", 3661)],
+)
+def test_docker_durations_parse_to_seconds(duration: str, expected: float) -> None:
+    assert seconds(duration) == expected
+
+
+@pytest.mark.parametrize("duration", ["", "90", "s", "1x", "90 s", "1m30", "-5s", "1.5.0s"])
+def test_anything_else_is_not_a_duration(duration: str) -> None:
+    with pytest.raises(ValueError, match="not a duration"):
+        seconds(duration)
+
+
+@pytest.mark.parametrize(
+    ("command", "expected"),
+    [
+        (["--port", "8000"], "8000"),
+        (["--port=8000"], "8000"),
+        (["--api-key=a=b"], None),
+        (["--port"], None),
+        (["8000", "--port"], None),
+        (["--ports", "1", "--port-x=2"], None),
+    ],
+)
+def test_a_flag_value_is_read_from_either_spelling(command: list[str], expected: str | None) -> None:
+    assert flag(command, "--port") == expected
+
+
+def test_a_flag_value_keeps_its_own_equals_signs() -> None:
+    assert flag(["--api-key=a=b=c"], "--api-key") == "a=b=c"
+
+
+def test_a_worker_without_its_cold_start_label_fails(ci: Synth) -> None:
+    def drop(inputs: dict[str, Any]) -> None:
+        inputs["labels"] = [i for i in inputs["labels"] if i["label"] != "inference-stack.cold-start-seconds"]
+
+    assert only(new_findings(mutated(ci, WORKER, drop), ci)) == (
+        "health-start-period-covers-cold-start",
+        "mandatory",
+        WORKER,
+        "label `inference-stack.cold-start-seconds` is missing: declare the worker's cold start",
+    )
+
+
+def test_a_worker_without_a_start_period_fails(ci: Synth) -> None:
+    assert only(new_findings(mutated(ci, WORKER, lambda i: i["healthcheck"].pop("startPeriod")), ci)) == (
+        "health-start-period-covers-cold-start",
+        "mandatory",
+        WORKER,
+        "healthcheck startPeriod 0s is under 2x the declared cold start (120s): set health.startPeriodSeconds to at "
+        "least 240",
+    )
+
+
+@pytest.mark.parametrize(
+    "entry", [{}, {"enforcementLevel": "mandatory"}, {"justification": "reviewed"}], ids=["empty", "mandatory", "why"]
+)
+def test_a_mandatory_policy_needs_no_justification(entry: dict[str, str], tmp_path: Any, monkeypatch: Any) -> None:
+    import policy.run as run
+
+    monkeypatch.setattr(run, "CONFIG_DIR", tmp_path)
+    (tmp_path / "x.json").write_text(json.dumps({"cpu-and-memory-limits": entry}))
+    assert run.load_config("x") == {"cpu-and-memory-limits": entry}
+
+
+def test_an_unknown_policy_name_lists_the_real_ones(tmp_path: Any, monkeypatch: Any) -> None:
+    import policy.run as run
+
+    monkeypatch.setattr(run, "CONFIG_DIR", tmp_path)
+    (tmp_path / "x.json").write_text('{"cpu-limits": {}}')
+    names = ", ".join(sorted(p.name for p in POLICIES))
+    with pytest.raises(ValueError) as caught:
+        run.load_config("x")
+    assert str(caught.value) == f"{tmp_path / 'x.json'}: no policy named 'cpu-limits' (policies: {names})"

@@ -272,3 +272,43 @@ def test_every_problem_is_reported_at_once() -> None:
     with pytest.raises(ConfigError) as caught:
         run(cfg, set())
     assert len(caught.value.issues) == 2
+
+
+def test_the_error_reads_exactly_as_documented() -> None:
+    """What a user sees: a header with the count, then each key path = its value, the rule and the fix,
+    for each kind of issue (enum, rule, unknown key with no close match, pattern)."""
+    cfg = valid_config()
+    group(cfg).update(gpuMemoryUtilization=0.99)
+    group(cfg)["model"].update(dtype="fp4")
+    cfg.update(weaviate={"backup": {"endpoint": "https://minio:9000"}}, gateway={"rateLimit": {"zzzqqq": 1}})
+    with pytest.raises(ConfigError) as caught:
+        run(cfg, set())
+    dtypes = "'auto', 'half', 'float16', 'bfloat16', 'float' or 'float32'"
+    assert str(caught.value) == "\n".join([
+        "invalid config for stack 'test' (4 problems):",
+        '  inference-stack:workers[0].model.dtype = "fp4"',
+        f"    rule: Input should be {dtypes}",
+        f"    fix:  use one of {dtypes}",
+        "  inference-stack:workers[0].gpuMemoryUtilization = 0.99",
+        f"    rule: {UTILIZATION_RULE}",
+        f"    fix:  {UTILIZATION_FIX}",
+        "  inference-stack:gateway.rateLimit.zzzqqq = 1",
+        "    rule: unknown key",
+        "    fix:  remove it; valid keys here are: burst, requestsPerSecond",
+        '  inference-stack:weaviate.backup.endpoint = "https://minio:9000"',
+        r"    rule: must match ^[A-Za-z0-9.-]+(:\d{1,5})?$",
+        "    fix:  see the README's config reference for the format",
+    ])
+
+
+def test_a_missing_key_reads_not_set() -> None:
+    cfg = valid_config()
+    cfg.pop("hosts")
+    with pytest.raises(ConfigError) as caught:
+        run(cfg, set())
+    assert str(caught.value) == "\n".join([
+        "invalid config for stack 'test' (1 problem):",
+        "  inference-stack:hosts = (not set)",
+        "    rule: required key is missing",
+        "    fix:  add it (see the README's config reference)",
+    ])
