@@ -37,7 +37,6 @@ import gc
 import itertools
 import json
 import os
-import platform
 import re
 import signal
 import socket
@@ -47,16 +46,18 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks import report, results
+from components.gateway import members
 from components.gateway.nginx import Pool, Route, render_clients_map, render_nginx_conf, render_worker_auth
 from stacks.config import GatewayConfig, RateLimit
-from tests.support.nginx import run_nginx
+from tests.support.nginx import Nginx, run_nginx
 from tests.support.processes import stop as stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -99,12 +100,12 @@ def expected_tokens(count: int) -> list[bytes]:
 class FakeWorker(asyncio.Protocol):
     """A keep-alive HTTP/1.1 connection to an OpenAI-compatible worker that streams fixed tokens."""
 
-    HEAD = (
-        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
-        b"Transfer-Encoding: chunked\r\n\r\n"
-    )
-
-    def __init__(self, tokens: list[bytes], delay: float) -> None:
+    def __init__(self, tokens: list[bytes], delay: float, address: str) -> None:
+        # X-Worker: the benchmark checks that the gateway reaches every worker it admitted.
+        self.head = (
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
+            b"X-Worker: %s\r\nTransfer-Encoding: chunked\r\n\r\n" % address.encode()
+        )
         self.role = sse_chunk(completion_chunk({"role": "assistant", "content": ""}))
         self.tokens = [sse_chunk(completion_chunk({"content": t.decode()})) for t in tokens]
         self.end = sse_chunk(completion_chunk({}, "stop")) + sse_chunk("[DONE]") + b"0\r\n\r\n"
@@ -136,7 +137,7 @@ class FakeWorker(asyncio.Protocol):
             body = b'{"error":{"message":"unknown path or worker key"}}'
             self.transport.write(b"HTTP/1.1 401 Unauthorized\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
             return
-        self.transport.write(self.HEAD + self.role)
+        self.transport.write(self.head + self.role)
         self.transport.write(self.tokens[0])
         loop = asyncio.get_running_loop()
         self.start = loop.time()
@@ -158,7 +159,7 @@ class FakeWorker(asyncio.Protocol):
 async def serve_worker(host: str, port: int, tokens: int, delay: float) -> None:
     loop = asyncio.get_running_loop()
     server = await loop.create_server(
-        lambda: FakeWorker(expected_tokens(tokens), delay), host, port, backlog=1024, reuse_address=True
+        lambda: FakeWorker(expected_tokens(tokens), delay, host), host, port, backlog=1024, reuse_address=True
     )
     stop = loop.create_future()
     loop.add_signal_handler(signal.SIGTERM, stop.set_result, None)
@@ -213,6 +214,7 @@ class Stream(asyncio.Protocol):
         self.raw = b""
         self.head_done = False
         self.status = 0
+        self.worker = ""
         self.chunked = False
         self.length = 0
         self.body = bytearray()
@@ -245,6 +247,8 @@ class Stream(asyncio.Protocol):
                 return
             head = self.raw[:end].lower()
             self.status = int(head[9:12])
+            at = head.find(b"\r\nx-worker:")
+            self.worker = head[at + 11 :].split(b"\r\n", 1)[0].strip().decode() if at >= 0 else ""
             self.chunked = b"\r\ntransfer-encoding: chunked" in head
             at = head.find(b"\r\ncontent-length:")
             self.length = int(head[at + 17 :].split(b"\r\n", 1)[0]) if at >= 0 else 0
@@ -298,9 +302,30 @@ class Cell:
     """CPU cores this benchmark's processes (client, workers, proxies) used during the cell."""
     others: float = 0.0
     """CPU cores that processes outside this benchmark used during the cell (a shared machine)."""
+    others_per_attempt: list[float] = field(default_factory=list)
+    """`others` of every measurement of this cell, the kept one last."""
 
     def p50(self) -> float:
         return statistics.median(self.ttft_ms)
+
+    def record(self) -> dict[str, object]:
+        """The cell as the results file keeps it (the TTFT samples as their quantiles)."""
+        return {
+            "path": self.path,
+            "streams": self.streams,
+            "p50_ms": round(self.p50(), 4),
+            "p99_ms": round(self.p99(), 4),
+            "request_ms": round(self.request_ms, 3),
+            "rps": round(self.rps, 3),
+            "n": len(self.ttft_ms),
+            "errors": self.errors,
+            "cores": {
+                "client": round(self.client_cpu, 3),
+                "ours": round(self.ours, 3),
+                "others": round(self.others, 3),
+            },
+            "others_per_attempt": [round(o, 3) for o in self.others_per_attempt],
+        }
 
     def p99(self) -> float:
         return statistics.quantiles(self.ttft_ms, n=100, method="inclusive")[98]
@@ -408,7 +433,9 @@ def worker_names(count: int) -> dict[str, str]:
 
 
 @contextmanager
-def litellm_proxy(binary: Path, tmp: Path, addresses: list[str]) -> Iterator[None]:
+def litellm_proxy(binary: Path, tmp: Path, addresses: list[str]) -> Iterator[Callable[[], None]]:
+    """Starts LiteLLM's proxy and yields the wait for it to serve: it takes long to import, so the
+    caller starts the rest meanwhile."""
     config = {
         "model_list": [
             {
@@ -433,10 +460,15 @@ def litellm_proxy(binary: Path, tmp: Path, addresses: list[str]) -> Iterator[Non
     log = tmp / "litellm.log"
     command = [str(binary), "--config", str(path), "--host", "127.0.0.1", "--port", str(LITELLM_PORT)]
     command += ["--num_workers", str(os.cpu_count() or 1)]
+    # uvicorn kills a worker that does not answer its supervisor's ping within 5 s; importing
+    # LiteLLM on a busy 2-core machine takes longer, so the workers would be killed and restarted
+    # forever. The ping only matters for a hung worker, which a benchmark run does not wait for.
+    command += ["--timeout_worker_healthcheck", "120"]
     with open(log, "wb") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 300
+
+    def ready() -> None:
         url = f"http://127.0.0.1:{LITELLM_PORT}/health/liveliness"
         direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         while True:
@@ -445,12 +477,14 @@ def litellm_proxy(binary: Path, tmp: Path, addresses: list[str]) -> Iterator[Non
             try:
                 with direct.open(url, timeout=1) as response:
                     if response.status == 200:
-                        break
+                        return
             except OSError:
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"litellm did not start:\n{log.read_text()[-3000:]}") from None
                 time.sleep(0.2)
-        yield
+
+    try:
+        yield ready
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGTERM)  # its own session: the uvicorn workers too
@@ -461,7 +495,7 @@ def litellm_proxy(binary: Path, tmp: Path, addresses: list[str]) -> Iterator[Non
                 process.wait(timeout=5)
 
 
-def gateway_config(upstreams: dict[str, str]) -> tuple[str, dict[str, str]]:
+def gateway_config(upstreams: dict[str, str]) -> tuple[GatewayConfig, Pool, str, dict[str, str]]:
     # The stack's defaults, with a rate limit that cannot bite at these rates.
     gw = GatewayConfig(rate_limit=RateLimit(requests_per_second=100000, burst=100000))
     pool = Pool(group="bench-chat", servers=[f"{name}:{WORKER_PORT}" for name in upstreams])
@@ -470,94 +504,32 @@ def gateway_config(upstreams: dict[str, str]) -> tuple[str, dict[str, str]]:
         "clients.map": render_clients_map({"bench": CLIENT_KEY}),
         "worker-auth.conf": render_worker_auth(WORKER_KEY),
     }
-    return conf, secrets
+    return gw, pool, conf, secrets
 
 
-# --- report --------------------------------------------------------------------------------------
+def admit(gateway: Nginx, gw: GatewayConfig, pool: Pool) -> None:
+    """Each worker joins as a deploy's admit step makes it join: `members.sh admit` with the
+    arguments of the stack's per-worker command (`members.admit_argv`), run in nginx's mount
+    namespace as `docker exec` runs it in the gateway container. nginx starts with no member, as a
+    new gateway does."""
+    for server in pool.servers:
+        argv = members.admit_argv("gateway", pool.group, server, gw)
+        script_args = argv[argv.index(members.SCRIPT_PATH) + 1 :]
+        # The script on stdin: nginx's namespace has a private /tmp, where a checkout may live.
+        command = ["nsenter", "--target", str(gateway.process.pid), "--mount", "sh", "-s", "--", *script_args]
+        done = subprocess.run(command, input=members.script_source(), capture_output=True, text=True, timeout=60)
+        if done.returncode != 0:
+            raise RuntimeError(f"members.sh admit {server} exited with {done.returncode}: {done.stderr}")
 
 
-@dataclass
-class Spread:
-    values: list[float] = field(default_factory=list)
-
-    def median(self) -> float:
-        return statistics.median(self.values)
-
-    def show(self, digits: int = 2) -> str:
-        if not self.values:
-            return "–"
-        low, high = min(self.values), max(self.values)
-        return f"{self.median():.{digits}f} ({low:.{digits}f} to {high:.{digits}f})"
+# --- results ------------------------------------------------------------------------------------
 
 
-def summarize(runs: list[dict[tuple[str, int], Cell]], levels: list[int], paths: list[str]) -> tuple[str, list[str]]:
-    rows = [
-        "| streams | path | TTFT p50 ms | TTFT p99 ms | added p50 ms | added p99 ms | req/s | req/s vs direct | n |",
-        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
-    ]
-    verdicts: list[str] = []
-    for streams in levels:
-        spreads: dict[str, dict[str, Spread]] = {}
-        for path in paths:
-            s = {k: Spread() for k in ("p50", "p99", "add50", "add99", "rps", "ratio")}
-            n = errors = 0
-            for run in runs:
-                cell, direct = run[(path, streams)], run[("direct", streams)]
-                s["p50"].values.append(cell.p50())
-                s["p99"].values.append(cell.p99())
-                s["rps"].values.append(cell.rps)
-                n, errors = n + len(cell.ttft_ms), errors + cell.errors
-                if path != "direct":
-                    s["add50"].values.append(cell.p50() - direct.p50())
-                    s["add99"].values.append(cell.p99() - direct.p99())
-                    s["ratio"].values.append(100 * cell.rps / direct.rps)
-            spreads[path] = s
-            rows.append(
-                f"| {streams} | {path} | {s['p50'].show()} | {s['p99'].show()} | {s['add50'].show()} | "
-                f"{s['add99'].show()} | {s['rps'].show(1)} | {s['ratio'].show(1)}{'%' if s['ratio'].values else ''} | "
-                f"{n}{f', {errors} errors' if errors else ''} |"
-            )
-        base, gw, ll = spreads["direct"], spreads.get("gateway"), spreads.get("litellm")
-        if gw is None:
-            continue
-        if streams in (1, 16):
-            median, high = gw["add50"].median(), max(gw["add50"].values)
-            verdicts.append(
-                f"- {streams} streams, gateway added p50 ≤ 0.3 ms: {'met' if median <= 0.3 else 'NOT met'} "
-                f"(median {median:.3f} ms, worst run {high:.3f} ms)"
-            )
-        if streams == 64:
-            loss = 100 - gw["ratio"].median()
-            noise = 100 * (max(base["rps"].values) - min(base["rps"].values)) / base["rps"].median()
-            verdict = "met" if loss <= 0 else "within noise" if loss <= noise else "NOT met"
-            verdicts.append(
-                f"- 64 streams, no throughput loss: {verdict} (gateway {gw['rps'].show(1)} req/s, paired with"
-                f" direct's run {gw['ratio'].show(1)}%; direct's own runs spread {noise:.1f}%)"
-            )
-        if ll is not None:
-            bound = max(gw["add50"].values)
-            ratio = ll["add50"].median() / bound if bound > 0 else float("inf")
-            verdicts.append(
-                f"- {streams} streams, LiteLLM added p50 ≥ 10x gateway's: {'met' if ratio >= 10 else 'NOT met'} "
-                f"(LiteLLM {ll['add50'].median():.2f} ms vs gateway's worst run {bound:.3f} ms: {ratio:.0f}x)"
-            )
-    return "\n".join(rows), verdicts
-
-
-def machine() -> str:
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if "model name" in line
-        ),
-        platform.machine(),
-    )
-    mem_kb = int(Path("/proc/meminfo").read_text().split()[1])
-    nginx = (
-        subprocess.run(["nginx", "-v"], capture_output=True, text=True).stderr.strip().removeprefix("nginx version: ")
-    )
-    return f"{os.cpu_count()} CPU {cpu}, {mem_kb / 2**20:.0f} GiB, Python {platform.python_version()}, {nginx}"
+def nginx_version() -> str:
+    found = subprocess.run(["nginx", "-v"], capture_output=True, text=True).stderr.strip()
+    version = found.removeprefix("nginx version: ").removeprefix("nginx/")
+    package = subprocess.run(["dpkg-query", "-W", "-f", "${Version}", "nginx"], capture_output=True, text=True)
+    return f"{version} (Debian {package.stdout})" if package.returncode == 0 and package.stdout else version
 
 
 def litellm_version(binary: Path) -> str:
@@ -593,23 +565,32 @@ def cpu_sample() -> tuple[int, int]:
     return user + nice + system, ours
 
 
-async def smoke(path: str, targets: list[Target], expected: list[bytes]) -> None:
-    """Every path answers in full, each target three times, before anything is timed."""
+async def smoke(path: str, targets: list[Target], expected: list[bytes], reach: set[str]) -> None:
+    """Every path answers in full, at least three times per worker, before anything is timed; a
+    path whose responses name their worker (X-Worker) must reach each of `reach`."""
     loop = asyncio.get_running_loop()
+    seen = set()
     for target in targets:
         _, stream = await loop.create_connection(lambda: Stream(expected), target.host, target.port)
-        for _ in range(3):
+        for _ in range(3 * max(1, len(reach) // len(targets))):
             result = await asyncio.wait_for(stream.request(target.request), timeout=60)
             if not result.ok:
-                raise RuntimeError(f"{path}: bad response from {target.host}:{target.port}: {stream.body[:500]!r}")
+                raise RuntimeError(
+                    f"{path}: bad response from {target.host}:{target.port}: {stream.status} {stream.body[:500]!r}"
+                )
+            seen.add(stream.worker)
         assert stream.transport is not None
         stream.transport.close()
+    if not reach <= seen:
+        raise RuntimeError(f"{path} reached the workers {sorted(seen)}, not all of {sorted(reach)}")
 
 
-async def measure(args: argparse.Namespace, targets: dict[str, list[Target]]) -> list[dict[tuple[str, int], Cell]]:
+async def measure(
+    args: argparse.Namespace, targets: dict[str, list[Target]], reach: dict[str, set[str]]
+) -> list[dict[tuple[str, int], Cell]]:
     expected = expected_tokens(args.tokens)
     for path, path_targets in targets.items():
-        await smoke(path, path_targets, expected)
+        await smoke(path, path_targets, expected, reach[path])
     tick = os.sysconf("SC_CLK_TCK")
     started, cell_seconds = time.monotonic(), args.warmup + args.duration + 0.5
     cells_left = args.repeat * len(args.streams) * len(args.paths)
@@ -620,6 +601,7 @@ async def measure(args: argparse.Namespace, targets: dict[str, list[Target]]) ->
             turn = repeat % len(args.paths)
             for path in args.paths[turn:] + args.paths[:turn]:  # no path always goes first
                 cells_left -= 1
+                tries: list[float] = []
                 for attempt in itertools.count():
                     gc.collect()
                     gc.disable()
@@ -630,6 +612,7 @@ async def measure(args: argparse.Namespace, targets: dict[str, list[Target]]) ->
                     gc.enable()
                     cell.ours = (ours_end - ours) / tick / elapsed
                     cell.others = max(0, (busy_end - busy) - (ours_end - ours)) / tick / elapsed
+                    tries.append(cell.others)
                     print(
                         f"run {repeat + 1} streams {streams:3d} {path:8s} p50 {cell.p50():7.2f} ms"
                         f" p99 {cell.p99():7.2f} ms request {cell.request_ms:7.2f} ms {cell.rps:6.1f} req/s"
@@ -645,6 +628,7 @@ async def measure(args: argparse.Namespace, targets: dict[str, list[Target]]) ->
                         break
                     print("  other processes were busy: measuring this cell again", file=sys.stderr, flush=True)
                     await asyncio.sleep(2)
+                cell.others_per_attempt = tries
                 run[(path, streams)] = cell
         runs.append(run)
     return runs
@@ -671,6 +655,7 @@ def main() -> int:
         "--budget", type=float, default=270, help="seconds of measuring, re-measured cells included, not to exceed"
     )
     parser.add_argument("--paths", nargs="+", choices=PATHS, default=list(PATHS), help="direct is always measured")
+    parser.add_argument("--results", type=Path, help="write the results file (benchmarks/report.py renders it)")
     parser.add_argument("--serve-worker", metavar="ADDRESS", help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.paths = ["direct", *(p for p in PATHS[1:] if p in args.paths)]
@@ -698,37 +683,50 @@ def main() -> int:
     addresses = list(upstreams.values())
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="gateway-bench-") as tmp, ExitStack() as stack:
-        stack.enter_context(workers(addresses, args.tokens, delay))
-        conf, secrets = gateway_config(upstreams)
-        stack.enter_context(run_nginx(Path(tmp), conf, secrets, upstreams, GATEWAY_PORT))
         if "litellm" in args.paths:
-            stack.enter_context(litellm_proxy(args.litellm, Path(tmp), addresses))
+            litellm_ready = stack.enter_context(litellm_proxy(args.litellm, Path(tmp), addresses))
+        stack.enter_context(workers(addresses, args.tokens, delay))
+        gw, pool, conf, secrets = gateway_config(upstreams)
+        gateway = stack.enter_context(run_nginx(Path(tmp), conf, secrets, upstreams, GATEWAY_PORT))
+        admit(gateway, gw, pool)
+        print(f"workers and gateway ready after {time.monotonic() - started:.1f} s", file=sys.stderr, flush=True)
+        if "litellm" in args.paths:
+            litellm_ready()
+            print(f"litellm ready after {time.monotonic() - started:.1f} s", file=sys.stderr, flush=True)
         path = "/v1/chat/completions"
         targets = {
             "direct": [chat_request(a, WORKER_PORT, path, WORKER_KEY, args.tokens) for a in addresses],
             "gateway": [chat_request("127.0.0.1", GATEWAY_PORT, path, CLIENT_KEY, args.tokens)],
             "litellm": [chat_request("127.0.0.1", LITELLM_PORT, path, CLIENT_KEY, args.tokens)],
         }
+        # LiteLLM does not pass the workers' headers on.
+        reach = {"direct": set(addresses), "gateway": set(addresses), "litellm": set()}
         targets = {p: t for p, t in targets.items() if p in args.paths}
-        runs = asyncio.run(measure(args, targets))
-    table, verdicts = summarize(runs, args.streams, args.paths)
-    version = litellm_version(args.litellm) if "litellm" in args.paths else "not run"
-    print(f"Machine: {machine()}, litellm {version}")
-    print(
-        f"Workers: {args.workers} fake processes, {args.tokens} tokens {args.token_delay_ms:g} ms apart; "
-        f"{args.repeat} runs of {args.warmup:g} s warm-up + {args.duration:g} s per cell; "
-        f"total {time.monotonic() - started:.0f} s.\n"
-        "Each value: median of the runs (lowest to highest run). Added: minus direct, same run and streams.\n"
+        runs = asyncio.run(measure(args, targets, reach))
+    litellm = litellm_version(args.litellm) if "litellm" in args.paths else "not run"
+    tools = {"nginx": nginx_version(), "litellm": litellm}
+    data = results.record(
+        "gateway",
+        machine=results.machine(**tools),
+        settings={
+            "workers": args.workers,
+            "tokens": args.tokens,
+            "token_delay_ms": args.token_delay_ms,
+            "streams": args.streams,
+            "paths": args.paths,
+            "repeat": args.repeat,
+            "warmup_s": args.warmup,
+            "duration_s": args.duration,
+            "max_others": args.max_others,
+            "retries": args.retries,
+            "budget_s": args.budget,
+        },
+        seconds=round(time.monotonic() - started, 1),
+        runs=[[cell.record() for cell in run.values()] for run in runs],
     )
-    print(table)
-    others = [cell.others for run in runs for cell in run.values()]
-    busy = sum(o > args.max_others for o in others)
-    print(
-        f"\nOther processes on the machine used {statistics.mean(others):.2f} CPU cores on average during the cells"
-        f" (most {max(others):.2f}); {busy} of {len(others)} cells kept above {args.max_others:g} cores."
-    )
-    print("\nTargets:")
-    print("\n".join(verdicts))
+    if args.results:
+        results.write(args.results, data)
+    print(report.gateway_section(data))
     return 0
 
 

@@ -1,28 +1,32 @@
 """Times the offline synth (the program run behind `make render`) for fleets of 8-GPU hosts.
 
-    .venv/bin/python benchmarks/synth.py [--repeat 3]
+    .venv/bin/python benchmarks/synth.py [--repeat 3] [--hosts 1 4 16] [--results FILE]
 
 The fleets are generated here, not shipped as stacks. Target: 128 workers in under 5 s,
-growing linearly with the worker count. Results go to docs/performance.md.
+growing linearly with the worker count. `make bench` writes benchmarks/results/synth.json, and
+benchmarks/report.py turns it into the table in docs/performance.md.
 """
 
 from __future__ import annotations
 
 import argparse
-import platform
-import statistics
+import importlib.metadata
 import sys
 import time
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks import report, results
 from stacks.platform import main as program
-from stacks.synth import run
+from stacks.synth import Synth, run
 from tests.helpers import VALID_MODEL, as_pulumi_config
 
 GPUS_PER_HOST = 8
+HOST_TYPE = "inference-stack:hosts:GpuHost"
 
 
 def fleet(hosts: int) -> dict[str, Any]:
@@ -42,33 +46,72 @@ def fleet(hosts: int) -> dict[str, Any]:
     }
 
 
-def time_once(hosts: int) -> tuple[float, int]:
-    start = time.perf_counter()
+@dataclass
+class Timing:
+    seconds: float
+    cpu_seconds: float
+    """This process's CPU time: what the run costs, whatever else the machine runs."""
+    others: float
+    """CPU cores the rest of the machine used meanwhile."""
+
+
+def time_once(hosts: int) -> tuple[Timing, Synth]:
+    busy, cpu, start = results.busy_seconds(), time.process_time(), time.perf_counter()
     synth = run("bench", as_pulumi_config(fleet(hosts)), [], program)
-    elapsed = time.perf_counter() - start
+    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
+    others = max(0.0, results.busy_seconds() - busy - cpu) / elapsed
     workers = len([c for c in synth.of_type("docker:index/container:Container") if c["parent"] == "chat"])
     assert workers == hosts * GPUS_PER_HOST, workers
-    return elapsed, len(synth.resources)
+    return Timing(elapsed, cpu, others), synth
+
+
+def steps(synth: Synth, host: str) -> list[str]:
+    """The provisioning steps a host carries (a command each), in the order they run."""
+    names = [r["name"] for r in synth.resources if r.get("parent") == host and r["type"].startswith("command:")]
+    # Each step waits for the one before it (GpuHost._step): more ancestors, later in the chain.
+    chain = sorted(names, key=lambda name: sum(synth.depends_on(name, other) for other in names))
+    return [name.removeprefix(f"{host}-") for name in chain]
+
+
+def measure(hosts: int, repeat: int) -> dict[str, Any]:
+    timings, synth = [], Synth()
+    for _ in range(repeat):
+        timing, synth = time_once(hosts)
+        timings.append(timing)
+    # The first two hosts: the gateway's and a plain one (which adds the firewall step).
+    named = [r["name"] for r in synth.of_type(HOST_TYPE)][:2]
+    return {
+        "hosts": hosts,
+        "workers": hosts * GPUS_PER_HOST,
+        "resources": len(synth.resources),
+        "seconds": [round(t.seconds, 4) for t in timings],
+        "cpu_seconds": [round(t.cpu_seconds, 4) for t in timings],
+        "others_cores": [round(t.others, 3) for t in timings],
+        "by_type": dict(sorted(Counter(r["type"] for r in synth.resources).items())),
+        "steps": {host: steps(synth, host) for host in named},
+    }
 
 
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--hosts", type=int, nargs="+", default=[1, 4, 16])
+    parser.add_argument("--results", type=Path, help="write the results file (benchmarks/report.py renders it)")
     args = parser.parse_args()
-    print(f"# {platform.processor() or platform.machine()}, python {platform.python_version()}, repeat {args.repeat}")
-    print("| hosts | workers | resources | median s | min s | ms per worker |")
-    print("| ---: | ---: | ---: | ---: | ---: | ---: |")
+    time_once(1)  # untimed: imports and the SDK's first-run set-up are not the synth's cost
+    rows = []
     for hosts in args.hosts:
-        times, resources = [], 0
-        for _ in range(args.repeat):
-            elapsed, resources = time_once(hosts)
-            times.append(elapsed)
-        workers = hosts * GPUS_PER_HOST
-        median = statistics.median(times)
-        print(
-            f"| {hosts} | {workers} | {resources} | {median:.2f} | {min(times):.2f} | {1000 * median / workers:.1f} |"
-        )
+        rows.append(measure(hosts, args.repeat))
+        print(report.synth_row(rows[-1]), file=sys.stderr, flush=True)
+    data = results.record(
+        "synth",
+        machine=results.machine(pulumi=importlib.metadata.version("pulumi")),
+        repeat=args.repeat,
+        rows=rows,
+    )
+    if args.results:
+        results.write(args.results, data)
+    print(report.synth_section(data))
     return 0
 
 
