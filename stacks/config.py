@@ -286,7 +286,8 @@ class Resources(Schema):
 
 class Health(Schema):
     """Healthcheck timing. The check is two-tier: `/health` every interval, and a real chat
-    completion ("What is 2 + 2?") on the first healthy check and then every `probeEveryMinutes`."""
+    completion ("What is 2 + 2? Answer in digits.") on the first healthy check and then every
+    `probeEveryMinutes`."""
 
     interval_seconds: int = Field(default=30, ge=5, le=600)
     """Seconds between checks."""
@@ -334,7 +335,8 @@ class CanaryProbe(Schema):
 
 class CanaryGate(Schema):
     """What the canary must pass before its weight rises (`components/workers/canary_gate.py`).
-    The gate always asks "What is 2 + 2?" and requires a 4, like the workers' healthcheck."""
+    The gate always asks the health probe's "What is 2 + 2? Answer in digits." and requires a 4,
+    like the workers' healthcheck."""
 
     probes: list[CanaryProbe] = []
     """More prompt/expected-fragment pairs, each sent to the canary workers through the gateway."""

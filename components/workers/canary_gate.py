@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The canary gate: run on the gateway host by a Pulumi command before a canary's weight rises.
 
-1. Accuracy: every probe (always "What is 2 + 2?" -> 4, then the stack's own prompt/fragment
+1. Accuracy: every probe (always the health probe's 2 + 2 -> 4, then the stack's own prompt/fragment
    pairs) goes at temperature 0 through the gateway to the canary pool alone
    (`/pools/<pool>/v1/chat/completions`, which only the gate's key may use), in turn until
    `requests` requests were sent. Every answer must contain its fragment (case-insensitive).
@@ -27,7 +27,8 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
-TWO_PLUS_TWO = {"prompt": "What is 2 + 2?", "expect": "4"}
+# The workers' health probe question (healthcheck.QUESTION; this file runs standalone).
+TWO_PLUS_TWO = {"prompt": "What is 2 + 2? Answer in digits.", "expect": "4"}
 TTFT = "vllm:time_to_first_token_seconds"
 
 

@@ -3,8 +3,8 @@
 
 Tier 1, every run: GET /health, cheap enough for every Docker healthcheck interval.
 Tier 2, on the first healthy run and then at most every --probe-every seconds: ask the served
-model "What is 2 + 2?" at temperature 0 through /v1/chat/completions and require a 4 in the
-answer. A worker that answers 200 with nonsense (weights loaded on the wrong device, a broken
+model "What is 2 + 2? Answer in digits." at temperature 0 through /v1/chat/completions and
+require a 4 in the answer. A worker that answers 200 with nonsense (weights loaded on the wrong device, a broken
 quantization, a truncated download) is worse than one that answers 500, so it must go unhealthy.
 
 Standard library only: the worker image promises python3 and nothing else (no curl).
@@ -24,7 +24,10 @@ import time
 import urllib.error
 import urllib.request
 
-QUESTION = "What is 2 + 2?"
+# "Answer in digits." because SmolLM2-135M's answer to the bare question is one 0.38-nat flip
+# from "The answer is "2"", within what another kernel build moves its logits; with it, no
+# branch under 1.25 nats lacks the 4 (tests/components/workers/test_healthcheck.py).
+QUESTION = "What is 2 + 2? Answer in digits."
 # A 4 that is not part of another number ("14", "40" fail), or the word.
 ANSWER = re.compile(r"(?<!\d)4(?!\d)|\bfour\b", re.IGNORECASE)
 

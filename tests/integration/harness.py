@@ -1130,16 +1130,19 @@ def _worker_model(synth: Any) -> list[tuple[str, str, str]]:
     return sorted(set(out))
 
 
-def seed_model_cache(synth: Any, model_dir: Path | None = None) -> list[Path]:
+def seed_model_cache(synth: Any, model_dir: Path | None = None, releases: dict[str, Path] | None = None) -> list[Path]:
     """Copy the test model (scripts/test-model.sh) into the host directory the workers' model-cache
     volume binds, in Hugging Face's hub layout under the model id and revision of the workers'
-    command line. Creates the host directory: for a local host nothing in the program does (the
+    command line; `releases` maps a revision to another model directory to serve under it (a wrong
+    release, say). Creates the host directory: for a local host nothing in the program does (the
     storage step runs only over ssh). Returns the snapshot directories written."""
-    source = model_dir or REPO / ".cache/test-model/smollm2-135m"
-    if not (source / "config.json").is_file():
-        raise HarnessError(f"{source} has no model; run scripts/test-model.sh")
+    default = model_dir or REPO / ".cache/test-model/smollm2-135m"
+    for source in (default, *(releases or {}).values()):
+        if not (source / "config.json").is_file():
+            raise HarnessError(f"{source} has no model; run scripts/test-model.sh")
     written = []
     for volume_name, model_id, revision in _worker_model(synth):
+        source = (releases or {}).get(revision, default)
         volume = next(r for r in synth.of_type(VOLUME) if r["name"] == volume_name)
         opts = volume["inputs"].get("driverOpts") or {}
         if opts.get("o") != "bind" or not opts.get("device"):

@@ -36,11 +36,13 @@ import yaml
 
 from components.observability.grafana import dashboard_exprs
 from components.observability.prometheus import alert_rules, recording_rules
+from components.workers import canary_gate, healthcheck
 from stacks.synth import ROOT, Synth, synth_stack
 from tests.components.observability.test_prometheus import RECORDED, SLO, get_json, metric_names, query
 from tests.integration import harness
+from tests.support import wrong_release
 from tests.support.docker_engine import require_engine
-from tests.support.model_server import require_model_server
+from tests.support.model_server import model_path, require_model_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
@@ -73,7 +75,7 @@ def wait(what: str, check: Any, timeout: float, every: float = 1.0) -> Any:
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; last: {last!r}")
 
 
-def chat(prompt: str = "What is 2 + 2?", max_tokens: int = 16, key: str | None = CLIENT_KEY) -> tuple[int, str]:
+def chat(prompt: str = healthcheck.QUESTION, max_tokens: int = 16, key: str | None = CLIENT_KEY) -> tuple[int, str]:
     body = {
         "model": MODEL,
         "messages": [{"role": "user", "content": prompt}],
@@ -259,15 +261,21 @@ def test_the_openai_client_gets_answers_through_the_gateway(stack: harness.Appli
     import openai
 
     client = openai.OpenAI(base_url=f"{GATEWAY}/v1", api_key=CLIENT_KEY, max_retries=0, timeout=60)
+    # The health probe's question and check: every answer within its margin holds the 4 in at
+    # least five tokens (tests/components/workers/test_healthcheck.py).
     stream = client.chat.completions.create(
-        model=MODEL, messages=[{"role": "user", "content": "What is 2 + 2?"}], temperature=0, max_tokens=24, stream=True
+        model=MODEL,
+        messages=[{"role": "user", "content": healthcheck.QUESTION}],
+        temperature=0,
+        max_tokens=32,
+        stream=True,
     )
     chunks = [c.choices[0].delta.content for c in stream if c.choices and c.choices[0].delta.content]
-    assert len(chunks) >= 3 and "4" in "".join(chunks), chunks
+    assert len(chunks) >= 3 and healthcheck.ANSWER.search("".join(chunks)), chunks
     reply = client.chat.completions.create(
-        model=MODEL, messages=[{"role": "user", "content": "What is 2 + 2?"}], temperature=0, max_tokens=24
+        model=MODEL, messages=[{"role": "user", "content": healthcheck.QUESTION}], temperature=0, max_tokens=32
     )
-    assert "4" in (reply.choices[0].message.content or "")
+    assert healthcheck.ANSWER.search(reply.choices[0].message.content or ""), reply
 
 
 def test_no_key_is_401_metrics_is_404_and_over_the_limit_is_429(stack: harness.Applied) -> None:
@@ -599,25 +607,27 @@ def test_the_canary_gate_holds_a_wrong_release_back_and_lets_a_correct_one_take_
     """The canary gate, run by the harness as Pulumi runs the command, against a real vLLM canary
     behind the real gateway and with TTFT from the real Prometheus:
 
-    1. A canary (revision ...137 on the last worker) whose gate also asks the capital of France:
-       SmolLM2-135M gets it wrong, the gate fails with a report naming the prompt, the expected
-       fragment and the answer, and the split never runs: the stable workers keep every request.
-    2. The same canary gated on 2 + 2 alone passes; the split gives it its 10 %.
+    1. A wrong release (revision ...138: the test model whose tokenizer can never write a 7, see
+       tests/support/wrong_release.py) on the last worker passes the health probe, but its gate
+       asks "What is 3 + 4?" and wants a 7: the gate fails with a report naming the prompt, the
+       expected fragment and the answer, and the split never runs: the stable workers keep every
+       request. By construction, not by the tiny model's luck: the release cannot write a 7.
+    2. The correct release (revision ...137), gated on 2 + 2 alone, passes; the split gives it its 10 %.
     3. Removing the canary rolls the worker back into the stable pool and takes the share away."""
     ttft = {"ttftP95Seconds": 10, "ttftVsStableMax": 50, "requests": 6}
-    # Asked plainly, SmolLM2-135M at temperature 0 names no capital; asked "Answer with one word." it says Paris.
-    france = {"prompt": "What is the capital of France?", "expect": "Paris"}
-    canary = {"revision": "0" * 37 + "137", "weightPercent": 10, "gate": {**ttft, "probes": [france]}}
+    wrong_revision = "0" * 37 + "138"
+    canary = {"revision": wrong_revision, "weightPercent": 10, "gate": {**ttft, "probes": [wrong_release.PROBE]}}
     wrong = synth_stack("ci", stack_file=ci_stack_file(tmp_path, "wrong", canary), secrets=SECRETS, reveal=True)
-    harness.seed_model_cache(wrong)
+    release = wrong_release.build(model_path(), model_path().with_name("smollm2-135m-wrong"))
+    harness.seed_model_cache(wrong, releases={wrong_revision: release})
     failed = apply_expecting_gate_failure(stack, wrong)
     report = failed.report
     print(f"\nfailing gate report:\n{report}")
-    assert "PASS  prompt: 'What is 2 + 2?'  expected: '4'" in report
-    line = next(x for x in report.splitlines() if "capital of France" in x)
-    assert line.startswith("FAIL") and "expected: 'Paris'" in line
+    assert f"PASS  prompt: {canary_gate.TWO_PLUS_TWO['prompt']!r}  expected: '4'" in report
+    line = next(x for x in report.splitlines() if wrong_release.PROBE["prompt"] in x)
+    assert line.startswith("FAIL") and "expected: '7'" in line
     answer = line.split("answer: ", 1)[1]
-    assert len(answer) > 2 and "paris" not in answer.lower()
+    assert len(answer) > 2 and "7" not in answer
     assert re.search(r"TTFT P95 over 10m: canary \d+\.\d+ s", report), report
     assert failed.applied is not None and failed.applied.actions.get("chat-canary-split") is None
     weights = docker(
@@ -627,11 +637,12 @@ def test_the_canary_gate_holds_a_wrong_release_back_and_lets_a_correct_one_take_
     to_canary, ok = canary_requests(stack, 12)
     assert (to_canary, ok) == (0, 12)
 
-    canary["gate"] = ttft
+    canary.update(revision="0" * 37 + "137", gate=ttft)
     right = synth_stack("ci", stack_file=ci_stack_file(tmp_path, "right", canary), secrets=SECRETS, reveal=True)
+    harness.seed_model_cache(right)
     applied = harness.apply(right)
     stack.containers.update(applied.containers)
-    assert applied.actions["chat-local-2"] == "kept" and applied.actions["chat-canary-gate"] == "ran"
+    assert applied.actions["chat-local-2"] == "replaced" and applied.actions["chat-canary-gate"] == "ran"
     assert applied.actions["chat-canary-split"] == "ran"
     print(f"passing gate report ({applied.seconds['chat-canary-gate']} s):\n{applied.reports['chat-canary-gate']}")
     share = docker(

@@ -18,7 +18,9 @@ Facts this relies on (vLLM 0.32.0, see docs/vllm-facts.md): ``VLLM_API_KEY`` is 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -214,3 +216,55 @@ def vllm_server(
         if ok:
             with contextlib.suppress(OSError):
                 log_path.unlink()
+
+
+def near_ties(
+    base_url: str,
+    question: str,
+    answer: re.Pattern[str],
+    *,
+    margin: float,
+    max_tokens: int,
+    api_key: str | None = None,
+    max_requests: int = 40,
+) -> list[tuple[float, str]]:
+    """Every answer greedy decoding of `question` could give if the logits moved by under `margin`
+    nats: from the greedy answer, each token whose runner-up (of the top 5) trails it by less than
+    `margin` is swapped for the runner-up and decoding resumes from there (vLLM's
+    `continue_final_message`), until the text matches `answer` or `max_tokens` are spent.
+    Returns (the largest swap each answer needed, the answer), best first; raises when the
+    branches outgrow `max_requests`. Another build of the kernels, core count or batch moves
+    SmolLM2's logprobs by up to ~0.4 nats (docs/vllm-facts.md), so what holds on every branch within
+    a margin well above that holds on any machine."""
+    branches: list[tuple[float, str, int]] = [(0.0, "", 0)]
+    leaves: list[tuple[float, str]] = []
+    while branches:
+        if len(leaves) == max_requests:
+            raise RuntimeError(f"{question!r}: more than {max_requests} branches within {margin} nats")
+        branches.sort()
+        needed, prefix, used = branches.pop(0)
+        messages: list[dict[str, str]] = [{"role": "user", "content": question}]
+        body: dict[str, object] = {"temperature": 0, "max_tokens": max_tokens - used, "logprobs": True}
+        if prefix:
+            messages.append({"role": "assistant", "content": prefix})
+            body.update(continue_final_message=True, add_generation_prompt=False)
+        body.update(model=SERVED_MODEL_NAME, messages=messages, top_logprobs=5)
+        request = urllib.request.Request(
+            f"{base_url}/v1/chat/completions",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json", **({"Authorization": f"Bearer {api_key}"} if api_key else {})},
+        )
+        with urllib.request.urlopen(request, timeout=120) as response:
+            choice = json.load(response)["choices"][0]
+        text = prefix
+        for position, step in enumerate(choice["logprobs"]["content"], start=used):
+            if answer.search(text):
+                break
+            best, *others = step["top_logprobs"]
+            for other in others:
+                gap = best["logprob"] - other["logprob"]
+                if gap < margin and other["token"] != "<|im_end|>" and position + 1 < max_tokens:
+                    branches.append((max(needed, gap), text + other["token"], position + 1))
+            text += step["token"]
+        leaves.append((needed, prefix + choice["message"]["content"]))
+    return leaves

@@ -216,7 +216,7 @@ def test_vllm_exports_a_span_under_the_callers_trace_through_the_gateway(tmp_pat
                     key=KEY_A,
                     body={
                         "model": SERVED_MODEL_NAME,
-                        "messages": [{"role": "user", "content": "What is 2 + 2?"}],
+                        "messages": [{"role": "user", "content": "Say hello."}],
                         "temperature": 0,
                         "max_tokens": 16,
                     },

@@ -83,7 +83,7 @@ def test_a_wrong_answer_fails_the_gate_with_prompt_expected_fragment_and_answer(
     assert ran.returncode == 1, ran.stdout
     report = ran.stderr
     print(report)
-    assert "PASS  prompt: 'What is 2 + 2?'  expected: '4'" in report
+    assert f"PASS  prompt: {canary_gate.TWO_PLUS_TWO['prompt']!r}  expected: '4'" in report
     assert (
         "FAIL  prompt: 'What is the capital of France?'  expected: 'Paris'  "
         "answer: '2 + 2 is 4, and the capital of France is Lyon.'" in report
