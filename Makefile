@@ -15,7 +15,7 @@ export PULUMI_BACKEND_URL ?= file://$(STATE_DIR)
 export PULUMI_CONFIG_PASSPHRASE_FILE ?= $(PASSPHRASE_FILE)
 export PULUMI_SKIP_UPDATE_CHECK := true
 
-.PHONY: help venv deps test test-integration lint typecheck unit render policy up preview destroy bench bench-venv docs backup-check mutation clean
+.PHONY: help venv deps setup test test-integration integration lint typecheck unit render policy up preview destroy bench bench-venv docs backup-check mutation clean
 
 help:
 	@echo "make up                 deploy the dev stack on the local Docker engine"
@@ -52,19 +52,26 @@ lint: venv
 typecheck: venv
 	$(VENV)/bin/mypy
 
-unit: venv deps bench-venv
+# Everything the tests use: the venvs, Debian's real consumers, the vLLM test model, an engine.
+setup: venv deps bench-venv
 	bash scripts/test-model.sh
 	# The container tests need an engine; locally they skip without one, under CI they fail.
 	bash scripts/docker-engine.sh || [ "$${CI:-}" != true ]
-	$(VENV)/bin/pytest
 
-test: lint typecheck unit
+# Every test but the ci stack on the real engine (components against nginx, Prometheus, Redis,
+# a real vLLM, Docker; policy; synth).
+unit: setup
+	$(VENV)/bin/pytest -m "not integration"
 
-# The tests on the real Docker engine alone (`make test` runs them too).
-test-integration: venv deps
-	bash scripts/test-model.sh
-	bash scripts/docker-engine.sh
+# The ci stack on the real Docker engine (tests/integration).
+integration: setup
 	$(VENV)/bin/pytest -m integration tests/integration
+
+test-integration: integration
+
+# One phase after another, each timed (scripts/phases.sh prints the table at the end).
+test:
+	@MAKE="$(MAKE)" bash scripts/phases.sh installs=setup lint="lint typecheck" unit=unit integration=integration
 
 # The policy pack over the stack's resources, through the mock runtime (no CLI); non-zero on a
 # mandatory violation. `pulumi preview --policy-pack policy` runs the same pack for real.
