@@ -75,8 +75,9 @@ test:
 
 # The policy pack over the stack's resources, through the mock runtime (no CLI); non-zero on a
 # mandatory violation. `pulumi preview --policy-pack policy` runs the same pack for real.
+# STACK_FILE= checks another config as that stack (a PR's edited Pulumi.<stack>.yaml, say).
 policy: venv
-	$(PY) -m policy.run --stack $(STACK)
+	$(PY) -m policy.run --stack $(STACK) $(if $(STACK_FILE),--stack-file $(STACK_FILE))
 
 render: venv
 	$(PY) -m stacks.render --stack $(STACK)

@@ -227,11 +227,11 @@ def test_relaxing_a_policy_needs_a_justification(tmp_path: Any, monkeypatch: pyt
     assert [(f.policy, f.enforcement) for f in found] == [("cpu-and-memory-limits", "advisory")]
 
 
-def make_policy(stack: str, *stack_file: str) -> subprocess.CompletedProcess[str]:
-    """The Makefile's own `policy` recipe; `--stack-file` rides in STACK because the recipe passes
-    it through verbatim, and -o keeps make from reinstalling the venv this test already runs in."""
+def make_policy(stack: str, stack_file: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """The Makefile's own `policy` recipe; -o keeps make from reinstalling the venv this test
+    already runs in."""
     command = [require_tool("make"), "-s", "--no-print-directory", "-o", ".venv/.stamp", "policy"]
-    command += [f"STACK={' '.join([stack, *stack_file])}", f"PY={sys.executable}"]
+    command += [f"STACK={stack}", f"PY={sys.executable}", *([f"STACK_FILE={stack_file}"] if stack_file else [])]
     return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
 
 
@@ -247,7 +247,7 @@ def test_make_policy_exits_nonzero_on_a_mandatory_violation(tmp_path: Path) -> N
     stack["config"]["inference-stack:observability"]["enabled"] = False
     stack_file = tmp_path / "Pulumi.ci.yaml"
     stack_file.write_text(yaml.safe_dump(stack))
-    failed = make_policy("ci", "--stack-file", str(stack_file))
+    failed = make_policy("ci", stack_file)
     assert failed.returncode != 0, failed.stdout + failed.stderr
     # make reports the recipe's own exit code: policy.run's 1 for a mandatory violation.
     assert "policy] Error 1" in failed.stderr, failed.stderr
