@@ -194,7 +194,7 @@ def _verdicts(streams: int, spreads: dict[str, dict[str, Spread]]) -> list[str]:
         noise = 100 * (max(base["rps"].values) - min(base["rps"].values)) / base["rps"].median()
         verdict = "met" if loss <= 0 else "within noise" if loss <= noise else "NOT met"
         if noise >= RESOLVES_PERCENT and abs(loss) <= noise:
-            verdict = f"not resolved (this run cannot tell differences under {RESOLVES_PERCENT:g}%)"
+            verdict = f"not resolved, this run cannot tell differences under {RESOLVES_PERCENT:g}%"
         out.append(
             f"- 64 streams, no throughput loss: {verdict} (gateway {gw['rps'].show(1)} req/s, paired with"
             f" direct's run {gw['ratio'].show(1)}%; direct's own runs spread {noise:.1f}%)."
