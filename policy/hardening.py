@@ -45,7 +45,10 @@ def _not_privileged(props: Mapping[str, Any], report: Callable[[str], None]) -> 
 
 
 def _host_namespaces(props: Mapping[str, Any], report: Callable[[str], None]) -> None:
-    for key in ("networkMode", "pidMode", "ipc", "ipcMode", "usernsMode", "utsMode"):
+    # pulumi-docker 5.2.0's Container namespace inputs (sdk/python/pulumi_docker/container.py:
+    # network_mode, pid_mode, ipc_mode, userns_mode, cgroupns_mode); it has none for UTS, so no
+    # container of this program can share the host's UTS namespace (CIS 5.20 holds by construction).
+    for key in ("networkMode", "pidMode", "ipcMode", "usernsMode", "cgroupnsMode"):
         if str(props.get(key) or "") == "host":
             report(f"{key}: host shares the host's namespace with the container: remove it")
 
@@ -160,7 +163,7 @@ HARDENING_POLICIES = [
     ),
     container_policy(
         "no-host-namespaces",
-        "No container shares the host's network, PID, IPC, user or UTS namespace.",
+        "No container shares the host's network, PID, IPC, user or cgroup namespace (or UTS: no input).",
         Severity.HIGH,
         _host_namespaces,
         framework=cis("5.9, 5.15, 5.16, 5.20, 5.30"),
