@@ -52,7 +52,9 @@ def test_gateway_benchmark_runs_all_three_paths(tmp_path: Path) -> None:
             pytest.fail(message)
         pytest.skip(message)
     out = tmp_path / "gateway.json"
-    args = ["--streams", "1", "2", "--repeat", "1", "--warmup", "0.1", "--duration", "0.3", "--retries", "0"]
+    # A warm-up of 1 s, as at full size: LiteLLM's first request in each of its workers can take
+    # most of a second on a busy machine, and a cell needs two requests sent after the warm-up.
+    args = ["--streams", "1", "2", "--repeat", "1", "--warmup", "1", "--duration", "0.5", "--retries", "0"]
     done = bench("gateway.py", *args, "--litellm", str(LITELLM), "--results", str(out), timeout=540)
     assert done.returncode == 0, done.stderr[-3000:]
     data = results.load(out)
