@@ -22,7 +22,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.results import RESULTS, load
-from stacks.docs import _replace as replace_between
+from stacks.docs import replace_between
 
 TARGET_WORKERS, TARGET_SECONDS = 128, 5.0
 # The gateway's throughput cost on a quiet machine is a fraction of a percent: a run whose direct

@@ -107,18 +107,20 @@ def dev_diagram() -> str:
     return f"{DIAGRAM_START}\n```mermaid\n{diagram(synth_stack('dev'))}```\n{DIAGRAM_END}"
 
 
-def _replace(text: str, start_marker: str, end_marker: str, new: str) -> str:
+def replace_between(text: str, start_marker: str, end_marker: str, new: str) -> str:
+    """`text` with everything from `start_marker` to `end_marker` (both included) replaced by `new`
+    (which carries the markers again); the README's and docs/performance.md's generated parts."""
     before, start, rest = text.partition(start_marker)
     _, end, after = rest.partition(end_marker)
     if not start or not end:
-        raise SystemExit(f"README lacks the markers {start_marker!r} ... {end_marker!r}")
+        raise SystemExit(f"the document lacks the markers {start_marker!r} ... {end_marker!r}")
     return before + new + after
 
 
 def splice(text: str) -> str:
     """The README with its generated sections (config reference, dev diagram) brought up to date."""
-    text = _replace(text, START, END, reference())
-    return _replace(text, DIAGRAM_START, DIAGRAM_END, dev_diagram())
+    text = replace_between(text, START, END, reference())
+    return replace_between(text, DIAGRAM_START, DIAGRAM_END, dev_diagram())
 
 
 def main(argv: list[str] | None = None) -> int:
