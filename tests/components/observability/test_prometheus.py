@@ -600,6 +600,9 @@ def chat(base_url: str, stream: bool, prompt: str) -> None:
         "model": SERVED_MODEL_NAME,
         "messages": [{"role": "user", "content": prompt}],
         "max_tokens": 16,
+        # vLLM's own sampling parameter: no end of sequence before 4 tokens, so the checks below
+        # hold for any wording the tiny model picks on this machine's kernels.
+        "min_tokens": 4,
         "temperature": 0,
         "stream": stream,
     }
