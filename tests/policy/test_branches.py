@@ -234,3 +234,42 @@ def test_an_unknown_policy_name_lists_the_real_ones(tmp_path: Any, monkeypatch: 
     with pytest.raises(ValueError) as caught:
         run.load_config("x")
     assert str(caught.value) == f"{tmp_path / 'x.json'}: no policy named 'cpu-limits' (policies: {names})"
+
+
+@pytest.mark.parametrize("ip", [None, "", "0.0.0.0", "::"])
+def test_a_port_on_every_interface_is_refused(ip: str | None, ci: Synth) -> None:
+    def publish(inputs: dict[str, Any]) -> None:
+        port = {"internal": 8080, "external": 18080, **({} if ip is None else {"ip": ip})}
+        inputs["ports"] = [port]
+
+    findings = [
+        f
+        for f in new_findings(mutated(ci, "gateway-nginx", publish), ci)
+        if f.policy == "ports-bind-a-specific-address"
+    ]
+    assert [(f.enforcement, f.resource, f.message) for f in findings] == [
+        ("mandatory", "gateway-nginx", "port 18080 publishes on every interface: bind it to a specific address")
+    ]
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        "redis@sha256:" + "a" * 64,
+        "registry.internal:5000/team/redis@sha256:" + "b" * 64,
+        "sha256:" + "c" * 64,
+        "registry.internal:5000/team/redis:7.4.9",
+    ],
+)
+def test_an_image_pinned_by_digest_or_tag_passes(image: str, ci: Synth) -> None:
+    assert new_findings(mutated(ci, "redis", lambda i: i.update(image=image)), ci) == []
+
+
+@pytest.mark.parametrize("image", ["redis", "redis:latest", "registry.internal:5000/team/redis", "a/b:latest"])
+def test_an_unpinned_image_is_refused(image: str, ci: Synth) -> None:
+    assert only(new_findings(mutated(ci, "redis", lambda i: i.update(image=image)), ci)) == (
+        "image-tag-pinned",
+        "mandatory",
+        "redis",
+        f"image {image!r} is not pinned: use an explicit version tag or a digest",
+    )
