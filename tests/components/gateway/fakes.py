@@ -4,7 +4,10 @@
 a fixed delay, or, for a body with `"stream": true`, an SSE stream of `chunks` events `gap`
 seconds apart whose send times it records, framed as `framing` says: `chunked` (what vLLM's
 uvicorn sends), `close` (no length, the body ends when the connection closes) or `length` (a
-Content-Length announced up front). It runs in a thread of the test process, or as its
+Content-Length announced up front). A stream whose body has `"hold": true` waits before its
+last event until the test sets `release`, so a test can keep it running for exactly as long as it
+needs. `/metrics` answers vLLM's running-requests gauge (the streams still open) and records
+each poll in `polls`. It runs in a thread of the test process, or as its
 own process (`python -m tests.components.gateway.fakes NAME HOST DELAY`) for a test that needs
 to SIGKILL it. Every address is on 127.0.0.0/8.
 """
@@ -53,6 +56,18 @@ class Stream:
     done: bool = False
 
 
+@dataclass
+class Poll:
+    """One GET /metrics: `time.monotonic()` when it was answered, and the running count it reported."""
+
+    at: float
+    running: int
+
+
+# A held stream is released by the test; this only bounds a test that failed before releasing it.
+HOLD_SECONDS = 120.0
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
@@ -66,6 +81,9 @@ class FakeWorker:
         """What the worker says in `choices[0].message.content`, as an OpenAI chat completion."""
         self.seen: list[Seen] = []
         self.streams: list[Stream] = []
+        self.polls: list[Poll] = []
+        self.release = threading.Event()
+        """Set to let every held stream send its last event."""
         self._lock = threading.Lock()
         self._connections: set[socket.socket] = set()
         self.server = _Server((host, port), self._handler())
@@ -137,6 +155,7 @@ class FakeWorker:
                     # vLLM's gauge of requests being generated: here, the streams still open.
                     with worker._lock:
                         running = sum(1 for s in worker.streams if not s.done)
+                        worker.polls.append(Poll(time.monotonic(), running))
                     text = f'vllm:num_requests_running{{model_name="m"}} {running}.0\n'.encode()
                     self.send_response(200)
                     self.send_header("Content-Type", "text/plain; version=0.0.4")
@@ -157,7 +176,8 @@ class FakeWorker:
                     request = {}
                 if isinstance(request, dict) and request.get("stream"):
                     chunks, gap = int(request.get("chunks", 5)), float(request.get("gap", 0.2))
-                    self._stream(chunks, gap, str(request.get("framing", "chunked")), headers)
+                    framing = str(request.get("framing", "chunked"))
+                    self._stream(chunks, gap, framing, headers, hold=bool(request.get("hold")))
                     return
                 time.sleep(worker.delay)
                 payload = json.dumps(
@@ -177,7 +197,7 @@ class FakeWorker:
                 self.end_headers()
                 self.wfile.write(payload)
 
-            def _stream(self, chunks: int, gap: float, framing: str, headers: dict[str, str]) -> None:
+            def _stream(self, chunks: int, gap: float, framing: str, headers: dict[str, str], hold: bool) -> None:
                 stream = Stream(headers.get("x-request-id", ""))
                 with worker._lock:
                     worker.streams.append(stream)
@@ -202,6 +222,8 @@ class FakeWorker:
                 for i, event in enumerate(events):
                     if i:
                         time.sleep(gap)
+                    if hold and i == chunks:
+                        worker.release.wait(HOLD_SECONDS)
                     stream.sent.append(time.monotonic())
                     self.wfile.write(b"%x\r\n%s\r\n" % (len(event), event) if framing == "chunked" else event)
                     self.wfile.flush()

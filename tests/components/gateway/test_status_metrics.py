@@ -196,20 +196,54 @@ def gateway(root: Path, mtail: Mtail, conf_edit: Callable[[str], str] = lambda c
             yield nginx
 
 
+# The one key ROUND takes past its burst. At 1 r/s with a burst of 2, nginx (limit_req, nodelay)
+# passes its first 3 requests and refuses the next 4 only while they all reach it within 1 s of
+# the first: each millisecond after that frees a thousandth of a request.
+LIMITED_KEY = KEY_B
+assert {s.key for s in ROUND if s.status == 429} == {LIMITED_KEY}
+
+
+class SlowRoundError(Exception):
+    """The limited key's requests spread over 1 s or more and its verdicts moved with them: the
+    round proves nothing either way (nginx did what its rate says), so the run is repeated."""
+
+
 def send_round(nginx: Nginx) -> float:
-    """Send ROUND and /healthz x3; every answer must be the expected one. Returns when it ended."""
-    started = time.monotonic()
-    statuses = []
+    """Send ROUND and /healthz x3; every answer must be the expected one. Returns when it ended.
+
+    The limited key's span is measured from before its first request left to after its last
+    answer came, so it bounds the span nginx saw. Only when that span reached 1 s, and only the
+    limited key's answers differ, is the round void (SlowRoundError); any other difference fails."""
+    statuses, spans = [], []
     for sent in ROUND:
         body = {"model": sent.model} if sent.method == "POST" else None
+        before = time.monotonic()
         statuses.append(call(nginx.url, sent.path, method=sent.method, key=sent.key, body=body).status)
+        if sent.key == LIMITED_KEY:
+            spans += [before, time.monotonic()]
     for _ in range(3):
         assert call(nginx.url, "/healthz", method="GET").status == 200
     ended = time.monotonic()
-    # The 429s are exact only while one key's requests stay inside one second of its bucket.
-    assert ended - started < 0.9, f"a round took {ended - started:.2f} s; the rate-limit counts would drift"
-    assert statuses == [s.status for s in ROUND]
+    want = [s.status for s in ROUND]
+    others = [(got, s.status) for got, s in zip(statuses, ROUND, strict=True) if s.key != LIMITED_KEY]
+    assert all(got == status for got, status in others), (statuses, want)
+    spread = max(spans) - min(spans)
+    if statuses != want and spread >= 1.0:
+        raise SlowRoundError(f"the limited key's requests took {spread:.2f} s: {statuses}")
+    assert statuses == want
     return ended
+
+
+def unless_slow(run: Callable[[Path], T], root: Path, attempts: int = 3) -> T:
+    """`run(a fresh directory)`, again with fresh processes after a void round (at most `attempts`)."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return run(root / f"attempt-{attempt}")
+        except SlowRoundError as slow:
+            print(f"attempt {attempt} void: {slow}")
+            if attempt == attempts:
+                raise AssertionError(f"{attempts} rounds in a row too slow to judge the rate limit") from slow
+    raise AssertionError("unreachable")
 
 
 def expected(rounds: int) -> Counter[tuple[str, str, str]]:
@@ -248,11 +282,13 @@ def test_mtail_counts_every_status_exactly(tmp_path: Path) -> None:
     """22 requests (200 x6, 401 x4, 404 x6, 429 x4, 503 x2) and 3 health checks through the real
     nginx: mtail counts exactly those 22, under the status, endpoint and model the client got,
     the health checks not at all; its request-time histogram is consistent with them."""
-    with run_mtail(tmp_path) as mtail, gateway(tmp_path, mtail) as nginx:
-        send_round(nginx)
-        counts = counted(mtail, 1)
-        samples = mtail.samples()
-        lines = mtail.value("mtail_lines_total")
+
+    def once(root: Path) -> tuple[Counter[tuple[str, str, str]], list[tuple[str, dict[str, str], float]], float]:
+        with run_mtail(root) as mtail, gateway(root, mtail) as nginx:
+            send_round(nginx)
+            return counted(mtail, 1), mtail.samples(), mtail.value("mtail_lines_total")
+
+    counts, samples, lines = unless_slow(once, tmp_path)
     print(f"mtail counted {dict(sorted(counts.items()))}")
     assert counts == expected(1)
     per_status: Counter[str] = Counter()
@@ -285,10 +321,13 @@ def test_without_the_trailing_newline_mtail_counts_nothing(tmp_path: Path) -> No
         assert edited != conf
         return edited
 
-    with run_mtail(tmp_path) as mtail, gateway(tmp_path, mtail, strip_newline) as nginx:
-        send_round(nginx)
-        time.sleep(3.0)
-        lines, counts = mtail.value("mtail_lines_total"), mtail.counts()
+    def once(root: Path) -> tuple[float, Counter[tuple[str, str, str]]]:
+        with run_mtail(root) as mtail, gateway(root, mtail, strip_newline) as nginx:
+            send_round(nginx)
+            time.sleep(3.0)
+            return mtail.value("mtail_lines_total"), mtail.counts()
+
+    lines, counts = unless_slow(once, tmp_path)
     assert lines == 0 and counts == Counter()
 
 
@@ -321,61 +360,67 @@ def test_prometheus_scrapes_mtail_and_the_gateway_panels_and_alert_have_data(tmp
     require_tool("prometheus")
     slo = SloConfig()
     assert {"Gateway responses by status", "Gateway 5xx ratio"} <= GATEWAY_PANELS
-    with run_mtail(tmp_path) as mtail, gateway(tmp_path, mtail) as nginx:
-        first_end = send_round(nginx)
-        assert counted(mtail, 1) == expected(1)
-        target = mtail.metrics_url.removeprefix("http://").removesuffix("/metrics")
-        config = render_prometheus_yml([], [], None, "1s", status_exporter=target)
-        prom_dir = tmp_path / "prometheus"
-        prom_dir.mkdir()
-        (prom_dir / "inference.yml").write_text(render_rules(slo))
-        with prometheus(prom_dir, config.replace(RULES_PATH, str(prom_dir / "inference.yml"))) as prom:
 
-            def scraped_total() -> float:
-                result = query(prom, f'sum({RESPONSES}{{job="{GATEWAY_STATUS_JOB}"}})')["data"]["result"]
-                return float(result[0]["value"][1]) if result else -1.0
+    def once(root: Path) -> tuple[dict[str, float], float]:
+        with run_mtail(root) as mtail, gateway(root, mtail) as nginx:
+            first_end = send_round(nginx)
+            assert counted(mtail, 1) == expected(1)
+            target = mtail.metrics_url.removeprefix("http://").removesuffix("/metrics")
+            config = render_prometheus_yml([], [], None, "1s", status_exporter=target)
+            prom_dir = root / "prometheus"
+            prom_dir.mkdir()
+            (prom_dir / "inference.yml").write_text(render_rules(slo))
+            with prometheus(prom_dir, config.replace(RULES_PATH, str(prom_dir / "inference.yml"))) as prom:
 
-            poll("Prometheus to scrape the first round", lambda: scraped_total() == len(ROUND), 20)
-            time.sleep(max(0.0, first_end + REFILL_SECONDS - time.monotonic()))
-            send_round(nginx)
-            assert counted(mtail, 2) == expected(2)
-            poll("Prometheus to scrape the second round", lambda: scraped_total() == 2 * len(ROUND), 20)
+                def scraped_total() -> float:
+                    result = query(prom, f'sum({RESPONSES}{{job="{GATEWAY_STATUS_JOB}"}})')["data"]["result"]
+                    return float(result[0]["value"][1]) if result else -1.0
 
-            panels: dict[str, list[dict[str, Any]]] = {}
-            for name, expr in dashboard_exprs():
-                if RESPONSES in metric_names(expr):
-                    answer = query(prom, expr)
-                    assert answer["status"] == "success", (name, answer)
-                    panels[name] = answer["data"]["result"]
-                    assert panels[name], f"dashboard {name}: {expr} shows no data"
-            by_status = {
-                r["metric"]["status"]: float(r["value"][1]) for r in panels["Gateway responses by status / {{status}}"]
-            }
-            assert set(by_status) == set(PER_STATUS)
-            rates = {status: value / by_status["503"] for status, value in by_status.items()}
-            assert rates == pytest.approx({s: n / PER_STATUS["503"] for s, n in PER_STATUS.items()}, rel=1e-9)
-            (ratio,) = panels["Gateway 5xx ratio / 5xx"]
-            assert float(ratio["value"][1]) == pytest.approx(2 / 22, rel=1e-9)
+                poll("Prometheus to scrape the first round", lambda: scraped_total() == len(ROUND), 20)
+                time.sleep(max(0.0, first_end + REFILL_SECONDS - time.monotonic()))
+                send_round(nginx)
+                assert counted(mtail, 2) == expected(2)
+                poll("Prometheus to scrape the second round", lambda: scraped_total() == 2 * len(ROUND), 20)
 
-            rule = next(r for r in alert_rules(slo) if r["alert"] == "GatewayErrorRatio")
-            fired = query(prom, str(rule["expr"]))["data"]["result"]
-            assert [float(r["value"][1]) for r in fired] == pytest.approx([2 / 22], rel=1e-9)
+                panels: dict[str, list[dict[str, Any]]] = {}
+                for name, expr in dashboard_exprs():
+                    if RESPONSES in metric_names(expr):
+                        answer = query(prom, expr)
+                        assert answer["status"] == "success", (name, answer)
+                        panels[name] = answer["data"]["result"]
+                        assert panels[name], f"dashboard {name}: {expr} shows no data"
+                by_status = {
+                    r["metric"]["status"]: float(r["value"][1])
+                    for r in panels["Gateway responses by status / {{status}}"]
+                }
+                assert set(by_status) == set(PER_STATUS)
+                rates = {status: value / by_status["503"] for status, value in by_status.items()}
+                assert rates == pytest.approx({s: n / PER_STATUS["503"] for s, n in PER_STATUS.items()}, rel=1e-9)
+                (ratio,) = panels["Gateway 5xx ratio / 5xx"]
+                assert float(ratio["value"][1]) == pytest.approx(2 / 22, rel=1e-9)
 
-            def pending() -> list[dict[str, Any]]:
-                """The alert once an evaluation has seen the last round whole (the rule runs every
-                second; one evaluation may fall between two scrapes of the second round)."""
-                alerts = get_json(f"{prom}/api/v1/alerts")["data"]["alerts"]
-                return [
-                    a
-                    for a in alerts
-                    if a["labels"]["alertname"] == "GatewayErrorRatio"
-                    and math.isclose(float(a["value"]), 2 / 22, rel_tol=1e-9)
-                ]
+                rule = next(r for r in alert_rules(slo) if r["alert"] == "GatewayErrorRatio")
+                fired = query(prom, str(rule["expr"]))["data"]["result"]
+                assert [float(r["value"][1]) for r in fired] == pytest.approx([2 / 22], rel=1e-9)
 
-            (alert,) = poll("GatewayErrorRatio to be pending at 2/22", pending, 15)
-            assert alert["state"] == "pending"  # `for` is observability.slo.forMinutes
-            assert alert["labels"] == {"alertname": "GatewayErrorRatio", "severity": "page"}
-    print(f"rates by status {by_status}; 5xx ratio {float(ratio['value'][1]):.4f}")
+                def pending() -> list[dict[str, Any]]:
+                    """The alert once an evaluation has seen the last round whole (the rule runs every
+                    second; one evaluation may fall between two scrapes of the second round)."""
+                    alerts = get_json(f"{prom}/api/v1/alerts")["data"]["alerts"]
+                    return [
+                        a
+                        for a in alerts
+                        if a["labels"]["alertname"] == "GatewayErrorRatio"
+                        and math.isclose(float(a["value"]), 2 / 22, rel_tol=1e-9)
+                    ]
+
+                (alert,) = poll("GatewayErrorRatio to be pending at 2/22", pending, 15)
+                assert alert["state"] == "pending"  # `for` is observability.slo.forMinutes
+                assert alert["labels"] == {"alertname": "GatewayErrorRatio", "severity": "page"}
+                return by_status, float(ratio["value"][1])
+
+    by_status, ratio = unless_slow(once, tmp_path)
+    print(f"rates by status {by_status}; 5xx ratio {ratio:.4f}")
 
 
 def test_the_tests_run_the_mtail_the_image_installs() -> None:
