@@ -10,7 +10,6 @@ commit it was measured at.
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import statistics
 import sys
@@ -22,7 +21,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.results import RESULTS, load
-from stacks.docs import replace_between
+from stacks.docs import replace_between, write_or_check, write_or_check_parser
 
 TARGET_WORKERS, TARGET_SECONDS = 128, 5.0
 # The gateway's throughput cost on a quiet machine is a fraction of a percent: a run whose direct
@@ -270,22 +269,11 @@ def splice(text: str, results_dir: Path = RESULTS) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser()
-    mode = parser.add_mutually_exclusive_group(required=True)
-    mode.add_argument("--write", type=Path)
-    mode.add_argument("--check", type=Path)
+    parser = write_or_check_parser()
     parser.add_argument("--results", type=Path, default=RESULTS, help="directory of <benchmark>.json files")
     args = parser.parse_args(argv)
-    path = args.write or args.check
-    text = path.read_text()
-    new = splice(text, args.results)
-    if args.write:
-        path.write_text(new)
-        return 0
-    if new != text:
-        print(f"{path}: a benchmark section is stale; run `benchmarks/report.py --write {path}`", file=sys.stderr)
-        return 1
-    return 0
+    stale = f"a benchmark section is stale; run `benchmarks/report.py --write {args.write or args.check}`"
+    return write_or_check(args, lambda text: splice(text, args.results), stale)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import argparse
 import sys
 import types
 import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -123,22 +124,33 @@ def splice(text: str) -> str:
     return replace_between(text, DIAGRAM_START, DIAGRAM_END, dev_diagram())
 
 
-def main(argv: list[str] | None = None) -> int:
+def write_or_check_parser() -> argparse.ArgumentParser:
+    """`--write FILE` or `--check FILE`, for the tools that generate parts of a document."""
     parser = argparse.ArgumentParser()
     mode = parser.add_mutually_exclusive_group(required=True)
     mode.add_argument("--write", type=Path)
     mode.add_argument("--check", type=Path)
-    args = parser.parse_args(argv)
-    path = args.write or args.check
+    return parser
+
+
+def write_or_check(args: argparse.Namespace, update: Callable[[str], str], stale: str) -> int:
+    """Writes `update(text)` over `--write`'s file, or exits 1 (saying `stale`) when `--check`'s
+    file differs from it."""
+    path: Path = args.write or args.check
     text = path.read_text()
-    new = splice(text)
+    new = update(text)
     if args.write:
         path.write_text(new)
         return 0
     if new != text:
-        print(f"{path}: config reference is stale; run `make docs`", file=sys.stderr)
+        print(f"{path}: {stale}", file=sys.stderr)
         return 1
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = write_or_check_parser().parse_args(argv)
+    return write_or_check(args, splice, "config reference is stale; run `make docs`")
 
 
 if __name__ == "__main__":
