@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """The canary gate: run on the gateway host by a Pulumi command before a canary's weight rises.
 
-1. Accuracy: every probe (always the health probe's 2 + 2 -> 4, then the stack's own prompt/fragment
-   pairs) goes at temperature 0 through the gateway to the canary pool alone
+1. Accuracy: every probe (always the health probe's 2 + 2 -> 4, then the stack's own
+   prompt/fragment pairs) goes at temperature 0 through the gateway to the canary pool alone
    (`/pools/<pool>/v1/chat/completions`, which only the gate's key may use), in turn until
    `requests` requests were sent. Every answer must contain its fragment (case-insensitive).
 2. TTFT: once Prometheus has scraped those requests (and the canary twice in the window, as

@@ -4,8 +4,9 @@
 Tier 1, every run: GET /health, cheap enough for every Docker healthcheck interval.
 Tier 2, on the first healthy run and then at most every --probe-every seconds: ask the served
 model "What is 2 + 2? Answer in digits." at temperature 0 through /v1/chat/completions and
-require a 4 in the answer. A worker that answers 200 with nonsense (weights loaded on the wrong device, a broken
-quantization, a truncated download) is worse than one that answers 500, so it must go unhealthy.
+require a 4 in the answer. A worker that answers 200 with nonsense (weights loaded on the wrong
+device, a broken quantization, a truncated download) is worse than one that answers 500, so it
+must go unhealthy.
 
 Standard library only: the worker image promises python3 and nothing else (no curl).
 Exit 0 healthy, 1 unhealthy; the one line printed lands in `docker inspect`'s health log.

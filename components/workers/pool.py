@@ -60,9 +60,9 @@ class VllmWorkerPool(pulumi.ComponentResource):
     the host's `compileCachePath`, so a restart skips work already done (per worker, because
     concurrent writers to one cache directory race). The image is handed over only once the
     preflight passed on the GPUs the host verification measured. `pulumi up` waits until the
-    two-tier healthcheck passes: `/health`, then a real "What is 2 + 2? Answer in digits." completion. Secrets are
-    uploaded as files (mode 0400) and read by the entrypoint, never put in the container's env or
-    argv. Restarts are `on-failure` with a bounded count: a worker that cannot load its model
+    two-tier healthcheck passes: `/health`, then a real "What is 2 + 2? Answer in digits."
+    completion. Secrets are uploaded as files (mode 0400) and read by the entrypoint, never put
+    in the container's env or argv. Restarts are `on-failure` with a bounded count: a worker that cannot load its model
     stops instead of thrashing the GPU. A change that replaces the workers rolls through them
     `rollout.maxUnavailable` at a time, each drained from the gateway first and put back once
     healthy (`rollout.py`); so does a first deploy. A replaced worker goes create-before-delete
