@@ -15,7 +15,7 @@ export PULUMI_BACKEND_URL ?= file://$(STATE_DIR)
 export PULUMI_CONFIG_PASSPHRASE_FILE ?= $(PASSPHRASE_FILE)
 export PULUMI_SKIP_UPDATE_CHECK := true
 
-.PHONY: help venv deps setup test test-integration integration lint typecheck unit render policy up preview destroy bench bench-venv docs backup-check mutation clean
+.PHONY: help venv deps setup test-model engine test test-integration integration lint typecheck unit render policy up preview destroy bench bench-venv docs backup-check mutation clean
 
 help:
 	@echo "make up                 deploy the dev stack on the local Docker engine"
@@ -53,9 +53,15 @@ typecheck: venv
 	$(VENV)/bin/mypy
 
 # Everything the tests use: the venvs, Debian's real consumers, the vLLM test model, an engine.
-setup: venv deps bench-venv
+# `make -j setup` (as `make test` runs it) installs the three venvs side by side; the engine
+# waits for deps, since both may run apt-get.
+setup: venv deps bench-venv test-model engine
+
+test-model:
 	bash scripts/test-model.sh
-	# The container tests need an engine; locally they skip without one, under CI they fail.
+
+# The container tests need an engine; locally they skip without one, under CI they fail.
+engine: deps
 	bash scripts/docker-engine.sh || [ "$${CI:-}" != true ]
 
 # Every test but the ci stack on the real engine (components against nginx, Prometheus, Redis,
@@ -71,7 +77,7 @@ test-integration: integration
 
 # One phase after another, each timed (scripts/phases.sh prints the table at the end).
 test:
-	@MAKE="$(MAKE)" bash scripts/phases.sh installs=setup lint="lint typecheck" unit=unit integration=integration
+	@MAKE="$(MAKE)" bash scripts/phases.sh installs="-j4 setup" lint="lint typecheck" unit=unit integration=integration
 
 # The policy pack over the stack's resources, through the mock runtime (no CLI); non-zero on a
 # mandatory violation. `pulumi preview --policy-pack policy` runs the same pack for real.
