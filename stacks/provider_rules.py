@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 CONTAINER = "docker:index/container:Container"
 NETWORK = "docker:index/network:Network"
@@ -69,7 +69,9 @@ DAEMON_LOG_OPTS_MERGE_SOURCE = _MOBY + "daemon/logs.go:177"
 # pulumi-command: an input change is an update, which runs `update`, else `create` again;
 # `triggers` is replaceOnChanges; the engine creates the replacement first and deletes the old
 # command last, running its stored `delete` with its stored inputs and previous outputs.
-COMMAND_UPDATE_RUNS_CREATE_SOURCE = _CMD + "local/commandController.go:80"
+COMMAND_UPDATE_RUNS_CREATE_SOURCE = _CMD + "local/commandController.go:80"  # remote: remote/commandController.go:76
+# Command implements CustomUpdate and CustomDelete but no CustomDiff: infer's default diff.
+COMMAND_DIFF_SOURCE = _CMD + "local/commandController.go:28"
 COMMAND_TRIGGERS_REPLACE_SOURCE = _CMD + "common/inputs.go:10"
 COMMAND_DELETE_USES_STATE_SOURCE = _CMD + "local/commandController.go:93"
 COMMAND_SHELL = ("/bin/sh", "-c")  # local, when `interpreter` is unset
@@ -84,7 +86,7 @@ REMOTE_COMMAND_SHELL_SOURCE = _CMD + "remote/commandOutputs.go:95"
 COMPUTED = {
     CONTAINER: frozenset(
         {"hostname", "command", "entrypoints", "user", "securityOpts", "stopSignal", "stopTimeout", "labels"}
-        | {"envs", "shmSize", "logDriver", "healthcheck", "ipcMode", "init", "ports.external"}
+        | {"envs", "shmSize", "logDriver", "healthcheck", "ipcMode", "init", "ports[].external"}
     ),
 }
 
@@ -298,10 +300,6 @@ READBACK: dict[str, Callable[..., Any]] = {
 }
 
 
-def _r(line: int, readback: str = "reported", note: str = "", src: str = _RC) -> Rule:
-    return Rule("replace", readback, f"{src}{line}", note=note)
-
-
 _CU = "ContainerUpdate"
 _UPD = "ContainerUpdate (funcs:1016 HasChange list, :1068); never replaces"
 _ST = (
@@ -313,131 +311,133 @@ _UP = "parent `upload` is ForceNew (:987); Read never sets uploads (funcs:959)"
 _HC = "healthcheck is Optional+Computed (:1045), not ForceNew, not updated: " + _ST
 _ENGINE_STATE = "recorded only; Read never sets it (funcs:931)"
 
+_NOTES = {"ST": _ST, "HC": _HC, "MOUNT": _MOUNT, "DEV": _DEV, "UP": _UP, "UPD": _UPD, "RO": _ENGINE_STATE}
+
+# path, change, readback, line of the field in the schema file, note (continued on indented lines)
+_CONTAINER_ROWS = """
+name                          replace trim_slash              50
+readOnly                      replace reported                64
+wait                          state   input                   79 used only inside create (funcs:590); {ST}
+waitTimeout                   state   input                   86 create's wait (funcs:614), inside the 20 min create
+      timeout
+image                         replace reported               141 Read: Config.Image, or the image id when the input
+      starts with sha256: (funcs:842)
+hostname                      replace reported               148 Computed; Config.Hostname (funcs:847)
+command                       replace reported               163 Config.Cmd (funcs:849)
+entrypoints                   replace reported               172 Config.Entrypoint (funcs:850)
+user                          replace reported               181 Config.User; DiffSuppressFunc treats an empty new
+      value as no change (:187)
+restart                       update  reported               230 RestartPolicy.Name (funcs:857); {UPD}
+maxRetryCount                 update  reported               238 RestartPolicy.MaximumRetryCount (funcs:858)
+capabilities.adds             replace reported               271 HostConfig.CapAdd, set only when CapAdd or CapDrop
+      is non-empty (funcs:872)
+capabilities.drops            replace reported               280 HostConfig.CapDrop (funcs:872)
+securityOpts                  replace reported               291 HostConfig.SecurityOpt (funcs:854);
+      systempaths=unconfined is dropped at create (funcs:691)
+stopSignal                    replace reported               314 Config.StopSignal (funcs:977)
+stopTimeout                   replace reported               321 Config.StopTimeout (funcs:978)
+mounts                        replace mount_list             328 {MOUNT}
+mounts[].readOnly             replace mount_list             351 {MOUNT}
+mounts[].source               replace mount_list             340 {MOUNT}
+mounts[].target               replace mount_list             335 {MOUNT}
+mounts[].type                 replace mount_list             345 {MOUNT}
+volumes[].containerPath       replace input                  447 Read does not set volumes (funcs:882)
+volumes[].hostPath            replace input                  453 Read does not set volumes (funcs:882)
+tmpfs                         state   reported               482 HostConfig.Tmpfs (funcs:883); {ST}
+ports[].external              replace port_list              501 flattenContainerPorts of NetworkSettings.Ports when
+      running or must_run (funcs:802)
+ports[].internal              replace port_list              494 one state entry per daemon binding: a 0.0.0.0 bind
+      with IPv6 also lists ::
+ports[].ip                    replace port_list              509 StateFunc maps empty to 0.0.0.0 (:515); protocol
+      defaults to tcp (:528)
+envs                          replace input                  590 Read sets neither env nor labels (funcs:893)
+labels[].label                replace input                  833 ForceNew+Computed; Read does not set labels
+      (funcs:893)
+labels[].value                replace input                  833 ForceNew+Computed; Read does not set labels
+      (funcs:893)
+destroyGraceSeconds           state   input                  827 {RO}; delete stops with it when > 0, else 0
+      (funcs:1086-1093), read from the old state
+memory                        update  mib                    842 HostConfig.Memory/1024/1024 (funcs:932)
+memoryReservation             update  memory_swap_mib        848 MiB when > 0 (funcs:935)
+memorySwap                    update  memory_swap_mib        856 not Computed; unset, dockerd makes it 2x memory
+      (moby daemon_unix.go:343), Read stores that (funcs:941)
+shmSize                       replace mib                    863 Computed; ShmSize/1024/1024 (funcs:945); daemon
+      default 64 MiB (moby daemon_unix.go:347)
+cpuShares                     update  reported               872 HostConfig.CPUShares (funcs:949)
+cpus                          replace decimal_cpus          1158 ParseCPUs at create (funcs:355); Read
+      nanoInt64ToDecimalString(NanoCPUs) if > 0 (funcs:947)
+logDriver                     replace reported               886 Computed; LogConfig.Type (funcs:951)
+logOpts                       replace log_opts_as_reported   894 LogConfig.Config when log_opts is set (funcs:952,
+      :983), dockerd defaults merged (logs.go:177)
+networkMode                   replace reported               901 Default bridge; HostConfig.NetworkMode (funcs:954)
+networksAdvanced[].aliases    replace input                  922 Read sets networks_advanced only when state has none
+      (import, funcs:786)
+networksAdvanced[].name       replace input                  916 Read sets networks_advanced only when state has none
+      (import, funcs:786)
+pidMode                       replace reported               974 HostConfig.PidMode, only when set (funcs:956)
+ipcMode                       replace reported              1111 Computed; HostConfig.IpcMode (funcs:973)
+uploads[].content             replace input                  994 {UP}
+uploads[].file                replace input                 1009 {UP}
+uploads[].permissions         replace input                 1022 {UP}
+uploads[].owner               replace input                  987 {UP}; `owner` postdates v4.5.0 (SDK 5.2.0 only)
+uploads[].group               replace input                  987 {UP}; `group` postdates v4.5.0 (SDK 5.2.0 only)
+healthcheck.tests             state   reported              1053 {HC}
+healthcheck.interval          state   go_duration           1059 time.ParseDuration at create (funcs:148),
+      Duration.String() in Read (funcs:961)
+healthcheck.timeout           state   go_duration           1066 {HC}
+healthcheck.startPeriod       state   go_duration           1073 {HC}
+healthcheck.startInterval     state   go_duration           1080 {HC}
+healthcheck.retries           state   reported              1087 {HC}
+sysctls                       replace reported              1105 HostConfig.Sysctls (funcs:972)
+init                          state   init_or_false         1126 create always sends Init=&init (funcs:448); Read
+      *HostConfig.Init or false (funcs:865); {ST}
+deviceRequests[].capabilities replace device_request_list    805 {DEV}
+deviceRequests[].count        replace device_request_list    789 {DEV}
+deviceRequests[].deviceIds    replace device_request_list    796 {DEV}
+deviceRequests[].driver       replace device_request_list    782 {DEV}; Default cdi (:786)
+"""
+
+_NETWORK_ROWS = """
+name                          replace reported                25 no Update function: every field replaces; Read Name
+      (network funcs:175)
+driver                        replace reported                40 Computed; Read Driver (network funcs:177)
+internal                      replace reported                56 Read Internal (network funcs:178)
+options                       replace reported                48 Computed; Read Options (network funcs:193)
+labels[].label                replace label_set               32 Read mapToLabelSet(Labels) (network funcs:176)
+labels[].value                replace label_set               32 Read mapToLabelSet(Labels) (network funcs:176)
+"""
+
+_VOLUME_ROWS = """
+name                          replace reported                41 Read Name (volume:308)
+driver                        replace reported                55 Computed; Read Driver (volume:310)
+driverOpts                    replace reported                62 Read Options (volume:311)
+labels[].label                replace label_set               48 Read mapToLabelSet(Labels) (volume:309)
+labels[].value                replace label_set               48 Read mapToLabelSet(Labels) (volume:309)
+"""
+
+
+def _table(rows: str, src: str, via: str) -> dict[str, Rule]:
+    parsed: dict[str, list[str]] = {}
+    path = ""
+    for line in rows.strip("\n").splitlines():
+        if line.startswith(" "):
+            parsed[path][-1] += " " + line.strip()
+        else:
+            path, *fields = line.split(maxsplit=4)
+            parsed[path] = fields if len(fields) == 4 else [*fields, ""]
+    table = {}
+    for path, (change, readback, number, note) in parsed.items():
+        if change not in ("replace", "update", "state"):
+            raise ValueError(f"{path}: unknown change {change!r}")
+        text = note.format(**_NOTES)
+        table[path] = Rule(cast(Change, change), readback, f"{src}{number}", via if change == "update" else "", text)
+    return table
+
+
 RULES: dict[str, dict[str, Rule]] = {
-    CONTAINER: {
-        "name": _r(50, "trim_slash"),
-        "readOnly": _r(64),
-        "wait": Rule("state", "input", _RC + "79", note="used only inside create (funcs:589); " + _ST),
-        "waitTimeout": Rule(
-            "state", "input", _RC + "86", note="create's wait (funcs:614), inside the 20 min create timeout"
-        ),
-        "image": _r(141, note="Read: Config.Image, or the image id when the input starts with sha256: (funcs:842)"),
-        "hostname": _r(148, note="Computed; Config.Hostname (funcs:847)"),
-        "command": _r(163, note="Config.Cmd (funcs:849)"),
-        "entrypoints": _r(172, note="Config.Entrypoint (funcs:850)"),
-        "user": _r(181, note="Config.User; DiffSuppressFunc treats an empty new value as no change (:187)"),
-        "restart": Rule("update", "reported", _RC + "230", _CU, "RestartPolicy.Name (funcs:857); " + _UPD),
-        "maxRetryCount": Rule("update", "reported", _RC + "238", _CU, "RestartPolicy.MaximumRetryCount (funcs:858)"),
-        "capabilities.adds": _r(
-            271, note="HostConfig.CapAdd, set only when CapAdd or CapDrop is non-empty (funcs:872)"
-        ),
-        "capabilities.drops": _r(280, note="HostConfig.CapDrop (funcs:872)"),
-        "securityOpts": _r(
-            291,
-            note="HostConfig.SecurityOpt (funcs:854); systempaths=unconfined is dropped at create (funcs:691)",
-        ),
-        "stopSignal": _r(314, note="Config.StopSignal (funcs:977)"),
-        "stopTimeout": _r(321, note="Config.StopTimeout (funcs:978)"),
-        "mounts": _r(328, "mount_list", _MOUNT),
-        "mounts[].readOnly": _r(351, "mount_list", _MOUNT),
-        "mounts[].source": _r(340, "mount_list", _MOUNT),
-        "mounts[].target": _r(335, "mount_list", _MOUNT),
-        "mounts[].type": _r(345, "mount_list", _MOUNT),
-        "volumes[].containerPath": _r(447, "input", "Read does not set volumes (funcs:882)"),
-        "volumes[].hostPath": _r(453, "input", "Read does not set volumes (funcs:882)"),
-        "tmpfs": Rule("state", "reported", _RC + "482", note="HostConfig.Tmpfs (funcs:883); " + _ST),
-        "ports[].external": _r(
-            501, "port_list", "flattenContainerPorts of NetworkSettings.Ports when running or must_run (funcs:802)"
-        ),
-        "ports[].internal": _r(
-            494, "port_list", "one state entry per daemon binding: a 0.0.0.0 bind with IPv6 also lists ::"
-        ),
-        "ports[].ip": _r(509, "port_list", "StateFunc maps empty to 0.0.0.0 (:515); protocol defaults to tcp (:528)"),
-        "envs": _r(590, "input", "Read sets neither env nor labels (funcs:893)"),
-        "labels[].label": _r(833, "input", "ForceNew+Computed; Read does not set labels (funcs:893)"),
-        "labels[].value": _r(833, "input", "ForceNew+Computed; Read does not set labels (funcs:893)"),
-        "destroyGraceSeconds": Rule(
-            "state",
-            "input",
-            _RC + "827",
-            note=_ENGINE_STATE + "; delete stops with it when > 0, else 0 (funcs:1086-1093), read from the old state",
-        ),
-        "memory": Rule("update", "mib", _RC + "842", _CU, "HostConfig.Memory/1024/1024 (funcs:932)"),
-        "memoryReservation": Rule("update", "memory_swap_mib", _RC + "848", _CU, "MiB when > 0 (funcs:935)"),
-        "memorySwap": Rule(
-            "update",
-            "memory_swap_mib",
-            _RC + "856",
-            _CU,
-            "not Computed; unset, dockerd makes it 2x memory (moby daemon_unix.go:343), Read stores that (funcs:941)",
-        ),
-        "shmSize": _r(
-            863, "mib", "Computed; ShmSize/1024/1024 (funcs:945); daemon default 64 MiB (moby daemon_unix.go:347)"
-        ),
-        "cpuShares": Rule("update", "reported", _RC + "872", _CU, "HostConfig.CPUShares (funcs:949)"),
-        "cpus": _r(
-            1158,
-            "decimal_cpus",
-            "ParseCPUs at create (funcs:355); Read nanoInt64ToDecimalString(NanoCPUs) if > 0 (funcs:947)",
-        ),
-        "logDriver": _r(886, note="Computed; LogConfig.Type (funcs:951)"),
-        "logOpts": _r(
-            894,
-            "log_opts_as_reported",
-            "LogConfig.Config when log_opts is set (funcs:952, :983), dockerd defaults merged (logs.go:177)",
-        ),
-        "networkMode": _r(901, note="Default bridge; HostConfig.NetworkMode (funcs:954)"),
-        "networksAdvanced[].aliases": _r(
-            922, "input", "Read sets networks_advanced only when state has none (import, funcs:786)"
-        ),
-        "networksAdvanced[].name": _r(
-            916, "input", "Read sets networks_advanced only when state has none (import, funcs:786)"
-        ),
-        "pidMode": _r(974, note="HostConfig.PidMode, only when set (funcs:956)"),
-        "ipcMode": _r(1111, note="Computed; HostConfig.IpcMode (funcs:973)"),
-        "uploads[].content": _r(994, "input", _UP),
-        "uploads[].file": _r(1009, "input", _UP),
-        "uploads[].permissions": _r(1022, "input", _UP),
-        "uploads[].owner": _r(987, "input", _UP + "; `owner` postdates v4.5.0 (SDK 5.2.0 only)"),
-        "uploads[].group": _r(987, "input", _UP + "; `group` postdates v4.5.0 (SDK 5.2.0 only)"),
-        "healthcheck.tests": Rule("state", "reported", _RC + "1053", note=_HC),
-        "healthcheck.interval": Rule(
-            "state",
-            "go_duration",
-            _RC + "1059",
-            note="time.ParseDuration at create (funcs:148), Duration.String() in Read (funcs:961)",
-        ),
-        "healthcheck.timeout": Rule("state", "go_duration", _RC + "1066", note=_HC),
-        "healthcheck.startPeriod": Rule("state", "go_duration", _RC + "1073", note=_HC),
-        "healthcheck.startInterval": Rule("state", "go_duration", _RC + "1080", note=_HC),
-        "healthcheck.retries": Rule("state", "reported", _RC + "1087", note=_HC),
-        "sysctls": _r(1105, note="HostConfig.Sysctls (funcs:972)"),
-        "init": Rule(
-            "state",
-            "init_or_false",
-            _RC + "1126",
-            note="create always sends Init=&init (funcs:448); Read *HostConfig.Init or false (funcs:865); " + _ST,
-        ),
-        "deviceRequests[].capabilities": _r(805, "device_request_list", _DEV),
-        "deviceRequests[].count": _r(789, "device_request_list", _DEV),
-        "deviceRequests[].deviceIds": _r(796, "device_request_list", _DEV),
-        "deviceRequests[].driver": _r(782, "device_request_list", _DEV + "; Default cdi (:786)"),
-    },
-    NETWORK: {
-        "name": _r(25, note="no Update function: every field replaces; Read Name (network funcs:175)", src=_NET),
-        "driver": _r(40, note="Computed; Read Driver (network funcs:177)", src=_NET),
-        "internal": _r(56, note="Read Internal (network funcs:178)", src=_NET),
-        "options": _r(48, note="Computed; Read Options (network funcs:193)", src=_NET),
-        "labels[].label": _r(32, "label_set", "Read mapToLabelSet(Labels) (network funcs:176)", _NET),
-        "labels[].value": _r(32, "label_set", "Read mapToLabelSet(Labels) (network funcs:176)", _NET),
-    },
-    VOLUME: {
-        "name": _r(41, note="Read Name (volume:308)", src=_VOL),
-        "driver": _r(55, note="Computed; Read Driver (volume:310)", src=_VOL),
-        "driverOpts": _r(62, note="Read Options (volume:311)", src=_VOL),
-        "labels[].label": _r(48, "label_set", "Read mapToLabelSet(Labels) (volume:309)", _VOL),
-        "labels[].value": _r(48, "label_set", "Read mapToLabelSet(Labels) (volume:309)", _VOL),
-    },
+    CONTAINER: _table(_CONTAINER_ROWS, _RC, _CU),
+    NETWORK: _table(_NETWORK_ROWS, _NET, ""),
+    VOLUME: _table(_VOLUME_ROWS, _VOL, ""),
 }
 
 _IMG = "native: Diff of stored __inputs vs new inputs, never a replace (provider.go:295); Update rebuilds (:457)"
@@ -575,7 +575,9 @@ def container_state(inspect: dict[str, Any], inputs: dict[str, Any]) -> dict[str
         }
     )
     if host.get("CapAdd") or host.get("CapDrop"):
-        state["capabilities"] = {"adds": host.get("CapAdd") or [], "drops": host.get("CapDrop") or []}
+        # Read sets both sets (funcs:872); an empty set and an absent one do not diff in the SDK.
+        caps = {"adds": host.get("CapAdd") or [], "drops": host.get("CapDrop") or []}
+        state["capabilities"] = {k: v for k, v in caps.items() if v}
     if inputs.get("logOpts"):
         state["logOpts"] = log_opts_as_reported((host.get("LogConfig") or {}).get("Config"))
     else:
