@@ -346,8 +346,8 @@ volumes[].hostPath            replace input                  453 Read does not s
 tmpfs                         state   reported               482 HostConfig.Tmpfs (funcs:883); {ST}
 ports[].external              replace port_list              501 flattenContainerPorts of NetworkSettings.Ports when
       running or must_run (funcs:802)
-ports[].internal              replace port_list              494 one state entry per daemon binding: a 0.0.0.0 bind
-      with IPv6 also lists ::
+ports[].internal              replace port_list              494 one state entry per binding the daemon reports
+      (a 0.0.0.0 bind: one entry on this 20.10 engine, measured)
 ports[].ip                    replace port_list              509 StateFunc maps empty to 0.0.0.0 (:515); protocol
       defaults to tcp (:528)
 envs                          replace input                  590 Read sets neither env nor labels (funcs:893)
