@@ -1,7 +1,17 @@
 """Settings every container of the platform shares."""
 
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
 import pulumi
 import pulumi_docker as docker
+
+from stacks.provider_rules import decimal_cpus, go_duration
+
+SECOND = 10**9
 
 # CIS Docker 5.25: a setuid binary inside an image cannot raise a process's privileges. None of the
 # platform's images needs that (nginx's master drops to its workers with setuid(2), which this allows).
@@ -22,3 +32,128 @@ def in_place(opts: pulumi.ResourceOptions) -> pulumi.ResourceOptions:
     Pulumi's default create-before-delete then fails the update (pulumi/pulumi-docker#1356,
     "by design"). Worker pools add their own drain and ordering (`components/workers/rollout.py`)."""
     return pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(delete_before_replace=True))
+
+
+# Every option Docker's json-file driver (and the options dockerd applies to any driver) accepts,
+# each set on purpose. dockerd fills every option a container leaves out from its own
+# `log-opts` in daemon.json when the driver matches (moby daemon/logs.go, mergeAndVerifyLogConfig),
+# and the provider stores the merged map as the container's `log_opts`, a replacing field: a user's
+# daemon.json would otherwise replace every container on every `pulumi up`. The cache options do
+# nothing for json-file (it reads its own files); they are set only so nothing is merged.
+# `max-buffer-size` is left out: Docker refuses it with `mode=blocking` (a daemon.json that sets it
+# without `mode` fails the create loudly, which `docs/operations.md` notes).
+LOG_DEFAULTS = {
+    "compress": "true",
+    "env": "",
+    "env-regex": "",
+    "labels": "",
+    "labels-regex": "",
+    "tag": "",
+    "mode": "blocking",
+    "cache-disabled": "true",
+    "cache-max-size": "20m",
+    "cache-max-file": "5",
+    "cache-compress": "true",
+}
+# A change of these fields is recorded in state by the Docker provider but never reaches the running
+# container (not ForceNew, not in its update: `stacks/provider_rules.py`). Their digest rides in
+# this label, which is ForceNew, so an edit replaces the container instead of being dropped.
+RECREATE_LABEL = "inference-stack.recreate-on"
+
+
+@dataclass(frozen=True)
+class Health:
+    """A Docker healthcheck in seconds; written as Go durations, the form the provider reads back."""
+
+    test: list[str]
+    interval: int
+    timeout: int
+    retries: int
+    start_period: int
+    start_interval: int | None = None
+
+    def args(self) -> docker.ContainerHealthcheckArgs:
+        return docker.ContainerHealthcheckArgs(
+            tests=self.test,
+            interval=go_duration(self.interval * SECOND),
+            timeout=go_duration(self.timeout * SECOND),
+            retries=self.retries,
+            start_period=go_duration(self.start_period * SECOND),
+            start_interval=None if self.start_interval is None else go_duration(self.start_interval * SECOND),
+        )
+
+
+def recreate_digest(health: Health | None, tmpfs: dict[str, str] | None) -> str:
+    """The `RECREATE_LABEL` value: a digest of the fields the provider would only record."""
+    recorded_only = {"healthcheck": None if health is None else dataclasses.asdict(health), "tmpfs": tmpfs}
+    return hashlib.sha256(json.dumps(recorded_only, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def log_opts(max_size: str, max_file: int) -> dict[str, str]:
+    """The complete json-file options: a size-bounded log that no daemon default changes."""
+    return {**LOG_DEFAULTS, "max-size": max_size, "max-file": str(max_file)}
+
+
+def settings(
+    *,
+    cpus: float,
+    memory_mb: int,
+    logs: tuple[str, int],
+    health: Health | None = None,
+    tmpfs: dict[str, str] | None = None,
+    grace_seconds: int = 0,
+    labels: dict[str, str] | None = None,
+    restart: str = "unless-stopped",
+    caps: tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """The `docker.Container` arguments every platform container shares, each in the form the
+    provider reads back from `docker inspect`, so a second `pulumi up` finds nothing to change.
+
+    `memory_swap` equals `memory`: no swap at all. Docker would otherwise give twice the memory
+    (the provider then reads a value the program never wrote), and a model server or gateway that
+    swaps is slower than one restarted by the OOM killer. `grace_seconds` is both the daemon's stop
+    timeout and the provider's `destroy_grace_seconds`: without the latter the provider's delete
+    kills a container at once, whatever its stop signal promises."""
+    all_labels = {**(labels or {}), RECREATE_LABEL: recreate_digest(health, tmpfs)}
+    args: dict[str, Any] = {
+        "security_opts": SECURITY_OPTS,
+        "capabilities": capabilities(*caps),
+        "cpus": decimal_cpus(round(cpus * 1e9)),
+        "memory": memory_mb,
+        "memory_swap": memory_mb,
+        "log_driver": "json-file",
+        "log_opts": log_opts(*logs),
+        "restart": restart,
+        "labels": [docker.ContainerLabelArgs(label=k, value=v) for k, v in sorted(all_labels.items())],
+    }
+    if health is not None:
+        args["healthcheck"] = health.args()
+    if tmpfs is not None:
+        args["tmpfs"] = tmpfs
+    if grace_seconds:
+        args["stop_timeout"] = grace_seconds
+        args["destroy_grace_seconds"] = grace_seconds
+    return args
+
+
+# The Docker provider's own timeout for a container's create, update and delete
+# (`stacks/provider_rules.py`: DEFAULT_TIMEOUT_SECONDS); a create includes the wait for healthy.
+PROVIDER_TIMEOUT_SECONDS = 20 * 60
+# Pulling, creating, uploading and starting around the wait itself.
+TIMEOUT_MARGIN_SECONDS = 300
+
+
+def timeouts(opts: pulumi.ResourceOptions, *, wait_seconds: int = 0, grace_seconds: int = 0) -> pulumi.ResourceOptions:
+    """`customTimeouts` for a container whose wait for healthy or stop grace, with a margin, would
+    pass the provider's default: a slow model load must not fail its create half way."""
+    create = wait_seconds + TIMEOUT_MARGIN_SECONDS
+    delete = grace_seconds + TIMEOUT_MARGIN_SECONDS
+    if max(create, delete) <= PROVIDER_TIMEOUT_SECONDS:
+        return opts
+    longest = f"{max(create, delete, PROVIDER_TIMEOUT_SECONDS)}s"
+    custom = pulumi.CustomTimeouts(
+        create=f"{max(create, PROVIDER_TIMEOUT_SECONDS)}s",
+        update=longest,
+        delete=f"{max(delete, PROVIDER_TIMEOUT_SECONDS)}s",
+    )
+    return pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(custom_timeouts=custom))

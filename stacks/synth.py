@@ -107,6 +107,8 @@ class Synth:
     """Resources a `destroy` leaves in place (`retain_on_delete`), by name."""
     delete_first: set[str] = field(default_factory=set)
     """Resources replaced delete-before-replace, by name."""
+    timeouts: dict[str, dict[str, str]] = field(default_factory=dict)
+    """`customTimeouts` (create, update, delete as Go durations) of each resource that sets them, by name."""
 
     def files(self) -> dict[str, str]:
         """Generated files, keyed `<resource name>/<path>`: container uploads at their absolute path,
@@ -164,6 +166,7 @@ class _RecordingMonitor(pulumi_mocks.MockMonitor):
         self.dependencies: dict[str, list[str]] = {}
         self.retained: list[str] = []
         self.delete_first: list[str] = []
+        self.timeouts: dict[str, dict[str, str]] = {}
 
     def RegisterResource(self, request: Any) -> Any:  # noqa: N802 (gRPC method name)
         if request.type != "pulumi:pulumi:Stack":
@@ -175,6 +178,9 @@ class _RecordingMonitor(pulumi_mocks.MockMonitor):
                 self.retained.append(urn)
             if request.deleteBeforeReplace:
                 self.delete_first.append(urn)
+            custom = request.customTimeouts
+            if custom.create or custom.update or custom.delete:
+                self.timeouts[urn] = {"create": custom.create, "update": custom.update, "delete": custom.delete}
         return super().RegisterResource(request)  # type: ignore[no-untyped-call]
 
 
@@ -226,6 +232,7 @@ def run(
         depends,
         {names[urn] for urn in monitor.retained},
         {names[urn] for urn in monitor.delete_first},
+        {names[urn]: t for urn, t in monitor.timeouts.items()},
     )
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pulumi
 import pulumi_docker as docker
 
-from components.hardening import SECURITY_OPTS, capabilities, in_place
+from components.hardening import Health, in_place, settings
 from components.hosts.host import GpuHost
 from stacks.config import RedisConfig
 
@@ -20,6 +20,8 @@ PASSWORD_PATH = "/run/secrets/redis-password"
 DATA_DIR = "/data"
 PORT = 6379
 REDIS_UID = "999"  # the official image's `redis` user
+# Its shutdown: the AOF fsync and, with `save` lines, one RDB of at most maxmemory. Ample for both.
+GRACE_SECONDS = 60
 
 
 def render_redis_conf(cfg: RedisConfig, data_dir: str = DATA_DIR, acl_file: str = ACL_PATH) -> str:
@@ -115,32 +117,29 @@ class Redis(pulumi.ComponentResource):
             name=container_name,
             hostname=container_name,
             image=cfg.image,
-            security_opts=SECURITY_OPTS,
-            capabilities=capabilities(),
             command=["redis-server", CONF_PATH],
             user=f"{REDIS_UID}:{REDIS_UID}",
             uploads=files,
             mounts=mounts,
-            tmpfs=tmpfs,
             # Not read-only: pulumi-docker copies `uploads` in at "/", which Docker refuses on a read-only
             # root filesystem (tests/components/test_uploads.py).
             networks_advanced=[docker.ContainerNetworksAdvancedArgs(name=host.network_name, aliases=["redis"])],
             ports=ports,
-            cpus=f"{cfg.cpus:g}",
-            memory=cfg.memory_mb,
-            log_driver="json-file",
-            log_opts={"max-size": "50m", "max-file": "3"},
-            restart="unless-stopped",
-            healthcheck=docker.ContainerHealthcheckArgs(
-                # `redis-cli ping` exits 0 even on an auth error; only PONG means healthy.
-                tests=["CMD-SHELL", f'REDISCLI_AUTH="$(cat {PASSWORD_PATH})" redis-cli ping | grep -q PONG'],
-                interval="10s",
-                timeout="3s",
-                retries=3,
-                start_period="10s",
-            ),
             wait=True,
             wait_timeout=90,
+            **settings(
+                cpus=cfg.cpus,
+                memory_mb=cfg.memory_mb,
+                logs=("50m", 3),
+                # `redis-cli ping` exits 0 even on an auth error; only PONG means healthy.
+                health=Health(
+                    ["CMD-SHELL", f'REDISCLI_AUTH="$(cat {PASSWORD_PATH})" redis-cli ping | grep -q PONG'], 10, 3, 3, 10
+                ),
+                tmpfs=tmpfs,
+                # SIGTERM makes Redis fsync its append-only file (and write an RDB when `save` is
+                # configured) before it exits; a kill at once loses up to the last second of writes.
+                grace_seconds=GRACE_SECONDS,
+            ),
             opts=in_place(on_host),
         )
         self.address = pulumi.Output.from_input(f"{container_name}:{PORT}")

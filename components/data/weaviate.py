@@ -10,7 +10,7 @@ from pathlib import Path
 import pulumi
 import pulumi_docker as docker
 
-from components.hardening import SECURITY_OPTS, capabilities, in_place
+from components.hardening import Health, in_place, settings
 from components.hosts.host import GpuHost
 from stacks.config import WeaviateConfig
 
@@ -122,8 +122,6 @@ class Weaviate(pulumi.ComponentResource):
             name=container_name,
             hostname=container_name,
             image=cfg.image,
-            security_opts=SECURITY_OPTS,
-            capabilities=capabilities(),
             entrypoints=["/bin/sh", START_PATH],
             envs=[f"{k}={v}" for k, v in sorted(env.items())],
             uploads=[
@@ -134,23 +132,19 @@ class Weaviate(pulumi.ComponentResource):
             ],
             mounts=[docker.ContainerMountArgs(type="volume", source=volume.name, target=DATA_PATH)],
             networks_advanced=[docker.ContainerNetworksAdvancedArgs(name=host.network_name, aliases=["weaviate"])],
-            cpus=f"{cfg.cpus:g}",
-            memory=cfg.memory_mb,
-            log_driver="json-file",
-            log_opts={"max-size": "50m", "max-file": "3"},
-            restart="unless-stopped",
-            healthcheck=docker.ContainerHealthcheckArgs(
-                # Alpine's busybox wget; the readiness endpoint needs no key.
-                tests=["CMD", "wget", "-q", "--spider", f"http://127.0.0.1:{PORT}/v1/.well-known/ready"],
-                interval="10s",
-                timeout="5s",
-                retries=6,
-                start_period="30s",
-            ),
             wait=True,
             wait_timeout=180,
-            # Weaviate flushes its LSM stores on SIGTERM; give it time.
-            stop_timeout=60,
+            **settings(
+                cpus=cfg.cpus,
+                memory_mb=cfg.memory_mb,
+                logs=("50m", 3),
+                # Alpine's busybox wget; the readiness endpoint needs no key.
+                health=Health(
+                    ["CMD", "wget", "-q", "--spider", f"http://127.0.0.1:{PORT}/v1/.well-known/ready"], 10, 5, 6, 30
+                ),
+                # Weaviate flushes its LSM stores on SIGTERM; give it time.
+                grace_seconds=60,
+            ),
             opts=in_place(on_host),
         )
         self.address = pulumi.Output.from_input(f"http://{container_name}:{PORT}")

@@ -10,11 +10,19 @@ import pulumi
 import pulumi_docker as docker
 
 from components.gateway import members, nginx, status_metrics
-from components.hardening import SECURITY_OPTS, capabilities, in_place
+from components.hardening import Health, in_place, settings, timeouts
 from components.hosts.host import GpuHost
 from stacks.config import GatewayConfig
 
 HEALTHZ = f"http://127.0.0.1:{nginx.LISTEN_PORT}/healthz"
+# nginx's own exit after its last stream, and the provider's stop call around it.
+EXIT_MARGIN_SECONDS = 15
+
+
+def gateway_grace_seconds(gw: GatewayConfig) -> int:
+    """How long a replaced or destroyed gateway may take to stop: nginx's graceful shutdown keeps
+    each open stream for at most `worker_shutdown_timeout`, the read timeout (nginx.conf)."""
+    return gw.read_timeout_seconds + EXIT_MARGIN_SECONDS
 
 
 @dataclass(frozen=True)
@@ -121,10 +129,6 @@ class Gateway(pulumi.ComponentResource):
             name=container_name,
             hostname=container_name,
             image=gw.image,
-            security_opts=SECURITY_OPTS,
-            # The master, root, creates its temp dirs for the worker user and then runs the workers
-            # as that user: nothing else of Docker's default set.
-            capabilities=capabilities("CHOWN", "SETGID", "SETUID"),
             uploads=files,
             ports=[docker.ContainerPortArgs(internal=nginx.LISTEN_PORT, external=gw.port, ip=gw.listen_address)],
             networks_advanced=[
@@ -133,33 +137,35 @@ class Gateway(pulumi.ComponentResource):
             ],
             # Not read-only: pulumi-docker copies `uploads` in at "/", which Docker refuses on a read-only
             # root filesystem (tests/components/test_uploads.py).
-            # Request bodies over 1 MiB spill here (up to clientMaxBodySize each).
-            tmpfs={"/tmp": "rw,size=256m"},
-            cpus=f"{gw.cpus:g}",
-            memory=gw.memory_mb,
-            log_driver="json-file",
-            log_opts={"max-size": "100m", "max-file": "5"},
-            restart="unless-stopped",
-            healthcheck=docker.ContainerHealthcheckArgs(
-                tests=["CMD", "wget", "-q", "-O", "/dev/null", HEALTHZ],
-                interval="10s",
-                timeout="3s",
-                retries=3,
-                start_period="5s",
-            ),
             wait=True,
             wait_timeout=60,
-            # SIGQUIT is nginx's graceful shutdown: in-flight streams finish first.
+            # SIGQUIT is nginx's graceful shutdown: in-flight streams finish first, each for at most
+            # `worker_shutdown_timeout` (the read timeout). The provider's delete waits that long,
+            # plus a margin for nginx's exit, before it kills what is left.
             stop_signal="SIGQUIT",
-            stop_timeout=gw.read_timeout_seconds,
-            labels=[docker.ContainerLabelArgs(label="inference-stack.role", value="gateway")],
+            **settings(
+                cpus=gw.cpus,
+                memory_mb=gw.memory_mb,
+                logs=("100m", 5),
+                health=Health(["CMD", "wget", "-q", "-O", "/dev/null", HEALTHZ], 10, 3, 3, 5),
+                # Request bodies over 1 MiB spill here (up to clientMaxBodySize each).
+                tmpfs={"/tmp": "rw,size=256m"},
+                grace_seconds=gateway_grace_seconds(gw),
+                labels={"inference-stack.role": "gateway"},
+                # The master, root, creates its temp dirs for the worker user and then runs the
+                # workers as that user: nothing else of Docker's default set.
+                caps=("CHOWN", "SETGID", "SETUID"),
+            ),
             # nginx resolves mtail's name (the syslog server) when it loads its config: mtail first.
-            opts=in_place(
-                pulumi.ResourceOptions(
-                    parent=self,
-                    provider=host.provider,
-                    depends_on=[*host.ready, *([mtail[0]] if mtail else [])],
-                )
+            opts=timeouts(
+                in_place(
+                    pulumi.ResourceOptions(
+                        parent=self,
+                        provider=host.provider,
+                        depends_on=[*host.ready, *([mtail[0]] if mtail else [])],
+                    )
+                ),
+                grace_seconds=gateway_grace_seconds(gw),
             ),
         )
         if mtail:
@@ -212,17 +218,10 @@ class Gateway(pulumi.ComponentResource):
             hostname=mtail_name,
             # The local image id: a rebuild (a changed program or Dockerfile) replaces the container.
             image=image.repo_digest,
-            security_opts=SECURITY_OPTS,
-            capabilities=capabilities(),
             command=status_metrics.command(),
             networks_advanced=[docker.ContainerNetworksAdvancedArgs(name=edge.name)],
             read_only=True,
-            cpus="0.5",
-            memory=128,
-            log_driver="json-file",
-            log_opts={"max-size": "20m", "max-file": "3"},
-            restart="unless-stopped",
-            labels=[docker.ContainerLabelArgs(label="inference-stack.role", value="gateway-status")],
+            **settings(cpus=0.5, memory_mb=128, logs=("20m", 3), labels={"inference-stack.role": "gateway-status"}),
             opts=in_place(on_host),
         )
         return container, mtail_name

@@ -8,7 +8,7 @@ import pulumi
 import pulumi_docker as docker
 
 from components.gateway import nginx
-from components.hardening import SECURITY_OPTS, capabilities, in_place
+from components.hardening import Health, in_place, settings
 from components.hosts.host import GpuHost
 from components.observability import grafana
 from components.observability.prometheus import RULES_PATH, Target, render_prometheus_yml, render_rules
@@ -64,20 +64,15 @@ class Monitoring(pulumi.ComponentResource):
                 f"{name}-dcgm-{host_name}",
                 name=exporter,
                 image=cfg.dcgm_exporter_image,
-                security_opts=SECURITY_OPTS,
-                # No SYS_ADMIN: dcgm-exporter needs it only for the DCP profiling counters
-                # (DCGM_FI_PROF_*), which the platform does not use; the DCGM_FI_DEV_* gauges work as
-                # root without any capability (its Dockerfile, "Security Note: Default USER").
-                capabilities=capabilities(),
+                # No SYS_ADMIN among `settings`' capabilities: dcgm-exporter needs it only for the DCP
+                # profiling counters (DCGM_FI_PROF_*), which the platform does not use; the
+                # DCGM_FI_DEV_* gauges work as root without any capability (its Dockerfile,
+                # "Security Note: Default USER").
                 # DCGM reads every GPU's counters, so it gets them all.
                 device_requests=[docker.ContainerDeviceRequestArgs(driver="nvidia", count=-1, capabilities=["gpu"])],
                 networks_advanced=[docker.ContainerNetworksAdvancedArgs(name=gpu_host.network_name)],
                 ports=ports,
-                restart="unless-stopped",
-                cpus="1",
-                memory=512,
-                log_driver="json-file",
-                log_opts={"max-size": "20m", "max-file": "3"},
+                **settings(cpus=1, memory_mb=512, logs=("20m", 3)),
                 opts=in_place(
                     pulumi.ResourceOptions(parent=self, provider=gpu_host.provider, depends_on=gpu_host.ready)
                 ),
@@ -91,17 +86,11 @@ class Monitoring(pulumi.ComponentResource):
             f"{name}-nginx-exporter",
             name=nginx_exporter,
             image=cfg.nginx_exporter_image,
-            security_opts=SECURITY_OPTS,
-            capabilities=capabilities(),
             command=args.gateway_container.apply(
                 lambda gw: [f"--nginx.scrape-uri=http://{gw}:{nginx.STATUS_PORT}/stub_status"]
             ),
             networks_advanced=[docker.ContainerNetworksAdvancedArgs(name=args.edge_network)],
-            restart="unless-stopped",
-            cpus="0.25",
-            memory=64,
-            log_driver="json-file",
-            log_opts={"max-size": "10m", "max-file": "3"},
+            **settings(cpus=0.25, memory_mb=64, logs=("10m", 3)),
             read_only=True,
             opts=in_place(on_host),
         )
@@ -121,8 +110,6 @@ class Monitoring(pulumi.ComponentResource):
             f"{name}-prometheus",
             name=f"{args.stack}-prometheus",
             image=cfg.prometheus_image,
-            security_opts=SECURITY_OPTS,
-            capabilities=capabilities(),
             command=[
                 f"--config.file={CONFIG_PATH}",
                 f"--storage.tsdb.path={DATA_PATH}",
@@ -139,17 +126,13 @@ class Monitoring(pulumi.ComponentResource):
             ports=[docker.ContainerPortArgs(internal=9090, external=cfg.prometheus_port, ip=cfg.bind_address)],
             # Not read-only: pulumi-docker copies `uploads` in at "/", which Docker refuses on a read-only
             # root filesystem (tests/components/test_uploads.py).
-            restart="unless-stopped",
-            cpus="1",
-            memory=2048,
-            log_driver="json-file",
-            log_opts={"max-size": "50m", "max-file": "3"},
-            healthcheck=docker.ContainerHealthcheckArgs(
-                tests=["CMD", "wget", "-q", "--spider", "http://127.0.0.1:9090/-/ready"],
-                interval="15s",
-                timeout="5s",
-                retries=4,
-                start_period="30s",
+            **settings(
+                cpus=1,
+                memory_mb=2048,
+                logs=("50m", 3),
+                health=Health(["CMD", "wget", "-q", "--spider", "http://127.0.0.1:9090/-/ready"], 15, 5, 4, 30),
+                # SIGTERM writes the TSDB head out; killed at once, the next start replays the WAL.
+                grace_seconds=60,
             ),
             opts=in_place(on_host),
         )
@@ -195,17 +178,12 @@ class Monitoring(pulumi.ComponentResource):
             f"{name}-grafana",
             name=f"{args.stack}-grafana",
             image=cfg.grafana_image,
-            security_opts=SECURITY_OPTS,
-            capabilities=capabilities(),
             envs=[f"{k}={v}" for k, v in sorted(grafana.grafana_env().items())],
             uploads=files,
             mounts=[docker.ContainerMountArgs(type="volume", source=grafana_volume.name, target="/var/lib/grafana")],
             networks_advanced=[docker.ContainerNetworksAdvancedArgs(name=args.edge_network)],
             ports=[docker.ContainerPortArgs(internal=3000, external=cfg.grafana_port, ip=cfg.bind_address)],
-            restart="unless-stopped",
-            cpus="1",
-            memory=512,
-            log_driver="json-file",
-            log_opts={"max-size": "20m", "max-file": "3"},
+            # Its SQLite database is on the data volume: a clean stop closes it.
+            **settings(cpus=1, memory_mb=512, logs=("20m", 3), grace_seconds=30),
             opts=in_place(on_host),
         )

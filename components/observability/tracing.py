@@ -8,7 +8,7 @@ import pulumi
 import pulumi_docker as docker
 import yaml
 
-from components.hardening import SECURITY_OPTS, capabilities, in_place
+from components.hardening import Health, in_place, settings
 from components.hosts.host import GpuHost
 from stacks.config import TracingConfig
 
@@ -133,8 +133,6 @@ class Tracing(pulumi.ComponentResource):
             f"{name}-jaeger",
             name=jaeger,
             image=cfg.jaeger_image,
-            security_opts=SECURITY_OPTS,
-            capabilities=capabilities(),
             command=["--config", f"file:{CONFIG_PATH}"],
             uploads=files,
             mounts=mounts,
@@ -145,20 +143,18 @@ class Tracing(pulumi.ComponentResource):
             ports=ports,
             # Not read-only: pulumi-docker copies `uploads` in at "/", which Docker refuses on a read-only
             # root filesystem (tests/components/test_uploads.py).
-            tmpfs=tmpfs,
-            cpus="1",
-            memory=cfg.memory_mb,
-            restart="unless-stopped",
-            log_driver="json-file",
-            log_opts={"max-size": "20m", "max-file": "3"},
-            healthcheck=docker.ContainerHealthcheckArgs(
-                tests=["CMD", "wget", "-q", "-O", "/dev/null", f"http://127.0.0.1:{HEALTH_PORT}/status"],
-                interval="15s",
-                timeout="5s",
-                retries=4,
-                start_period="20s",
+            **settings(
+                cpus=1,
+                memory_mb=cfg.memory_mb,
+                logs=("20m", 3),
+                health=Health(
+                    ["CMD", "wget", "-q", "-O", "/dev/null", f"http://127.0.0.1:{HEALTH_PORT}/status"], 15, 5, 4, 20
+                ),
+                tmpfs=tmpfs,
+                # Spans in its badger store are flushed on SIGTERM.
+                grace_seconds=30,
+                labels={"inference-stack.role": "tracing"},
             ),
-            labels=[docker.ContainerLabelArgs(label="inference-stack.role", value="tracing")],
             opts=in_place(on_host),
         )
         self.ui_url = pulumi.Output.from_input(f"http://{args.bind_address}:{cfg.ui_port}")

@@ -11,7 +11,7 @@ import pulumi_docker as docker
 
 from components.gateway import members
 from components.gateway.gateway import Membership
-from components.hardening import SECURITY_OPTS, capabilities
+from components.hardening import settings, timeouts
 from components.hosts.host import GpuHost
 from components.hosts.inventory import Gpu
 from components.hosts.preflight import PreflightError, worker_problems
@@ -170,8 +170,6 @@ class VllmWorkerPool(pulumi.ComponentResource):
                 name=container_name,
                 hostname=container_name,
                 image=self._checked_image(placed, host),
-                security_opts=SECURITY_OPTS,
-                capabilities=capabilities(),
                 entrypoints=["/bin/sh", spec.ENTRYPOINT_PATH],
                 command=spec.vllm_args(worker_group, kv_offload=offload, tracing=tracing),
                 envs=spec.worker_env(worker_group, kv_offload=offload),
@@ -195,13 +193,8 @@ class VllmWorkerPool(pulumi.ComponentResource):
                 ],
                 uploads=worker_uploads,
                 shm_size=spec.shm_size_mb(worker_group),
-                cpus=f"{worker_group.resources.cpus:g}",
                 cpu_shares=int(worker_group.resources.cpu_reservation * 1024),
-                memory=worker_group.resources.memory_mb,
                 memory_reservation=worker_group.resources.memory_reservation_mb,
-                log_driver="json-file",
-                log_opts={"max-size": worker_group.logs.max_size, "max-file": str(worker_group.logs.max_file)},
-                restart="on-failure",
                 max_retry_count=worker_group.max_restarts,
                 networks_advanced=[
                     docker.ContainerNetworksAdvancedArgs(
@@ -211,22 +204,23 @@ class VllmWorkerPool(pulumi.ComponentResource):
                     )
                 ],
                 ports=ports,
-                healthcheck=docker.ContainerHealthcheckArgs(
-                    tests=spec.healthcheck_test(worker_group),
-                    interval=f"{worker_group.health.interval_seconds}s",
-                    timeout=f"{worker_group.health.timeout_seconds}s",
-                    retries=worker_group.health.retries,
-                    start_period=f"{worker_group.start_period()}s",
-                    start_interval="5s",
-                ),
                 wait=True,
                 wait_timeout=spec.wait_timeout_seconds(worker_group),
-                # vLLM drains in-flight requests on SIGTERM; give long generations time to finish.
                 stop_signal="SIGTERM",
-                stop_timeout=60,
-                destroy_grace_seconds=60,
-                labels=[docker.ContainerLabelArgs(label=k, value=v) for k, v in sorted(all_labels.items())],
-                opts=on_host,
+                **settings(
+                    cpus=worker_group.resources.cpus,
+                    memory_mb=worker_group.resources.memory_mb,
+                    logs=(worker_group.logs.max_size, worker_group.logs.max_file),
+                    health=spec.health(worker_group),
+                    # The gateway drained the worker first (its member's delete); what still runs
+                    # after that drain timed out gets this long, as vLLM finishes requests on SIGTERM.
+                    grace_seconds=spec.GRACE_SECONDS,
+                    labels=all_labels,
+                    restart="on-failure",
+                ),
+                opts=timeouts(
+                    on_host, wait_seconds=spec.wait_timeout_seconds(worker_group), grace_seconds=spec.GRACE_SECONDS
+                ),
             )
             containers[placement.name] = container
             if placement.canary:

@@ -10,6 +10,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+from components.hardening import Health
 from stacks.config import LmCacheConfig, WorkerGroup
 from stacks.placement import Placement
 
@@ -18,6 +19,8 @@ APP_DIR = "/opt/inference-stack"
 SECRETS_DIR = "/run/secrets"
 HF_HOME = "/root/.cache/huggingface"
 VLLM_CACHE_ROOT = "/root/.cache/vllm"
+# A worker's stop grace after its drain: what a drain that timed out left running may finish.
+GRACE_SECONDS = 60
 PROBE_PATH = f"{APP_DIR}/healthcheck.py"
 ENTRYPOINT_PATH = f"{APP_DIR}/entrypoint.sh"
 API_KEY_PATH = f"{SECRETS_DIR}/vllm-api-key"
@@ -133,6 +136,13 @@ def shm_size_mb(group: WorkerGroup) -> int:
     if group.shm_size_mb is not None:
         return group.shm_size_mb
     return max(1024, 2048 * group.gpus_per_worker())
+
+
+def health(group: WorkerGroup) -> Health:
+    h = group.health
+    # No start_interval: engines before API 1.44 (Docker 25) drop it, the provider then reads back
+    # "0s", and every `pulumi up` on such a host would plan a change that never arrives.
+    return Health(healthcheck_test(group), h.interval_seconds, h.timeout_seconds, h.retries, group.start_period())
 
 
 def wait_timeout_seconds(group: WorkerGroup) -> int:

@@ -1,18 +1,24 @@
-"""Apply a synthesized stack to the real Docker engine, the way the Pulumi Docker provider would.
+"""Apply a synthesized stack to the real Docker engine the way `pulumi up` and the real providers would.
 
 `pulumi up` cannot run where the integration tests run (no Pulumi CLI, no state backend), so this
-module takes the resources `stacks.synth.synth_stack(..., reveal=True)` captured and creates the
-networks, volumes, images and containers itself, through the Engine API on the local socket
-(no SDK dependency). Every input of every applied resource must have a mapping here: an unknown
-input raises `UnmappedInputError` naming it, so a new program input can never be silently dropped and
-leave the tests exercising something other than what production gets.
+module takes the resources `stacks.synth.synth_stack(..., reveal=True)` captured and plays the engine:
 
+- **State.** After each create it stores what the provider's Read makes of the object (a container's
+  `docker inspect` through `stacks.provider_rules.container_state`), in a `State` per stack.
+- **Plan.** A later `apply` diffs the new inputs against that state with the providers' rules
+  (`tests/integration/plan.py`), prints the plan as `pulumi preview --diff` lists it, and keeps it
+  in `Applied.plan`.
+- **Carry out.** Containers are replaced delete-first (dependents the replacement replaces, such as a
+  worker's gateway membership, deleted before them), other resources create-first; an in-place update
+  is one ContainerUpdate on the same container id; a state-only change touches nothing. Commands
+  follow pulumi-command: `/bin/sh -c`, an update re-runs `create` when there is no `update`,
+  `triggers` replace, the old command's stored `delete` runs at the end, `depends_on` re-runs nothing.
+
+Every input of every applied resource must have a mapping here: an unknown input raises
+`UnmappedInputError` naming it, so a new program input can never be silently dropped.
 Everything created carries the label `inference-stack.test=integration`; `teardown()` removes the
 labelled containers (with their anonymous volumes) and networks. Named volumes survive a teardown,
 as they survive a `pulumi destroy` of the containers; `purge_volumes()` removes them.
-
-`apply` is idempotent: every object carries the sha256 of its inputs in a label, and an object whose
-hash is unchanged is kept (a second apply of the same synth changes nothing, like a no-op `up`).
 """
 
 from __future__ import annotations
@@ -31,8 +37,10 @@ import shutil
 import socket
 import subprocess
 import tarfile
+import threading
 import time
 import urllib.parse
+import uuid
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -40,11 +48,12 @@ from pathlib import Path
 from typing import Any
 
 from components.gateway import members
+from stacks import provider_rules
+from tests.integration import plan as plan_mod
 
 REPO = Path(__file__).resolve().parents[2]
 TEST_LABEL = "inference-stack.test"
 TEST_VALUE = "integration"
-HASH_LABEL = "inference-stack.test.inputs-sha256"
 RESOURCE_LABEL = "inference-stack.test.resource"
 GRACE_LABEL = "inference-stack.test.destroy-grace-seconds"
 SOCKET = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock").removeprefix("unix://")
@@ -67,10 +76,6 @@ MEMBER = re.compile(
 )
 # The canary gate: a program on stdin, run on the gateway host (here: this machine).
 GATE = "python3 -"
-# What each command resource ran last, and its delete, across applies in this process: Pulumi's
-# state for commands. A changed command runs again (an update); one the program no longer has
-# runs its delete, as `pulumi up` does after the creates.
-_COMMANDS: dict[str, tuple[str, str | None]] = {}
 # The provider's defaults (terraform-provider-docker): waited for 60 s, grace 0 s.
 DEFAULT_WAIT_TIMEOUT = 60
 RUNNING_TIMEOUT = 15.0
@@ -383,7 +388,7 @@ def _volumes(inputs: _Inputs) -> tuple[dict[str, Any], list[str], list[str]]:
 
 
 def plan_container(
-    res: dict[str, Any], image: str, *, start_interval_supported: bool, input_hash: str, uploads: str = "provider"
+    res: dict[str, Any], image: str, *, start_interval_supported: bool, uploads: str = "provider"
 ) -> _ContainerPlan:
     """The Engine API create request for one container resource; raises on any unmapped input."""
     inputs = _Inputs(f"{res['name']} ({CONTAINER})", res["inputs"])
@@ -391,7 +396,7 @@ def plan_container(
     notes: list[str] = []
     name = str(inputs.get("name"))
     labels = _labels(inputs)
-    labels.update({TEST_LABEL: TEST_VALUE, HASH_LABEL: input_hash, RESOURCE_LABEL: res["name"]})
+    labels.update({TEST_LABEL: TEST_VALUE, RESOURCE_LABEL: res["name"]})
     grace = inputs.get("destroyGraceSeconds")
     if grace is not None:
         labels[GRACE_LABEL] = str(int(grace))  # used by teardown(graceful=True), like a destroy
@@ -495,15 +500,10 @@ def plan_container(
             endpoint["IPAMConfig"] = {k: v for k, v in (("IPv4Address", v4), ("IPv6Address", v6)) if v}
         networks.append((str(net.get("name")), endpoint))
         net.done()
-    network_mode = inputs.get("networkMode")
-    if networks:
-        # API 1.41 attaches one network at create; the rest are connected before the start.
-        host["NetworkMode"] = networks[0][0]
-        body_networks = {"EndpointsConfig": {networks[0][0]: networks[0][1]}}
-    else:
-        if network_mode is not None:
-            host["NetworkMode"] = network_mode
-        body_networks = {"EndpointsConfig": {}}
+    # As the provider creates it: on `network_mode` (default bridge; funcs:392), then, with
+    # networksAdvanced, disconnected from bridge and connected to each (funcs:463), before the start.
+    host["NetworkMode"] = inputs.get("networkMode") or "bridge"
+    body_networks: dict[str, Any] = {"EndpointsConfig": {}}
     wait_for = bool(inputs.get("wait") or False)
     wait_timeout = int(inputs.get("waitTimeout") or DEFAULT_WAIT_TIMEOUT)
     for key, expected in (("mustRun", True), ("start", True), ("attach", False), ("logs", False), ("rm", False)):
@@ -514,13 +514,13 @@ def plan_container(
     archives = _upload_archives(inputs, roots if uploads == "into-volumes" else None)
     inputs.done()
     body = {**config, "HostConfig": host, "NetworkingConfig": body_networks}
-    return _ContainerPlan(name, body, networks[1:], archives, wait_for, wait_timeout, notes)
+    return _ContainerPlan(name, body, networks, archives, wait_for, wait_timeout, notes)
 
 
-def _network_body(res: dict[str, Any], input_hash: str) -> dict[str, Any]:
+def _network_body(res: dict[str, Any]) -> dict[str, Any]:
     inputs = _Inputs(f"{res['name']} ({NETWORK})", res["inputs"])
     labels = _labels(inputs)
-    labels.update({TEST_LABEL: TEST_VALUE, HASH_LABEL: input_hash, RESOURCE_LABEL: res["name"]})
+    labels.update({TEST_LABEL: TEST_VALUE, RESOURCE_LABEL: res["name"]})
     body: dict[str, Any] = {
         "Name": inputs.get("name") or res["name"],
         "Driver": inputs.get("driver") or "bridge",
@@ -543,10 +543,10 @@ def _network_body(res: dict[str, Any], input_hash: str) -> dict[str, Any]:
     return body
 
 
-def _volume_body(res: dict[str, Any], input_hash: str) -> dict[str, Any]:
+def _volume_body(res: dict[str, Any]) -> dict[str, Any]:
     inputs = _Inputs(f"{res['name']} ({VOLUME})", res["inputs"])
     labels = _labels(inputs)
-    labels.update({TEST_LABEL: TEST_VALUE, HASH_LABEL: input_hash, RESOURCE_LABEL: res["name"]})
+    labels.update({TEST_LABEL: TEST_VALUE, RESOURCE_LABEL: res["name"]})
     # Without a name the mock's state name is the resource name, and containers mount it by that.
     body = {
         "Name": inputs.get("name") or res["name"],
@@ -582,15 +582,130 @@ def _image_build(res: dict[str, Any]) -> tuple[str, list[str]]:
     return tag, [*argv, str(context)]
 
 
-def inputs_hash(res: dict[str, Any], extra: Any = None) -> str:
-    canonical = json.dumps([res["type"], res["inputs"], extra], sort_keys=True, default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()
-
-
 def mock_repo_digest(res: dict[str, Any]) -> str:
     """The stand-in repoDigest stacks.synth's mock gives an Image (what a container's image reads)."""
     built = json.dumps(res["inputs"], sort_keys=True, default=str)
     return "sha256:" + hashlib.sha256(built.encode()).hexdigest()
+
+
+# --- state and plan -----------------------------------------------------------------------------
+
+# The harness's own labels: not program inputs, so not part of the provider's read-back either.
+HARNESS_LABELS = (TEST_LABEL, RESOURCE_LABEL, GRACE_LABEL)
+# What a container-update step sends: the fields the provider's Update passes to ContainerUpdate
+# (`stacks.provider_rules`, rules with via="ContainerUpdate").
+UPDATE_FIELDS = ("Memory", "MemorySwap", "MemoryReservation", "CpuShares", "CpusetCpus", "NanoCpus", "RestartPolicy")
+
+
+@dataclass
+class Entry:
+    """One resource in the state: its inputs as the provider stored them, and its id."""
+
+    type: str
+    inputs: dict[str, Any]
+    id: str
+    stdout: str = ""
+    stderr: str = ""
+
+
+@dataclass
+class State:
+    """Pulumi's state for one stack. A later `apply` diffs the program against it, not against
+    what the program sent last time."""
+
+    entries: dict[str, Entry] = field(default_factory=dict)
+
+
+STATE = State()
+"""The default stack's state; a test that applies a stack of its own passes its own `State`."""
+
+
+def _applied_kinds(res: dict[str, Any]) -> bool:
+    return res["type"] in (NETWORK, VOLUME, IMAGE, CONTAINER) or (
+        res["type"] == "command:local:Command" and bool(_host_command_target(res) or _is_gate(res))
+    )
+
+
+def _resolved(
+    res: dict[str, Any], ids: dict[str, str | None], images: dict[str, str], digests: dict[str, str]
+) -> dict[str, Any]:
+    """The inputs the provider receives: an Image's mock digest as the built image's id, and a
+    trigger that is another resource's id as that id (`plan.UNKNOWN` while it is still to be made)."""
+    inputs = dict(res["inputs"])
+    if res["type"] == CONTAINER and str(inputs.get("image")) in digests:
+        inputs["image"] = images[digests[str(inputs["image"])]]
+    if "triggers" in inputs:
+        triggers = []
+        for value in inputs["triggers"] or []:
+            ref = str(value).removesuffix("-id")
+            if str(value).endswith("-id") and ref in ids:
+                triggers.append(ids[ref] or plan_mod.UNKNOWN)
+            else:
+                triggers.append(value)
+        inputs["triggers"] = triggers
+    return inputs
+
+
+def _trigger_refs(res: dict[str, Any]) -> set[str]:
+    return {str(t).removesuffix("-id") for t in res["inputs"].get("triggers") or [] if str(t).endswith("-id")}
+
+
+def build_plan(
+    resources: list[dict[str, Any]], state: State, images: dict[str, str], digests: dict[str, str]
+) -> plan_mod.Plan:
+    """Steps for every applied resource, and a delete for every one in state the program lost.
+    Containers first: a command triggered by a container's id is replaced when the container is."""
+    plan = plan_mod.Plan()
+    ids: dict[str, str | None] = {}
+    ordered = sorted(resources, key=lambda r: r["type"].startswith("command:"))
+    for res in ordered:
+        entry = state.entries.get(res["name"])
+        new = _resolved(res, ids, images, digests)
+        step = plan_mod.step_for(res["name"], res["type"], new, None if entry is None else entry.inputs)
+        plan.steps[res["name"]] = step
+        ids[res["name"]] = entry.id if entry is not None and step.op not in ("create", "replace") else None
+    names = {r["name"] for r in resources}
+    for name, entry in state.entries.items():
+        if name not in names:
+            plan.steps[name] = plan_mod.Step(name, entry.type, "delete")
+    by_name = {r["name"]: r for r in resources}
+    for res in resources:
+        step = plan.steps[res["name"]]
+        if res["type"].startswith("command:") and step.op == "replace":
+            replaced = sorted(r for r in _trigger_refs(res) if r in by_name and plan.steps[r].op == "replace")
+            if replaced and all(by_name[r]["type"] == CONTAINER for r in replaced):
+                step.deleted_before = replaced
+                step.reason = f"deleted before {', '.join(replaced)}, which is replaced delete-first"
+    return plan
+
+
+def preview(synth: Any, state: State | None = None) -> plan_mod.Plan:
+    """The plan an `apply` would carry out, with nothing changed; images as the engine has them."""
+    resources = [r for r in synth.resources if _check_type(r) is None or _applied_kinds(r)]
+    resources = [r for r in resources if _applied_kinds(r)]
+    images, digests = {}, {}
+    for res in resources:
+        if res["type"] == IMAGE:
+            tag, _ = _image_build(res)
+            found = _get(f"/images/{urllib.parse.quote(tag, safe='')}/json")
+            images[res["name"]] = str(found["Id"]) if found else plan_mod.UNKNOWN
+            digests[mock_repo_digest(res)] = res["name"]
+    return build_plan(resources, state or STATE, images, digests)
+
+
+def written(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """The state after an update: Update does not end in Read, so it stores the new inputs as
+    written; an Optional+Computed input left out keeps its stored value (`stacks/provider_rules.py`)."""
+    computed = provider_rules.COMPUTED[CONTAINER]
+    return {**{k: v for k, v in old.items() if k in computed and k not in new}, **new}
+
+
+def readback(cid: str, inputs: dict[str, Any]) -> dict[str, Any]:
+    """What the provider stores after a create or update: its Read of `docker inspect`."""
+    info = inspect(cid)
+    labels = {k: v for k, v in (info["Config"].get("Labels") or {}).items() if k not in HARNESS_LABELS}
+    info = {**info, "Config": {**info["Config"], "Labels": labels}}
+    return provider_rules.container_state(info, inputs)
 
 
 # --- apply --------------------------------------------------------------------------------------
@@ -608,7 +723,7 @@ class Applied:
     images: dict[str, str] = field(default_factory=dict)
     """Image resource name -> built image id."""
     actions: dict[str, str] = field(default_factory=dict)
-    """Resource name -> created / kept / replaced / ran / skipped."""
+    """Resource name -> created / kept / updated / recorded / replaced / deleted / ran / skipped."""
     skipped: dict[str, str] = field(default_factory=dict)
     """Resource name -> why it was not applied."""
     notes: list[str] = field(default_factory=list)
@@ -617,6 +732,10 @@ class Applied:
     """Resource name -> seconds from create to running (or healthy, with wait)."""
     reports: dict[str, str] = field(default_factory=dict)
     """Canary gate resource name -> what the gate printed."""
+    plan: plan_mod.Plan = field(default_factory=plan_mod.Plan)
+    """What this apply planned before it changed anything."""
+    commands_run: list[str] = field(default_factory=list)
+    """Every command run, in order: `name create|update|delete`."""
 
     def inspect(self, resource: str) -> dict[str, Any]:
         return inspect(self.containers[resource])
@@ -638,19 +757,6 @@ def inspect(name_or_id: str) -> dict[str, Any]:
     """`docker inspect` of a container."""
     result: dict[str, Any] = api("GET", f"/containers/{urllib.parse.quote(name_or_id)}/json")
     return result
-
-
-def _resolve_image(res: dict[str, Any], synth: Any, built: dict[str, str], digests: dict[str, str]) -> str:
-    image = str(res["inputs"].get("image"))
-    if image in digests:
-        return built[digests[image]]
-    image_deps = [d for d in synth.depends.get(res["name"], ()) if d in built]
-    if image.startswith("sha256:") and _get(f"/images/{image}/json") is None and len(image_deps) == 1:
-        # The mock's digest did not match the recomputed one; the container depends on one Image only.
-        return built[image_deps[0]]
-    if _get(f"/images/{urllib.parse.quote(image, safe='')}/json") is None:
-        raise HarnessError(f"{res['name']}: image {image} is not on the engine (see tests/integration/images)")
-    return image
 
 
 def _order(resources: list[dict[str, Any]], depends: dict[str, set[str]]) -> dict[str, set[str]]:
@@ -712,39 +818,34 @@ def _wait_container(name: str, want_healthy: bool, timeout: float) -> None:
         time.sleep(1)
 
 
-def _up_to_date(kind: str, existing: dict[str, Any] | None, name: str, digest: str) -> bool | None:
-    """None: nothing there. True: ours with these inputs. False: ours with other inputs. Another
-    owner's object of that name is an error, never touched."""
-    if existing is None:
-        return None
-    labels = existing.get("Labels") or {}
-    if labels.get(TEST_LABEL) != TEST_VALUE:
+def _own(kind: str, existing: dict[str, Any] | None, name: str) -> None:
+    """An object of this name that the harness did not create is never touched."""
+    if existing is not None and (existing.get("Labels") or {}).get(TEST_LABEL) != TEST_VALUE:
         raise HarnessError(f"{kind} {name} exists and was not created by the harness")
-    return labels.get(HASH_LABEL) == digest
 
 
-def _ensure_network(res: dict[str, Any]) -> str:
-    digest = inputs_hash(res)
-    body = _network_body(res, digest)
+def _create_network(res: dict[str, Any], state: State) -> str:
+    body = _network_body(res)
     existing = _get(f"/networks/{urllib.parse.quote(body['Name'])}")
-    current = _up_to_date("network", existing, body["Name"], digest)
-    if existing is not None and current:
-        return str(existing["Id"])
+    _own("network", existing, body["Name"])
     if existing is not None:
-        api("DELETE", f"/networks/{existing['Id']}")
+        if res["name"] in state.entries:
+            # Replaced create-first, as the engine does any resource but a container: the old one
+            # still holds the fixed name, so the real `up` fails the same way.
+            raise HarnessError(f"{res['name']}: network {body['Name']} is replaced create-first and its name is taken")
+        api("DELETE", f"/networks/{existing['Id']}")  # left by an earlier process, in no state
     return str(api("POST", "/networks/create", body)["Id"])
 
 
-def _ensure_volume(res: dict[str, Any]) -> str:
-    digest = inputs_hash(res)
-    body = _volume_body(res, digest)
-    current = _up_to_date("volume", _get(f"/volumes/{urllib.parse.quote(body['Name'])}"), body["Name"], digest)
-    if current:
-        return str(body["Name"])
-    if current is False:
-        # Changed inputs replace the volume, as the provider does (ForceNew); fails while mounted.
-        api("DELETE", f"/volumes/{urllib.parse.quote(body['Name'])}")
-    api("POST", "/volumes/create", body)
+def _create_volume(res: dict[str, Any], state: State) -> str:
+    body = _volume_body(res)
+    existing = _get(f"/volumes/{urllib.parse.quote(body['Name'])}")
+    _own("volume", existing, body["Name"])
+    if existing is not None and res["name"] in state.entries:
+        raise HarnessError(f"{res['name']}: volume {body['Name']} is replaced create-first and its name is taken")
+    if existing is None:
+        api("POST", "/volumes/create", body)
+    # A named volume of an earlier process is adopted with its data, as a volume survives a destroy.
     return str(body["Name"])
 
 
@@ -766,45 +867,40 @@ def _remove_container(id_or_name: str) -> None:
             raise
 
 
-def _ensure_container(
-    res: dict[str, Any],
-    image: str,
-    start_interval_supported: bool,
-    uploads: str,
-    applied: Applied,
-    drain: str | None = None,
+def _delete_container(cid: str, grace: int) -> None:
+    """The provider's delete: a stop with `destroy_grace_seconds` (0 when unset: the stop signal
+    and at once SIGKILL), then the removal with its anonymous volumes."""
+    try:
+        api("POST", f"/containers/{cid}/stop", params={"t": str(grace)}, timeout=grace + 60, ok=(204, 304))
+    except EngineError as err:
+        if err.status != 404:
+            raise
+    _remove_container(cid)
+
+
+def _create_container(
+    res: dict[str, Any], inputs: dict[str, Any], supported: bool, uploads: str, applied: Applied, state: State
 ) -> None:
-    """Create the container, keep it when unchanged, or replace it. `drain` is the delete command
-    of the worker's gateway membership: Pulumi runs it before a delete-before-replace worker goes
-    (a dependent that is replaced with it is deleted first), and so does the harness."""
-    image_info = _get(f"/images/{urllib.parse.quote(image, safe='')}/json")
-    image_id = image_info["Id"] if image_info else image
-    digest = inputs_hash(res, [image_id, uploads])
-    plan = plan_container(
-        res, image, start_interval_supported=start_interval_supported, input_hash=digest, uploads=uploads
-    )
+    image = str(inputs["image"])
+    if _get(f"/images/{urllib.parse.quote(image, safe='')}/json") is None:
+        raise HarnessError(f"{res['name']}: image {image} is not on the engine (see tests/integration/images)")
+    plan = plan_container({**res, "inputs": inputs}, image, start_interval_supported=supported, uploads=uploads)
     applied.notes.extend(plan.notes)
     existing = _get(f"/containers/{urllib.parse.quote(plan.name)}/json")
-    action = "created"
     if existing is not None:
-        labels = existing["Config"].get("Labels") or {}
-        if labels.get(TEST_LABEL) != TEST_VALUE:
-            raise HarnessError(f"container {plan.name} exists and was not created by the harness")
-        if labels.get(HASH_LABEL) == digest and existing["State"].get("Running"):
-            applied.containers[res["name"]] = existing["Id"]
-            applied.names[res["name"]] = plan.name
-            applied.actions[res["name"]] = "kept"
-            return
-        if drain is not None:
-            _run_host_command(res["name"] + " drain", drain)
-        _remove_container(existing["Id"])
-        action = "replaced"
+        _own("container", existing["Config"], plan.name)
+        _remove_container(existing["Id"])  # left by an earlier process, in no state
     started = time.monotonic()
     created = api("POST", "/containers/create", plan.body, params={"name": plan.name})
     cid = str(created["Id"])
+    if plan.extra_networks:
+        api("POST", "/networks/bridge/disconnect", {"Container": cid, "Force": False}, ok=(200, 204))
     for network, endpoint in plan.extra_networks:
         api("POST", f"/networks/{urllib.parse.quote(network)}/connect", {"Container": cid, "EndpointConfig": endpoint})
     applied.containers[res["name"]] = cid
+    applied.names[res["name"]] = plan.name
+    # Stored as soon as it exists, as the provider does: a failed wait leaves it in state, tainted.
+    state.entries[res["name"]] = Entry(CONTAINER, inputs, cid)
     for root, archive in plan.archives:
         # copyUIDGID keeps the tar's uid/gid (the `owner`/`group` inputs); without it Docker chowns to root.
         try:
@@ -824,11 +920,114 @@ def _ensure_container(
                 )
             raise HarnessError(f"{res['name']}: upload failed: {err}{hint}") from err
     api("POST", f"/containers/{cid}/start")
-    applied.containers[res["name"]] = cid
-    applied.names[res["name"]] = plan.name
-    applied.actions[res["name"]] = action
     _wait_container(plan.name, plan.wait, plan.wait_timeout if plan.wait else RUNNING_TIMEOUT)
     applied.seconds[res["name"]] = round(time.monotonic() - started, 1)
+    state.entries[res["name"]] = Entry(CONTAINER, readback(cid, inputs), cid)
+
+
+def _container_step(res: dict[str, Any], step: plan_mod.Step, ctx: _Context, inputs: dict[str, Any]) -> None:
+    name, state, applied = res["name"], ctx.state, ctx.applied
+    entry = state.entries.get(name)
+    if step.op in ("same", "record", "update"):
+        assert entry is not None
+        applied.containers[name], applied.names[name] = entry.id, str(inputs.get("name"))
+        if step.op == "update":
+            # The provider's Update: one ContainerUpdate with the resources and restart policy.
+            host = plan_container({**res, "inputs": inputs}, "x", start_interval_supported=True)
+            body = {k: host.body["HostConfig"][k] for k in UPDATE_FIELDS if k in host.body["HostConfig"]}
+            api("POST", f"/containers/{entry.id}/update", body)
+        if step.op != "same":
+            state.entries[name] = Entry(CONTAINER, written(entry.inputs, inputs), entry.id)
+        applied.actions[name] = {"same": "kept", "record": "recorded", "update": "updated"}[step.op]
+        return
+    if step.op == "replace":
+        assert entry is not None
+        # Delete-before-replace: the dependents the replacement replaces go first (a worker's
+        # gateway membership: its delete drains the worker), then the container itself.
+        for other in ctx.plan.steps.values():
+            if name in other.deleted_before:
+                ctx.delete_command(other.name)
+        _delete_container(entry.id, int(entry.inputs.get("destroyGraceSeconds") or 0))
+        del state.entries[name]
+    _create_container(res, inputs, ctx.supported, ctx.uploads, applied, state)
+    applied.actions[name] = "replaced" if step.op == "replace" else "created"
+
+
+@dataclass
+class _Context:
+    state: State
+    applied: Applied
+    plan: plan_mod.Plan
+    supported: bool
+    uploads: str
+    at_end: list[Callable[[], None]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def run(
+        self, name: str, phase: str, command: str, stdin: str | None = None, previous: Entry | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """pulumi-command's local run: `/bin/sh -c <command>` with the provider's environment, and
+        the previous outputs in PULUMI_COMMAND_STDOUT/STDERR (addPreviousOutputInEnv, on by default)."""
+        env = dict(os.environ)
+        if previous is not None:
+            env.update({"PULUMI_COMMAND_STDOUT": previous.stdout, "PULUMI_COMMAND_STDERR": previous.stderr})
+        with self.lock:
+            self.applied.commands_run.append(f"{name} {phase}")
+        return subprocess.run(
+            ["/bin/sh", "-c", command], input=stdin, env=env, capture_output=True, text=True, timeout=900
+        )
+
+    def delete_command(self, name: str) -> None:
+        """Runs a command's `delete` as stored in state, and drops it from the state."""
+        entry = self.state.entries.pop(name, None)
+        if entry is None:
+            return
+        delete = entry.inputs.get("delete")
+        if delete:
+            ran = self.run(name, "delete", str(delete), previous=entry)
+            if ran.returncode != 0:
+                raise HarnessError(f"{name} delete: {delete!r} exited {ran.returncode}: {ran.stderr.strip()}")
+
+
+def _command_step(res: dict[str, Any], step: plan_mod.Step, ctx: _Context, inputs: dict[str, Any]) -> None:
+    name, applied = res["name"], ctx.applied
+    target = _host_command_target(res)
+    if target is not None and target not in applied.names.values():
+        raise HarnessError(f"{name}: runs in {target}, which the harness did not create")
+    previous = ctx.state.entries.get(name)
+    if step.op == "same":
+        applied.actions[name] = "kept"
+        return
+    if step.op == "replace" and previous is not None:
+        # Create-before-replace: the new one runs now, the old one's stored delete at the end.
+        ctx.state.entries.pop(name)
+        old = previous
+        ctx.at_end.append(lambda: _stored_delete(ctx, name, old))
+    command = str(inputs.get("create"))
+    phase = "create"
+    if step.op == "update":
+        update = inputs.get("update")
+        command, phase = (str(update), "update") if update else (command, "create")
+    started = time.monotonic()
+    ran = ctx.run(name, phase, command, stdin=inputs.get("stdin"), previous=previous if step.op == "update" else None)
+    if _is_gate(res):
+        applied.seconds[name] = round(time.monotonic() - started, 1)
+        report = (ran.stdout + ran.stderr).strip()
+        applied.reports[name] = report
+        if ran.returncode != 0:
+            raise GateFailedError(f"{name}: the canary gate failed:\n{report}", report)
+    elif ran.returncode != 0:
+        raise HarnessError(f"{name}: {command!r} exited {ran.returncode}: {ran.stderr.strip()}")
+    ctx.state.entries[name] = Entry(res["type"], inputs, uuid.uuid4().hex, ran.stdout, ran.stderr)
+    applied.actions[name] = "ran"
+
+
+def _stored_delete(ctx: _Context, name: str, entry: Entry) -> None:
+    delete = entry.inputs.get("delete")
+    if delete:
+        ran = ctx.run(name, "delete", str(delete), previous=entry)
+        if ran.returncode != 0:
+            raise HarnessError(f"{name} delete: {delete!r} exited {ran.returncode}: {ran.stderr.strip()}")
 
 
 def _check_type(res: dict[str, Any]) -> str | None:
@@ -844,104 +1043,135 @@ def _check_type(res: dict[str, Any]) -> str | None:
     raise UnknownResourceTypeError(f"{res['name']}: resource type {type_} has no mapping in the harness")
 
 
-def apply(synth: Any, *, uploads: str = "provider", max_workers: int = 8) -> Applied:
-    """Create (or keep, when unchanged) every Docker object of `synth`: networks, volumes, images,
-    then containers and the gateway reload in dependency order, independent ones in parallel.
-    Raises on the first failure, leaving what was created for `teardown()`.
+def apply(
+    synth: Any, *, uploads: str = "provider", max_workers: int = 8, state: State | None = None, quiet: bool = False
+) -> Applied:
+    """`pulumi up` of `synth` against `state` (default: `STATE`): plan every resource against the
+    stored state by the providers' rules (`tests/integration/plan.py`), print the plan, then carry
+    it out as the engine does: networks, volumes and images first, then containers and commands
+    in dependency order (independent ones in parallel), deletes last. Raises on the first failure,
+    leaving what was created in state and on the engine for `teardown()`.
 
     `uploads="provider"` extracts uploads at / like the Docker provider (refused for readOnly
     containers); `uploads="into-volumes"` extracts a file at the volume it lands in, which works."""
     if uploads not in ("provider", "into-volumes"):
         raise ValueError(f"uploads={uploads!r}: 'provider' or 'into-volumes'")
-    resources: list[dict[str, Any]] = list(synth.resources)
+    state = STATE if state is None else state
     applied = Applied()
-    for res in resources:
+    resources: list[dict[str, Any]] = []
+    for res in synth.resources:
         reason = _check_type(res)
-        if reason is not None and not (
-            res["type"] == "command:local:Command" and (_host_command_target(res) or _is_gate(res))
-        ):
+        if reason is not None and not _applied_kinds(res):
             applied.skipped[res["name"]] = reason
             applied.actions[res["name"]] = "skipped"
+        else:
+            resources.append(res)
     supported = _api_version() >= (1, 44)
     for res in resources:
+        # Checked before anything is created: a mapping error must not leave half a stack.
         if res["type"] == CONTAINER:
-            # Checked before anything is created: a mapping error must not leave half a stack.
-            plan_container(res, "x", start_interval_supported=True, input_hash="", uploads=uploads)
+            plan_container(res, "x", start_interval_supported=True, uploads=uploads)
         elif res["type"] == NETWORK:
-            _network_body(res, "")
+            _network_body(res)
         elif res["type"] == VOLUME:
-            _volume_body(res, "")
+            _volume_body(res)
         elif res["type"] == IMAGE:
             _image_build(res)
+        else:
+            _check_command(res)
     try:
-        for res in resources:
-            if res["type"] == NETWORK:
-                applied.networks[res["name"]] = _ensure_network(res)
-                applied.actions[res["name"]] = "ensured"
-        for res in resources:
-            if res["type"] == VOLUME:
-                applied.volumes[res["name"]] = _ensure_volume(res)
-                applied.actions[res["name"]] = "ensured"
         digests: dict[str, str] = {}
         for res in resources:
             if res["type"] == IMAGE:
+                # `docker build` from its cache; the id is what a container's image input reads.
                 applied.images[res["name"]] = _build_image(res)
                 digests[mock_repo_digest(res)] = res["name"]
-                applied.actions[res["name"]] = "built"
-        runnable = [
-            r
-            for r in resources
-            if r["type"] == CONTAINER or (r["name"] not in applied.skipped and r["type"].startswith("command:"))
-        ]
-        # Names are unique per type only (the `redis` container sits in the `redis` component).
-        by_name = {r["name"]: r for r in runnable}
-        drains = _drains(runnable, by_name)
-        graph = _order(runnable, synth.depends)
+        plan = build_plan(resources, state, applied.images, digests)
+        applied.plan = plan
+        if not quiet:
+            print(plan.render())
+        ctx = _Context(state, applied, plan, supported, uploads)
+        for kind in (NETWORK, VOLUME, IMAGE):
+            for res in resources:
+                if res["type"] != kind:
+                    continue
+                _simple_step(res, plan.steps[res["name"]], ctx)
+        by_name = {r["name"]: r for r in resources if r["type"] == CONTAINER or r["type"].startswith("command:")}
+        graph = _order(list(by_name.values()), synth.depends)
+        ids: dict[str, str | None] = {}
 
         def work(name: str) -> None:
             res = by_name[name]
+            with ctx.lock:
+                ids.update({n: e.id for n, e in state.entries.items()})
+            inputs = _resolved(res, ids, applied.images, digests)
             if res["type"] == CONTAINER:
-                image = _resolve_image(res, synth, applied.images, digests)
-                _ensure_container(res, image, supported, uploads, applied, drains.get(name))
-            elif _reload_target(res):
-                _run_reload(res, graph[name], applied)
-            elif _is_gate(res):
-                _run_gate(res, graph[name], applied)
+                _container_step(res, plan.steps[name], ctx, inputs)
             else:
-                _run_member(res, graph[name], applied)
+                _command_step(res, plan.steps[name], ctx, inputs)
 
         _run_graph(graph, work, max_workers)
-        for name in [n for n in _COMMANDS if n not in by_name]:
-            _, delete = _COMMANDS.pop(name)
-            if delete:
-                _run_host_command(f"{name} delete", delete)
-            applied.actions[name] = "deleted"
+        for action in ctx.at_end:
+            action()
+        _deletes(plan, ctx)
     except HarnessError as err:
         err.applied = applied
         raise
     return applied
 
 
-def _reload_target(res: dict[str, Any]) -> str | None:
-    match = RELOAD.match(str(res["inputs"].get("create", "")))
-    return match.group(1) if match else None
+def _simple_step(res: dict[str, Any], step: plan_mod.Step, ctx: _Context) -> None:
+    name, state, applied = res["name"], ctx.state, ctx.applied
+    entry = state.entries.get(name)
+    if res["type"] == IMAGE:
+        state.entries[name] = Entry(IMAGE, dict(res["inputs"]), applied.images[name])
+        applied.actions[name] = "built"
+        return
+    if step.op in ("same", "record", "update"):
+        assert entry is not None
+        state.entries[name] = Entry(res["type"], dict(res["inputs"]), entry.id)
+        made = entry.id
+        applied.actions[name] = "kept" if step.op == "same" else "recorded"
+    else:
+        made = _create_network(res, state) if res["type"] == NETWORK else _create_volume(res, state)
+        state.entries[name] = Entry(res["type"], dict(res["inputs"]), made)
+        applied.actions[name] = "created"
+    if res["type"] == NETWORK:
+        applied.networks[name] = made
+    else:
+        applied.volumes[name] = str(res["inputs"].get("name") or name)
 
 
-def _drains(runnable: list[dict[str, Any]], by_name: dict[str, dict[str, Any]]) -> dict[str, str]:
-    """Worker container resource -> the delete command (the drain) of its gateway membership,
-    the member command its container id triggers: the one that command last ran with (as Pulumi
-    deletes with the inputs in its state), else the program's."""
-    found = {}
-    for res in runnable:
-        if members.parse_admit(str(res["inputs"].get("create", ""))) is None:
-            continue
-        for trigger in res["inputs"].get("triggers", []):
-            target = by_name.get(str(trigger).removesuffix("-id"))
-            labels = {item["label"]: item["value"] for item in (target or {}).get("inputs", {}).get("labels", [])}
-            if target is not None and labels.get("inference-stack.role") == "worker":
-                recorded = _COMMANDS[res["name"]][1] if res["name"] in _COMMANDS else None
-                found[target["name"]] = recorded or str(res["inputs"]["delete"])
-    return found
+def _deletes(plan: plan_mod.Plan, ctx: _Context) -> None:
+    """What the program no longer has, dependents first: commands (their stored delete), then
+    containers (stopped with their grace), then networks and volumes."""
+    order = ("command:", CONTAINER, NETWORK, VOLUME, IMAGE)
+    for kind in order:
+        for step in [s for s in plan.steps.values() if s.op == "delete" and s.type.startswith(kind)]:
+            entry = ctx.state.entries.get(step.name)
+            if entry is None:
+                continue
+            if kind == "command:":
+                ctx.delete_command(step.name)
+            elif kind == CONTAINER:
+                _delete_container(entry.id, int(entry.inputs.get("destroyGraceSeconds") or 0))
+                del ctx.state.entries[step.name]
+            elif kind == NETWORK:
+                api("DELETE", f"/networks/{entry.id}", ok=(204, 404))
+                del ctx.state.entries[step.name]
+            else:
+                # A Volume resource's delete removes it, data and all; an Image's keeps the local image.
+                if kind == VOLUME:
+                    api("DELETE", f"/volumes/{urllib.parse.quote(entry.id)}", ok=(204, 404))
+                del ctx.state.entries[step.name]
+            ctx.applied.actions[step.name] = "deleted"
+
+
+def _check_command(res: dict[str, Any]) -> None:
+    inputs = _Inputs(f"{res['name']} ({res['type']})", res["inputs"])
+    for key in ("create", "delete", "update", "triggers", "stdin"):
+        inputs.get(key)
+    inputs.done()
 
 
 def _member_target(res: dict[str, Any]) -> str | None:
@@ -958,44 +1188,13 @@ def _member_target(res: dict[str, Any]) -> str | None:
     return None
 
 
+def _reload_target(res: dict[str, Any]) -> str | None:
+    match = RELOAD.match(str(res["inputs"].get("create", "")))
+    return match.group(1) if match else None
+
+
 def _host_command_target(res: dict[str, Any]) -> str | None:
     return _reload_target(res) or _member_target(res)
-
-
-def _run_member(res: dict[str, Any], deps: set[str], applied: Applied) -> None:
-    """A worker's gateway-membership command: admits the worker (members.sh in the gateway
-    container) when the worker or the gateway was (re)created, as Pulumi re-runs a Command whose
-    triggers changed. Its `delete` (the drain) is what Pulumi runs before the worker goes."""
-    inputs = _Inputs(f"{res['name']} ({res['type']})", res["inputs"])
-    create = str(inputs.get("create"))
-    inputs.get("delete")
-    inputs.get("triggers")
-    inputs.done()
-    target = _member_target(res)
-    if target not in applied.names.values():
-        raise HarnessError(f"{res['name']}: runs in {target}, which the harness did not create")
-    if _unchanged(res, deps, applied):
-        applied.actions[res["name"]] = "kept"
-        return
-    _run_host_command(res["name"], create)
-    _ran(res)
-    applied.actions[res["name"]] = "ran"
-
-
-def _unchanged(res: dict[str, Any], deps: set[str], applied: Applied) -> bool:
-    """Pulumi leaves a command alone when its inputs are as in its state and nothing it depends
-    on was (re)created."""
-    same = _COMMANDS.get(res["name"], ("",))[0] == _fingerprint(res)
-    return same and all(applied.actions.get(d) == "kept" for d in deps)
-
-
-def _fingerprint(res: dict[str, Any]) -> str:
-    return json.dumps([res["inputs"].get("create"), res["inputs"].get("stdin")])
-
-
-def _ran(res: dict[str, Any]) -> None:
-    delete = res["inputs"].get("delete")
-    _COMMANDS[res["name"]] = (_fingerprint(res), None if delete is None else str(delete))
 
 
 def _is_gate(res: dict[str, Any]) -> bool:
@@ -1010,67 +1209,23 @@ class GateFailedError(HarnessError):
         self.report = report
 
 
-def _run_gate(res: dict[str, Any], deps: set[str], applied: Applied) -> None:
-    """The canary gate: its program and parameters on stdin, as the command provider passes them."""
-    inputs = _Inputs(f"{res['name']} ({res['type']})", res["inputs"])
-    inputs.get("create")
-    stdin = str(inputs.get("stdin"))
-    inputs.get("triggers")
-    inputs.done()
-    if _unchanged(res, deps, applied):
-        applied.actions[res["name"]] = "kept"
-        return
-    started = time.monotonic()
-    ran = subprocess.run(["python3", "-"], input=stdin, capture_output=True, text=True, timeout=900)
-    applied.seconds[res["name"]] = round(time.monotonic() - started, 1)
-    report = (ran.stdout + ran.stderr).strip()
-    applied.reports[res["name"]] = report
-    if ran.returncode != 0:
-        raise GateFailedError(f"{res['name']}: the canary gate failed:\n{report}", report)
-    _ran(res)
-    applied.actions[res["name"]] = "ran"
-
-
-def _run_host_command(what: str, command: str) -> str:
-    ran = subprocess.run(shlex.split(command), capture_output=True, text=True, timeout=600)
-    if ran.returncode != 0:
-        raise HarnessError(f"{what}: {command!r} exited {ran.returncode}: {ran.stderr.strip()}")
-    return ran.stdout
-
-
-def _run_reload(res: dict[str, Any], deps: set[str], applied: Applied) -> None:
-    """The gateway reload: runs when a container it is triggered by was (re)created, as Pulumi
-    re-runs a Command whose triggers (the container ids) changed."""
-    inputs = _Inputs(f"{res['name']} ({res['type']})", res["inputs"])
-    target = _reload_target(res)
-    inputs.get("create")
-    inputs.get("triggers")
-    inputs.done()
-    if target not in applied.names.values():
-        raise HarnessError(f"{res['name']}: signals {target}, which the harness did not create")
-    if all(applied.actions.get(d) == "kept" for d in deps):
-        applied.actions[res["name"]] = "kept"
-        return
-    api("POST", f"/containers/{urllib.parse.quote(str(target))}/kill", params={"signal": "HUP"})
-    applied.actions[res["name"]] = "ran"
-
-
 # --- teardown -----------------------------------------------------------------------------------
 
 
-def teardown(graceful: bool = False, only: Applied | None = None) -> list[str]:
+def teardown(graceful: bool = False, only: Applied | None = None, state: State | None = None) -> list[str]:
     """Remove every labelled container (with its anonymous volumes) and network; named volumes stay,
     as after a `pulumi destroy` of the containers. `graceful` stops each container first with its
     destroyGraceSeconds, as the provider's delete does. `only` limits the removal to what one
-    `apply` created (tests that share the engine with a running stack). Returns the names removed."""
-    _COMMANDS.clear()
+    `apply` created (tests that share the engine with a running stack). Returns the names removed;
+    what is removed leaves `state` (default: `STATE`; every state without `only`)."""
+    states = [STATE if state is None else state] if only is not None else [STATE, *([state] if state else [])]
     removed = []
     for container in _labelled("containers"):
         if only is not None and container["Id"] not in only.containers.values():
             continue
         if graceful and container.get("State") == "running":
             grace = (container.get("Labels") or {}).get(GRACE_LABEL, "0")
-            api("POST", f"/containers/{container['Id']}/stop", params={"t": grace}, timeout=int(grace) + 60)
+            _delete_container(container["Id"], int(grace))
         _remove_container(container["Id"])
         removed.append(container["Names"][0].lstrip("/"))
     for network in _labelled("networks"):
@@ -1078,7 +1233,23 @@ def teardown(graceful: bool = False, only: Applied | None = None) -> list[str]:
             continue
         api("DELETE", f"/networks/{network['Id']}", ok=(204, 404))
         removed.append(network["Name"])
+    for st in states:
+        if only is None:
+            st.entries.clear()
+            continue
+        gone = set(only.containers.values()) | set(only.networks.values())
+        for name in [n for n, e in st.entries.items() if e.id in gone or n in only.actions]:
+            del st.entries[name]
     return removed
+
+
+def destroy(names: list[str], state: State | None = None) -> None:
+    """`pulumi destroy --target` of containers in `state`: the provider's delete, a stop with the
+    `destroyGraceSeconds` the state holds, then the removal."""
+    state = STATE if state is None else state
+    for name in names:
+        entry = state.entries.pop(name)
+        _delete_container(entry.id, int(entry.inputs.get("destroyGraceSeconds") or 0))
 
 
 def purge_volumes() -> list[str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import socket
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -47,6 +48,8 @@ class _Cleanup:
     def __init__(self) -> None:
         self.applied: list[harness.Applied] = []
         self.volumes: list[str] = []
+        self.state = harness.State()
+        """This test's own stack: its applies never plan against the ci stack's state."""
 
     def run(self) -> None:
         # One merged teardown: containers first, then networks (a replaced container's network is
@@ -55,7 +58,7 @@ class _Cleanup:
         for applied in self.applied:
             merged.containers.update({f"{k}-{v}": v for k, v in applied.containers.items()})
             merged.networks.update(applied.networks)
-        harness.teardown(only=merged)
+        harness.teardown(only=merged, state=self.state)
         for volume in self.volumes:
             harness.api("DELETE", f"/volumes/{volume}", ok=(204, 404))
 
@@ -135,6 +138,7 @@ def _mapping_resources(suffix: str, image: str, host_dir: Path, port: int) -> li
                 "retries": 2,
             },
             "memory": 64,
+            "memorySwap": 64,
             "memoryReservation": 32,
             "cpus": "0.5",
             "cpuShares": 256,
@@ -175,7 +179,7 @@ def _apply_probe(tmp_path: Path, base_image: str, cleanup: _Cleanup) -> tuple[ha
     resources = _mapping_resources(suffix, base_image, tmp_path, port)
     synth = _synth(resources, {"probe": {"net", "edge", "data"}, "probe-reload": {"probe"}})
     cleanup.volumes.append(f"it-data-{suffix}")
-    applied = harness.apply(synth, uploads="into-volumes")
+    applied = harness.apply(synth, uploads="into-volumes", state=cleanup.state)
     cleanup.applied.append(applied)
     return applied, synth, resources[3]["inputs"]
 
@@ -272,7 +276,7 @@ def test_provider_uploads_are_refused_on_a_read_only_rootfs(tmp_path: Path, base
     synth = _synth(resources[:4])
     cleanup.volumes.append(f"it-data-{suffix}")
     with pytest.raises(harness.HarnessError, match="container rootfs is marked read-only") as failure:
-        harness.apply(synth)
+        harness.apply(synth, state=cleanup.state)
     assert failure.value.applied is not None
     cleanup.applied.append(failure.value.applied)
     # Created, never started: the upload comes before the start.
@@ -291,7 +295,7 @@ def test_an_unmapped_input_raises_before_anything_is_created(
     else:
         container["healthcheck"]["jitter"] = "1s"
     with pytest.raises(harness.UnmappedInputError, match="frobnicate" if where == "top" else r"healthcheck.*jitter"):
-        harness.apply(_synth(resources))
+        harness.apply(_synth(resources), state=cleanup.state)
     assert harness._get(f"/networks/it-net-{suffix}") is None
     assert harness._get(f"/containers/it-probe-{suffix}/json") is None
 
@@ -299,14 +303,14 @@ def test_an_unmapped_input_raises_before_anything_is_created(
 def test_an_unknown_resource_type_raises(base_image: str) -> None:
     resources = [{"type": "docker:index/service:Service", "name": "swarm", "parent": None, "inputs": {"name": "x"}}]
     with pytest.raises(harness.UnknownResourceTypeError, match=r"swarm.*docker:index/service:Service"):
-        harness.apply(_synth(resources))
+        harness.apply(_synth(resources), state=harness.State())
 
 
 def test_gpu_requests_are_an_error(tmp_path: Path, base_image: str) -> None:
     resources = _mapping_resources(uuid.uuid4().hex[:8], base_image, tmp_path, _free_port())
     resources[3]["inputs"]["deviceRequests"] = [{"driver": "nvidia", "count": -1, "capabilities": [["gpu"]]}]
     with pytest.raises(harness.HarnessError, match="GPUs"):
-        harness.apply(_synth(resources))
+        harness.apply(_synth(resources), state=harness.State())
 
 
 def _stable(info: dict[str, Any]) -> dict[str, Any]:
@@ -322,10 +326,12 @@ def test_applying_twice_changes_nothing(tmp_path: Path, base_image: str, cleanup
     before = applied.inspect("probe")
     network_before = harness.api("GET", f"/networks/{applied.networks['net']}")
 
-    again = harness.apply(synth, uploads="into-volumes")
+    again = harness.apply(synth, uploads="into-volumes", state=cleanup.state)
     cleanup.applied.append(again)
     after = again.inspect("probe")
 
+    assert again.plan.changed() == {}, again.plan.render()
+    assert again.commands_run == []
     assert again.containers == applied.containers
     assert again.networks == applied.networks
     assert again.actions["probe"] == "kept" and again.actions["probe-reload"] == "kept"
@@ -336,10 +342,13 @@ def test_applying_twice_changes_nothing(tmp_path: Path, base_image: str, cleanup
     network_after = harness.api("GET", f"/networks/{applied.networks['net']}")
     assert network_after["Created"] == network_before["Created"]
 
-    # A changed input replaces the container (new id), as a changed ForceNew input does in `up`.
+    # A changed input replaces the container (new id), as a changed ForceNew input does in `up`; the
+    # command its id triggers is deleted before it (delete-before-replace) and created after.
     synth.resources[3]["inputs"]["envs"] = ["A=2"]
-    changed = harness.apply(synth, uploads="into-volumes")
+    changed = harness.apply(synth, uploads="into-volumes", state=cleanup.state)
     cleanup.applied.append(changed)
+    assert changed.plan.changed() == {"probe": "replace", "probe-reload": "replace"}, changed.plan.render()
+    assert changed.plan.steps["probe-reload"].deleted_before == ["probe"]
     assert changed.actions["probe"] == "replaced" and changed.actions["probe-reload"] == "ran"
     assert changed.containers["probe"] != applied.containers["probe"]
     assert "A=2" in changed.inspect("probe")["Config"]["Env"]
@@ -351,3 +360,126 @@ def test_duration_parsing() -> None:
     assert harness.duration_ns("0") == 0
     with pytest.raises(harness.HarnessError):
         harness.duration_ns("10 seconds")
+
+
+def test_inputs_not_in_read_back_form_change_on_every_apply(tmp_path: Path, base_image: str, cleanup: _Cleanup) -> None:
+    """The perpetual diff, on the real engine: `cpus: "1"` reads back "1.0" (replacing), a start
+    period of "90s" reads back "1m30s" and no memorySwap reads back twice the memory (both
+    in place). The plan names each field, the second apply carries it out, and only then is
+    the plan empty."""
+    suffix = uuid.uuid4().hex[:8]
+    resources = _mapping_resources(suffix, base_image, tmp_path, _free_port())[:4]
+    probe = resources[3]["inputs"]
+    probe.update({"cpus": "1", "readOnly": False, "uploads": []})
+    probe["healthcheck"] = {**probe["healthcheck"], "tests": ["CMD", "true"], "startPeriod": "90s"}
+    del probe["memorySwap"]
+    cleanup.volumes.append(f"it-data-{suffix}")
+    first = harness.apply(_synth(resources), state=cleanup.state)
+    cleanup.applied.append(first)
+    again = harness.apply(_synth(resources), state=cleanup.state)
+    cleanup.applied.append(again)
+    step = again.plan.steps["probe"]
+    print(again.plan.render())
+    found = {c.path: (c.old, c.new, c.change) for c in step.changes}
+    assert found == {
+        "cpus": ("1.0", "1", "replace"),
+        "healthcheck.startPeriod": ("1m30s", "90s", "state"),
+        "memorySwap": (128, 0, "update"),
+    }
+    assert step.op == "replace" and again.containers["probe"] != first.containers["probe"]
+    # Still not equal after the replacement: the diff is perpetual until the inputs change.
+    third = harness.apply(_synth(resources), state=cleanup.state)
+    cleanup.applied.append(third)
+    assert third.plan.steps["probe"].op == "replace"
+    probe.update({"cpus": "1.0", "memorySwap": 64})
+    probe["healthcheck"]["startPeriod"] = "1m30s"
+    fourth = harness.apply(_synth(resources), state=cleanup.state)
+    cleanup.applied.append(fourth)
+    fifth = harness.apply(_synth(resources), state=cleanup.state)
+    cleanup.applied.append(fifth)
+    assert fifth.plan.changed() == {}, fifth.plan.render()
+
+
+def _command_resources(suffix: str, base_image: str) -> list[dict[str, Any]]:
+    """A probe that logs every SIGHUP, a sidecar, and a command that signals the probe (its id a
+    trigger, the sidecar only a dependency) and whose delete writes a marker into the probe."""
+
+    def container(name: str) -> dict[str, Any]:
+        return {
+            "type": harness.CONTAINER,
+            "name": name,
+            "parent": None,
+            "inputs": {
+                "name": f"it-{name}-{suffix}",
+                "image": base_image,
+                "entrypoints": ["/bin/sh", "-c"],
+                "command": ["trap 'echo hup' HUP; while :; do sleep 1; done"],
+                "envs": ["V=1"],
+                "tmpfs": {"/tmp": "rw,size=1m"},
+            },
+        }
+
+    signal = {
+        "type": "command:local:Command",
+        "name": "signal",
+        "parent": None,
+        "inputs": {
+            "create": f"docker kill --signal HUP it-probe-{suffix}",
+            "delete": f"docker exec it-probe-{suffix} sh -c 'echo deleted >> /tmp/deletes'",
+            "triggers": ["probe-id"],
+        },
+    }
+    return [container("probe"), container("sidecar"), signal]
+
+
+def test_commands_follow_pulumi_command(base_image: str, cleanup: _Cleanup) -> None:
+    """pulumi-command's rules, carried out on the engine: a trigger change replaces the command
+    (the new create runs, then the old stored delete at the end); a changed delete alone is an
+    update, which re-runs create; a replaced dependency that is no input re-runs nothing."""
+    suffix = uuid.uuid4().hex[:8]
+    resources = _command_resources(suffix, base_image)
+    depends = {"signal": {"probe", "sidecar"}}
+
+    def apply() -> harness.Applied:
+        applied = harness.apply(_synth(resources, depends), state=cleanup.state)
+        cleanup.applied.append(applied)
+        return applied
+
+    def hups() -> int:
+        return _logs(f"it-probe-{suffix}").count("hup")
+
+    first = apply()
+    assert first.commands_run == ["signal create"]
+    _until(lambda: hups() == 1)
+
+    resources[2]["inputs"]["triggers"] = ["probe-id", "rotate-1"]
+    rotated = apply()
+    assert rotated.plan.changed() == {"signal": "replace"}, rotated.plan.render()
+    assert rotated.commands_run == ["signal create", "signal delete"]
+    _until(lambda: hups() == 2)
+    assert _exec(f"it-probe-{suffix}", "cat", "/tmp/deletes") == "deleted"
+
+    resources[2]["inputs"]["delete"] = f"docker exec it-probe-{suffix} sh -c 'echo deleted-v2 >> /tmp/deletes'"
+    redeleted = apply()
+    assert redeleted.plan.changed() == {"signal": "update"}, redeleted.plan.render()
+    assert [c.path for c in redeleted.plan.steps["signal"].changes] == ["delete"]
+    assert redeleted.commands_run == ["signal create"]
+    _until(lambda: hups() == 3)
+
+    resources[1]["inputs"]["envs"] = ["V=2"]
+    sidecar = apply()
+    assert sidecar.plan.changed() == {"sidecar": "replace"}, sidecar.plan.render()
+    assert sidecar.commands_run == []
+    assert sidecar.containers["probe"] == first.containers["probe"]
+
+
+def _logs(container: str) -> str:
+    result = subprocess.run(["docker", "logs", container], capture_output=True, text=True, check=True)
+    return result.stdout
+
+
+def _until(check: Any, seconds: float = 10) -> None:
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.2)
