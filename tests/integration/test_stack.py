@@ -12,7 +12,9 @@ Weaviate and Jaeger are outside what this can run; synth and policy tests cover 
 
 from __future__ import annotations
 
+import copy
 import filecmp
+import http.client
 import itertools
 import json
 import os
@@ -34,12 +36,14 @@ from typing import Any
 import pytest
 import yaml
 
+from components import hardening
 from components.observability.grafana import dashboard_exprs
 from components.observability.prometheus import alert_rules, recording_rules
 from components.workers import canary_gate, healthcheck
+from stacks import provider_rules
 from stacks.synth import ROOT, Synth, synth_stack
 from tests.components.observability.test_prometheus import RECORDED, SLO, get_json, metric_names, query
-from tests.integration import harness
+from tests.integration import harness, plan
 from tests.support import wrong_release
 from tests.support.docker_engine import require_engine
 from tests.support.model_server import model_path, require_model_server
@@ -423,11 +427,18 @@ def test_redis_requires_auth_and_keeps_data_over_a_restart(stack: harness.Applie
 MOVING = ("State", "ExecIDs", "RestartCount", "LogPath", "Mounts")
 
 
-def test_applying_again_changes_nothing_and_a_second_render_is_identical(
+def test_a_second_apply_plans_nothing_and_a_second_render_is_identical(
     stack: harness.Applied, synth: Synth, tmp_path: Path
 ) -> None:
+    """The bar of Terratest's idempotence check and ProgramTest's empty preview: diffed against the
+    state the provider read back from `docker inspect`, the unchanged program plans nothing."""
     before = {name: stack.inspect(name) for name in stack.containers}
+    started = time.monotonic()
     again = harness.apply(synth)
+    print(f"second apply: {time.monotonic() - started:.1f} s")
+    print(again.plan.render())
+    assert again.plan.changed() == {}, again.plan.render()
+    assert again.commands_run == []
     assert again.containers == stack.containers
     assert set(again.actions[name] for name in again.containers) == {"kept"}
     for name, old in before.items():
@@ -443,6 +454,193 @@ def test_applying_again_changes_nothing_and_a_second_render_is_identical(
     comparison = filecmp.dircmp(tmp_path / "a", tmp_path / "b")
     assert not comparison.diff_files and not comparison.left_only and not comparison.right_only
     assert filecmp.cmp(tmp_path / "a/ci/resources.json", tmp_path / "b/ci/resources.json", shallow=False)
+
+
+def test_the_daemon_model_predicts_the_engines_read_back(stack: harness.Applied, synth: Synth) -> None:
+    """`plan.engine_inspect`, which judges the dev and prod stacks without an engine
+    (tests/stacks/test_second_up.py), gives the provider's Read the same state as the real
+    `docker inspect` of every ci container."""
+    api = harness._api_version()
+    mismatches = {}
+    for res in synth.of_type(harness.CONTAINER):
+        inputs = harness.STATE.entries[res["name"]].inputs
+        body = harness.plan_container(
+            {**res, "inputs": res["inputs"]}, str(res["inputs"]["image"]), start_interval_supported=True
+        )
+        model = plan.engine_inspect(str(res["inputs"]["name"]), body.body, api_version=api)
+        model["Config"]["Labels"] = {
+            k: v for k, v in model["Config"]["Labels"].items() if k not in harness.HARNESS_LABELS
+        }
+        predicted = provider_rules.container_state(model, res["inputs"])
+        if res["inputs"]["image"] in {harness.mock_repo_digest(i) for i in synth.of_type(harness.IMAGE)}:
+            predicted["image"] = inputs["image"]  # the built image's id, which only the engine knows
+        found = plan.diff(harness.CONTAINER, predicted, inputs)
+        if found:
+            mismatches[res["name"]] = [(c.path, c.old, c.new) for c in found]
+    assert mismatches == {}
+
+
+# 6b. Edits, judged by the providers' rules ----------------------------------------------------------
+
+MIB = 1024 * 1024
+
+
+def edited(synth: Synth, edits: dict[str, dict[str, Any]]) -> Synth:
+    out = copy.deepcopy(synth)
+    for name, inputs in edits.items():
+        out.named(name)["inputs"].update(copy.deepcopy(inputs))
+    return out
+
+
+def test_each_edit_class_gets_the_plan_the_real_providers_would_give(stack: harness.Applied, synth: Synth) -> None:
+    """One edit per class, each applied on the engine: in place through ContainerUpdate (same id),
+    replacing (and the command its id triggers deleted first, created after), recorded only (the
+    container keeps the old healthcheck: the edit never arrives) against the same edit made
+    replacing by the program's recreate label, and a changed delete (an update: create re-runs)."""
+    ids = dict(stack.containers)
+    exporter, mtail, prom = "monitoring-nginx-exporter", "gateway-mtail", "monitoring-prometheus"
+
+    update = harness.apply(edited(synth, {exporter: {"memory": 96, "memorySwap": 96}}))
+    print(update.plan.render())
+    assert update.plan.changed() == {exporter: "update"}
+    assert {c.path: c.change for c in update.plan.steps[exporter].changes} == {
+        "memory": "update",
+        "memorySwap": "update",
+    }
+    assert update.containers == ids and update.commands_run == []
+    assert harness.inspect(ids[exporter])["HostConfig"]["Memory"] == 96 * MIB
+
+    replace = harness.apply(edited(synth, {mtail: {"cpus": "1.0"}}))
+    print(replace.plan.render())
+    stack.containers.update(replace.containers)
+    assert replace.plan.changed() == {exporter: "update", mtail: "replace", "gateway-reload": "replace"}
+    assert replace.plan.steps["gateway-reload"].deleted_before == [mtail]
+    assert replace.containers[mtail] != ids[mtail] and replace.containers["gateway-nginx"] == ids["gateway-nginx"]
+    assert replace.commands_run == ["gateway-reload create"]
+
+    health = synth.named(prom)["inputs"]["healthcheck"]
+    retries = {**health, "retries": health["retries"] + 1}
+    dropped = harness.apply(edited(synth, {prom: {"healthcheck": retries}}))
+    print(dropped.plan.render())
+    stack.containers.update(dropped.containers)
+    assert dropped.plan.changed() == {mtail: "replace", "gateway-reload": "replace", prom: "record"}
+    assert dropped.containers[prom] == ids[prom]
+    assert harness.inspect(ids[prom])["Config"]["Healthcheck"]["Retries"] == health["retries"]
+
+    labels = [dict(item) for item in synth.named(prom)["inputs"]["labels"]]
+    digest = hardening.recreate_digest(
+        hardening.Health(
+            health["tests"],
+            provider_rules.parse_go_duration(health["interval"]) // hardening.SECOND,
+            provider_rules.parse_go_duration(health["timeout"]) // hardening.SECOND,
+            health["retries"] + 1,
+            provider_rules.parse_go_duration(health["startPeriod"]) // hardening.SECOND,
+        ),
+        None,
+    )
+    for item in labels:
+        if item["label"] == hardening.RECREATE_LABEL:
+            assert item["value"] != digest
+            item["value"] = digest
+    made = harness.apply(edited(synth, {prom: {"healthcheck": retries, "labels": labels}}))
+    print(made.plan.render())
+    stack.containers.update(made.containers)
+    assert made.plan.changed() == {prom: "replace"}
+    assert {c.path for c in made.plan.steps[prom].changes} == {"labels[].value"}
+    assert harness.inspect(made.containers[prom])["Config"]["Healthcheck"]["Retries"] == health["retries"] + 1
+
+    member = "chat-local-0-member"
+    drain = str(synth.named(member)["inputs"]["delete"])
+    longer = drain.replace(" 120", " 121")
+    assert longer != drain, drain
+    redeleted = harness.apply(edited(synth, {member: {"delete": longer}}))
+    print(redeleted.plan.render())
+    stack.containers.update(redeleted.containers)
+    assert redeleted.plan.changed() == {prom: "replace", member: "update"}
+    assert redeleted.commands_run == [f"{member} create"]
+    assert redeleted.containers["chat-local-0"] == ids["chat-local-0"]
+
+    back = harness.apply(synth)
+    stack.containers.update(back.containers)
+    assert back.plan.changed() == {member: "update"}
+    assert harness.apply(synth).plan.changed() == {}
+    assert chat()[0] == 200
+
+
+def stream_chat(started: threading.Event, max_tokens: int = 160) -> tuple[int, bool]:
+    """One streamed completion through the gateway: (chunks received, whether it ended with [DONE])."""
+    body = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": "Count from one to one hundred."}],
+        "temperature": 0,
+        "max_tokens": max_tokens,
+        "min_tokens": max_tokens,
+        "stream": True,
+    }
+    request = urllib.request.Request(
+        f"{GATEWAY}/v1/chat/completions",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {CLIENT_KEY}"},
+    )
+    chunks, done = 0, False
+    try:
+        with urllib.request.urlopen(request, timeout=300) as response:
+            for line in response:
+                if line.startswith(b"data: [DONE]"):
+                    done = True
+                elif line.startswith(b"data: "):
+                    chunks += 1
+                    started.set()
+    except (OSError, http.client.HTTPException):
+        pass
+    return chunks, done
+
+
+def test_a_replaced_then_destroyed_gateway_finishes_every_started_stream(stack: harness.Applied, synth: Synth) -> None:
+    """nginx's SIGQUIT keeps streams open up to worker_shutdown_timeout, and the provider's delete
+    waits destroyGraceSeconds for it: every stream that had started when the gateway was replaced,
+    and again when it was destroyed, completes. A replaced gateway re-runs only its readmit and
+    its reload, no worker's membership."""
+    gateway = synth.named("gateway-nginx")["inputs"]
+    # The daemon's stop timeout and the provider's delete grace: both past nginx's shutdown bound.
+    assert gateway["destroyGraceSeconds"] == gateway["stopTimeout"] > 0
+    cpus = str(float(gateway["cpus"]) + 1)
+
+    def under_streams(action: Any, count: int = 4) -> list[tuple[int, bool]]:
+        events = [threading.Event() for _ in range(count)]
+        with ThreadPoolExecutor(count) as pool:
+            futures = [pool.submit(stream_chat, e) for e in events]
+            assert all(e.wait(120) for e in events), "streams did not start"
+            action()
+            return [f.result(timeout=600) for f in futures]
+
+    replaced: list[harness.Applied] = []
+    started = time.monotonic()
+    streams = under_streams(lambda: replaced.append(harness.apply(edited(synth, {"gateway-nginx": {"cpus": cpus}}))))
+    print(f"gateway replaced under {len(streams)} streams: {time.monotonic() - started:.1f} s")
+    applied = replaced[0]
+    stack.containers.update(applied.containers)
+    print(applied.plan.render())
+    print(f"replace: {sum(done for _, done in streams)}/{len(streams)} started streams completed, chunks {streams}")
+    assert applied.plan.changed() == {
+        "gateway-nginx": "replace",
+        "gateway-readmit": "replace",
+        "gateway-reload": "replace",
+    }
+    assert sorted(applied.commands_run) == ["gateway-readmit create", "gateway-reload create"]
+    assert all(done and chunks >= 160 for chunks, done in streams), streams
+    assert wait("the new gateway serves", lambda: chat()[0] == 200, 60)
+
+    started = time.monotonic()
+    streams = under_streams(lambda: harness.destroy(["gateway-nginx"]))
+    print(f"gateway destroyed under {len(streams)} streams: {time.monotonic() - started:.1f} s")
+    print(f"destroy: {sum(done for _, done in streams)}/{len(streams)} started streams completed, chunks {streams}")
+    assert all(done and chunks >= 160 for chunks, done in streams), streams
+    back = harness.apply(synth)
+    stack.containers.update(back.containers)
+    assert back.plan.changed() == {"gateway-nginx": "create", "gateway-readmit": "replace", "gateway-reload": "replace"}
+    assert wait("the gateway serves again", lambda: chat()[0] == 200, 60)
+    assert harness.apply(synth).plan.changed() == {}
 
 
 # 7. Timing -----------------------------------------------------------------------------------------

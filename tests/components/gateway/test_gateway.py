@@ -127,7 +127,8 @@ def test_status_exporter_sits_beside_the_gateway_unpublished(dev: Synth, prod: S
         assert [n["name"] for n in inputs["networksAdvanced"]] == [f"{stack}-gateway"]
         assert inputs["readOnly"] is True and "uploads" not in inputs
         assert inputs["memory"] == 128 and inputs["restart"] == "unless-stopped"
-        assert inputs["logDriver"] == "json-file" and inputs["logOpts"] == {"max-size": "20m", "max-file": "3"}
+        assert inputs["logDriver"] == "json-file"
+        assert inputs["logOpts"]["max-size"] == "20m" and inputs["logOpts"]["max-file"] == "3"
         command = inputs["command"]
         assert command[command.index("--logs") + 1] == "udp://0.0.0.0:5140"
         assert command[command.index("--port") + 1] == "3903"

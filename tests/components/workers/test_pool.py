@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 
+from components import hardening
+from stacks import provider_rules
 from stacks.loader import load
 from stacks.platform import build
 from stacks.synth import Synth, run
@@ -86,8 +88,11 @@ def test_healthcheck_two_tier_with_start_period(dev: Synth, prod: Synth) -> None
             hc = w["inputs"]["healthcheck"]
             assert hc["tests"][:3] == ["CMD", "python3", "/opt/inference-stack/healthcheck.py"]
             assert "curl" not in " ".join(hc["tests"])
-            assert hc["startPeriod"] == f"{2 * cold}s"
+            # Go durations as the provider reads them back: 180 s is "3m0s".
+            assert provider_rules.parse_go_duration(hc["startPeriod"]) == 2 * cold * 10**9
+            assert hc["startPeriod"] == provider_rules.go_duration(2 * cold * 10**9)
             assert hc["interval"] == "30s" and hc["timeout"] == "20s" and hc["retries"] == 3
+            assert "startInterval" not in hc
             assert arg(hc["tests"], "--probe-every") == "600"
             assert w["inputs"]["wait"] is True
             assert w["inputs"]["waitTimeout"] > 2 * cold
@@ -98,9 +103,12 @@ def test_healthcheck_two_tier_with_start_period(dev: Synth, prod: Synth) -> None
 def test_limits_logs_restart_and_shm(prod: Synth) -> None:
     for w in containers(prod):
         i = w["inputs"]
-        assert i["cpus"] == "8" and i["memory"] == 32768 and i["memoryReservation"] == 16384
+        assert i["cpus"] == "8.0" and i["memory"] == 32768 and i["memoryReservation"] == 16384
+        assert i["memorySwap"] == i["memory"], "no swap for a GPU worker"
         assert i["cpuShares"] == 4096
-        assert i["logDriver"] == "json-file" and i["logOpts"] == {"max-size": "100m", "max-file": "5"}
+        assert i["logDriver"] == "json-file"
+        assert i["logOpts"]["max-size"] == "100m" and i["logOpts"]["max-file"] == "5"
+        assert set(hardening.LOG_DEFAULTS) <= set(i["logOpts"]), "every option dockerd could merge is set"
         assert i["restart"] == "on-failure" and i["maxRetryCount"] == 5
         assert i["shmSize"] == 2048
         assert "ipcMode" not in i
