@@ -41,7 +41,7 @@ def in_place(opts: pulumi.ResourceOptions) -> pulumi.ResourceOptions:
 # daemon.json would otherwise replace every container on every `pulumi up`. The cache options do
 # nothing for json-file (it reads its own files); they are set only so nothing is merged.
 # `max-buffer-size` is left out: Docker refuses it with `mode=blocking` (a daemon.json that sets it
-# without `mode` fails the create loudly, which `docs/operations.md` notes).
+# without `mode` fails the create loudly: README, "What a second `pulumi up` does").
 LOG_DEFAULTS = {
     "compress": "true",
     "env": "",

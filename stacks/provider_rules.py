@@ -91,6 +91,27 @@ COMPUTED = {
 }
 
 
+# Schema defaults (resource_docker_container.go at the pin, line per entry): an input the program
+# leaves out is compared as its default, not as absent.
+DEFAULTS: dict[str, dict[str, Any]] = {
+    CONTAINER: {
+        "readOnly": False,  # :66
+        "wait": False,  # :81
+        "waitTimeout": 60,  # :89
+        "restart": "no",  # :233
+        "ports[].ip": "0.0.0.0",  # :512
+        "ports[].protocol": "tcp",  # :528
+        "memorySwap": 0,  # :853
+        "networkMode": "bridge",  # :906
+        "healthcheck.interval": "0s",  # :1062
+        "healthcheck.timeout": "0s",  # :1069
+        "healthcheck.startPeriod": "0s",  # :1076
+        "healthcheck.startInterval": "0s",  # :1083
+        "healthcheck.retries": 0,  # :1090
+    },
+}
+
+
 class UnclassifiedInputError(KeyError):
     """An input the program sets that the table does not classify."""
 

@@ -67,9 +67,10 @@ reload() {
 # Requests the worker is generating right now: the sum of vLLM's running-requests gauge. Empty
 # when the worker does not answer (already stopped: nothing left to wait for).
 running() {
+  # Running and waiting (queued) requests together.
   # busybox wget (the alpine image) has no --tries; `timeout` bounds GNU wget's retries too.
   timeout 5 wget -q -T 2 -O - "http://$1/metrics" 2>/dev/null |
-    awk '/^vllm:num_requests_running[{ ]/ { s += $NF; n++ } END { if (n) printf "%d", s }'
+    awk '/^vllm:num_requests_(running|waiting)[{ ]/ { s += $NF; n++ } END { if (n) printf "%d", s }'
 }
 
 # Drops the traffic share of every pool in $@ that has no member left.
@@ -122,12 +123,24 @@ case $action in
       unshare_empty "$pool"
       reload || die 3 "nginx refused the config without $member: $(cat /tmp/members-nginx-t.err)"
     fi
-    waited=0
+    # Done at the second poll in a row that finds nothing running or waiting: a request nginx sent
+    # just before its reload may still be in vLLM's HTTP layer, counted nowhere, for a moment;
+    # stopped then, vLLM would answer it 500, which nginx cannot retry.
+    waited=0 idle=0
     while :; do
       now=$(running "$address")
-      if [ -z "$now" ] || [ "$now" -eq 0 ]; then
-        echo "members: $member left $pool; ${now:-no} running requests after ${waited}s"
+      if [ -z "$now" ]; then
+        echo "members: $member left $pool; no running requests after ${waited}s"
         exit 0
+      fi
+      if [ "$now" -eq 0 ]; then
+        idle=$((idle + 1))
+        if [ "$idle" -ge 2 ]; then
+          echo "members: $member left $pool; 0 running requests after ${waited}s"
+          exit 0
+        fi
+      else
+        idle=0
       fi
       if [ "$waited" -ge "$timeout" ]; then
         echo "members: warning: $member still runs $now requests after ${timeout}s; stopping it anyway" >&2

@@ -867,7 +867,7 @@ def _remove_container(id_or_name: str) -> None:
             raise
 
 
-def _delete_container(cid: str, grace: int) -> None:
+def delete_container(cid: str, grace: int) -> None:
     """The provider's delete: a stop with `destroy_grace_seconds` (0 when unset: the stop signal
     and at once SIGKILL), then the removal with its anonymous volumes."""
     try:
@@ -947,7 +947,7 @@ def _container_step(res: dict[str, Any], step: plan_mod.Step, ctx: _Context, inp
         for other in ctx.plan.steps.values():
             if name in other.deleted_before:
                 ctx.delete_command(other.name)
-        _delete_container(entry.id, int(entry.inputs.get("destroyGraceSeconds") or 0))
+        delete_container(entry.id, int(entry.inputs.get("destroyGraceSeconds") or 0))
         del state.entries[name]
     _create_container(res, inputs, ctx.supported, ctx.uploads, applied, state)
     applied.actions[name] = "replaced" if step.op == "replace" else "created"
@@ -1154,7 +1154,7 @@ def _deletes(plan: plan_mod.Plan, ctx: _Context) -> None:
             if kind == "command:":
                 ctx.delete_command(step.name)
             elif kind == CONTAINER:
-                _delete_container(entry.id, int(entry.inputs.get("destroyGraceSeconds") or 0))
+                delete_container(entry.id, int(entry.inputs.get("destroyGraceSeconds") or 0))
                 del ctx.state.entries[step.name]
             elif kind == NETWORK:
                 api("DELETE", f"/networks/{entry.id}", ok=(204, 404))
@@ -1225,7 +1225,7 @@ def teardown(graceful: bool = False, only: Applied | None = None, state: State |
             continue
         if graceful and container.get("State") == "running":
             grace = (container.get("Labels") or {}).get(GRACE_LABEL, "0")
-            _delete_container(container["Id"], int(grace))
+            delete_container(container["Id"], int(grace))
         _remove_container(container["Id"])
         removed.append(container["Names"][0].lstrip("/"))
     for network in _labelled("networks"):
@@ -1249,7 +1249,7 @@ def destroy(names: list[str], state: State | None = None) -> None:
     state = STATE if state is None else state
     for name in names:
         entry = state.entries.pop(name)
-        _delete_container(entry.id, int(entry.inputs.get("destroyGraceSeconds") or 0))
+        delete_container(entry.id, int(entry.inputs.get("destroyGraceSeconds") or 0))
 
 
 def purge_volumes() -> list[str]:

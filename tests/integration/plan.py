@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -34,25 +35,6 @@ SET_PATHS = {
 MASKED = {"uploads[].content", "stdin", "connection.privateKey", "connection.password"}
 SYMBOL = {"create": "+", "same": " ", "update": "~", "record": "~", "replace": "+-", "delete": "-"}
 UNKNOWN = "<computed>"
-_TF = "kreuzwerker/terraform-provider-docker@5074970:internal/provider/resource_docker_container.go:"
-# Schema defaults: an input the program leaves out is compared as its default, not as absent.
-DEFAULTS: dict[str, dict[str, Any]] = {
-    provider_rules.CONTAINER: {
-        "readOnly": False,  # :66
-        "wait": False,  # :81
-        "waitTimeout": 60,  # :89
-        "restart": "no",  # :233
-        "ports[].ip": "0.0.0.0",  # :512
-        "ports[].protocol": "tcp",  # :528
-        "memorySwap": 0,  # :853
-        "networkMode": "bridge",  # :906
-        "healthcheck.interval": "0s",  # :1062
-        "healthcheck.timeout": "0s",  # :1069
-        "healthcheck.startPeriod": "0s",  # :1076
-        "healthcheck.startInterval": "0s",  # :1083
-        "healthcheck.retries": 0,  # :1090
-    },
-}
 
 
 @dataclass(frozen=True)
@@ -119,7 +101,8 @@ def _show(path: str, value: Any) -> str:
     if path in MASKED or path.endswith("[].content"):
         text = json.dumps(value, sort_keys=True, default=str)
         return f"[{len(text)} chars, sha256 {hashlib.sha256(text.encode()).hexdigest()[:8]}]"
-    text = json.dumps(value, sort_keys=True, default=str)
+    # Container ids and digests: their first 12 characters, as `docker ps` shows them.
+    text = re.sub(r"\b(?:sha256:)?([0-9a-f]{12})[0-9a-f]{52}\b", r"\1", json.dumps(value, sort_keys=True, default=str))
     return text if len(text) <= 120 else text[:117] + "..."
 
 
@@ -154,7 +137,7 @@ def diff(type_: str, new: dict[str, Any], old: dict[str, Any]) -> list[FieldChan
     """Every input path whose value differs between the new inputs and the stored state."""
     rules = provider_rules.RULES.get(type_, {})
     computed = provider_rules.COMPUTED.get(type_, frozenset())
-    defaults = DEFAULTS.get(type_, {})
+    defaults = provider_rules.DEFAULTS.get(type_, {})
     # What the program sets, and what the state holds for an input the table knows: a state-only
     # attribute the program never sets (a port's protocol) is compared through its default.
     paths = provider_rules.input_paths(new) | {p for p in provider_rules.input_paths(old) if p in rules}

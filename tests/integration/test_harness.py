@@ -379,7 +379,6 @@ def test_inputs_not_in_read_back_form_change_on_every_apply(tmp_path: Path, base
     again = harness.apply(_synth(resources), state=cleanup.state)
     cleanup.applied.append(again)
     step = again.plan.steps["probe"]
-    print(again.plan.render())
     found = {c.path: (c.old, c.new, c.change) for c in step.changes}
     assert found == {
         "cpus": ("1.0", "1", "replace"),
