@@ -619,9 +619,13 @@ def test_a_replaced_then_destroyed_gateway_finishes_every_started_stream(stack: 
         streams = [Stream() for _ in range(count)]
         with ThreadPoolExecutor(count) as pool:
             futures = [pool.submit(stream_chat, st) for st in streams]
-            assert all(st.started.wait(120) for st in streams), "streams did not start"
-            in_flight = [st for st in streams if not st.done]
-            assert len(in_flight) >= 2, "the streams ended before the action: too short to judge it"
+            # Act once at least two are streaming (at most 120 s); one that has not started by then
+            # is not judged: it may meet a gateway that is already gone.
+            deadline = time.monotonic() + 120
+            while sum(st.started.is_set() and not st.done for st in streams) < 2:
+                assert time.monotonic() < deadline, "fewer than two streams were ever in flight at once"
+                time.sleep(0.05)
+            in_flight = [st for st in streams if st.started.is_set() and not st.done]
             action()
             for future in futures:
                 future.result(timeout=600)
