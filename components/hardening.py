@@ -70,7 +70,8 @@ class Health:
     timeout: int
     retries: int
     start_period: int
-    start_interval: int | None = None
+    # No start_interval: engines before API 1.44 (Docker 25) drop it and the provider reads back
+    # "0s", a change planned on every `pulumi up` that never arrives (a worker's start would be probed faster).
 
     def args(self) -> docker.ContainerHealthcheckArgs:
         return docker.ContainerHealthcheckArgs(
@@ -79,7 +80,6 @@ class Health:
             timeout=go_duration(self.timeout * SECOND),
             retries=self.retries,
             start_period=go_duration(self.start_period * SECOND),
-            start_interval=None if self.start_interval is None else go_duration(self.start_interval * SECOND),
         )
 
 

@@ -106,6 +106,7 @@ class Gateway(pulumi.ComponentResource):
             lambda v: nginx.render_clients_map(with_gate_key(json.loads(v[0]), v[1]))
         )
         container_name = f"{args.stack}-gateway"
+        grace = gateway_grace_seconds(gw)
         mtail = self._status_exporter(name, args, edge) if args.status_metrics else None
         status_syslog = f"{mtail[1]}:{status_metrics.SYSLOG_PORT}" if mtail else None
         files = [
@@ -150,7 +151,7 @@ class Gateway(pulumi.ComponentResource):
                 health=Health(["CMD", "wget", "-q", "-O", "/dev/null", HEALTHZ], 10, 3, 3, 5),
                 # Request bodies over 1 MiB spill here (up to clientMaxBodySize each).
                 tmpfs={"/tmp": "rw,size=256m"},
-                grace_seconds=gateway_grace_seconds(gw),
+                grace_seconds=grace,
                 labels={"inference-stack.role": "gateway"},
                 # The master, root, creates its temp dirs for the worker user and then runs the
                 # workers as that user: nothing else of Docker's default set.
@@ -165,7 +166,7 @@ class Gateway(pulumi.ComponentResource):
                         depends_on=[*host.ready, *([mtail[0]] if mtail else [])],
                     )
                 ),
-                grace_seconds=gateway_grace_seconds(gw),
+                grace_seconds=grace,
             ),
         )
         if mtail:

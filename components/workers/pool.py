@@ -165,6 +165,7 @@ class VllmWorkerPool(pulumi.ComponentResource):
                         permissions="0400",
                     )
                 )
+            wait_seconds = spec.wait_timeout_seconds(worker_group)
             container = docker.Container(
                 worker,
                 name=container_name,
@@ -205,7 +206,7 @@ class VllmWorkerPool(pulumi.ComponentResource):
                 ],
                 ports=ports,
                 wait=True,
-                wait_timeout=spec.wait_timeout_seconds(worker_group),
+                wait_timeout=wait_seconds,
                 stop_signal="SIGTERM",
                 **settings(
                     cpus=worker_group.resources.cpus,
@@ -218,9 +219,7 @@ class VllmWorkerPool(pulumi.ComponentResource):
                     labels=all_labels,
                     restart="on-failure",
                 ),
-                opts=timeouts(
-                    on_host, wait_seconds=spec.wait_timeout_seconds(worker_group), grace_seconds=spec.GRACE_SECONDS
-                ),
+                opts=timeouts(on_host, wait_seconds=wait_seconds, grace_seconds=spec.GRACE_SECONDS),
             )
             containers[placement.name] = container
             if placement.canary:

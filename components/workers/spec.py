@@ -140,8 +140,6 @@ def shm_size_mb(group: WorkerGroup) -> int:
 
 def health(group: WorkerGroup) -> Health:
     h = group.health
-    # No start_interval: engines before API 1.44 (Docker 25) drop it, the provider then reads back
-    # "0s", and every `pulumi up` on such a host would plan a change that never arrives.
     return Health(healthcheck_test(group), h.interval_seconds, h.timeout_seconds, h.retries, group.start_period())
 
 

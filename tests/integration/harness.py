@@ -593,8 +593,9 @@ def mock_repo_digest(res: dict[str, Any]) -> str:
 # The harness's own labels: not program inputs, so not part of the provider's read-back either.
 HARNESS_LABELS = (TEST_LABEL, RESOURCE_LABEL, GRACE_LABEL)
 # What a container-update step sends: the fields the provider's Update passes to ContainerUpdate
-# (`stacks.provider_rules`, rules with via="ContainerUpdate").
-UPDATE_FIELDS = ("Memory", "MemorySwap", "MemoryReservation", "CpuShares", "CpusetCpus", "NanoCpus", "RestartPolicy")
+# (resource_docker_container_funcs.go:1031-1060 at the pin in `stacks.provider_rules`); NanoCpus is
+# not among them, `cpus` replaces.
+UPDATE_FIELDS = ("Memory", "MemorySwap", "MemoryReservation", "CpuShares", "CpusetCpus", "RestartPolicy")
 
 
 @dataclass
@@ -679,20 +680,6 @@ def build_plan(
     return plan
 
 
-def preview(synth: Any, state: State | None = None) -> plan_mod.Plan:
-    """The plan an `apply` would carry out, with nothing changed; images as the engine has them."""
-    resources = [r for r in synth.resources if _check_type(r) is None or _applied_kinds(r)]
-    resources = [r for r in resources if _applied_kinds(r)]
-    images, digests = {}, {}
-    for res in resources:
-        if res["type"] == IMAGE:
-            tag, _ = _image_build(res)
-            found = _get(f"/images/{urllib.parse.quote(tag, safe='')}/json")
-            images[res["name"]] = str(found["Id"]) if found else plan_mod.UNKNOWN
-            digests[mock_repo_digest(res)] = res["name"]
-    return build_plan(resources, state or STATE, images, digests)
-
-
 def written(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     """The state after an update: Update does not end in Read, so it stores the new inputs as
     written; an Optional+Computed input left out keeps its stored value (`stacks/provider_rules.py`)."""
@@ -700,12 +687,37 @@ def written(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     return {**{k: v for k, v in old.items() if k in computed and k not in new}, **new}
 
 
-def readback(cid: str, inputs: dict[str, Any]) -> dict[str, Any]:
-    """What the provider stores after a create or update: its Read of `docker inspect`."""
-    info = inspect(cid)
+def _read(info: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
+    """The provider's Read of a `docker inspect`, without the harness's own labels."""
     labels = {k: v for k, v in (info["Config"].get("Labels") or {}).items() if k not in HARNESS_LABELS}
-    info = {**info, "Config": {**info["Config"], "Labels": labels}}
-    return provider_rules.container_state(info, inputs)
+    return provider_rules.container_state({**info, "Config": {**info["Config"], "Labels": labels}}, inputs)
+
+
+def readback(cid: str, inputs: dict[str, Any]) -> dict[str, Any]:
+    """What the provider stores after a create: its Read of the real `docker inspect`."""
+    return _read(inspect(cid), inputs)
+
+
+def predicted_state(res: dict[str, Any], **daemon: Any) -> dict[str, Any]:
+    """What the provider would store for a container resource, from its inputs alone: the create
+    request mapped as for the engine, the daemon's additions (`plan.engine_inspect`, with
+    `daemon` its variants), then Read. The check for stacks no engine here can run."""
+    inputs = res["inputs"]
+    # The ci engine has no GPUs, so the mapping refuses device requests; the daemon reports them
+    # as sent, which is what the provider's Read flattens.
+    cpu_only = {k: v for k, v in inputs.items() if k != "deviceRequests"}
+    body = plan_container({**res, "inputs": cpu_only}, str(inputs["image"]), start_interval_supported=True).body
+    if inputs.get("deviceRequests"):
+        body["HostConfig"]["DeviceRequests"] = [
+            {
+                "Driver": d.get("driver", ""),
+                "Count": d.get("count", 0),
+                "DeviceIDs": d.get("deviceIds"),
+                "Capabilities": [d.get("capabilities") or []],
+            }
+            for d in inputs["deviceRequests"]
+        ]
+    return _read(plan_mod.engine_inspect(str(inputs["name"]), body, **daemon), inputs)
 
 
 # --- apply --------------------------------------------------------------------------------------
@@ -980,8 +992,11 @@ class _Context:
     def delete_command(self, name: str) -> None:
         """Runs a command's `delete` as stored in state, and drops it from the state."""
         entry = self.state.entries.pop(name, None)
-        if entry is None:
-            return
+        if entry is not None:
+            self.run_delete(name, entry)
+
+    def run_delete(self, name: str, entry: Entry) -> None:
+        """pulumi-command's delete: the `delete` in the command's stored state, if it has one."""
         delete = entry.inputs.get("delete")
         if delete:
             ran = self.run(name, "delete", str(delete), previous=entry)
@@ -1002,7 +1017,7 @@ def _command_step(res: dict[str, Any], step: plan_mod.Step, ctx: _Context, input
         # Create-before-replace: the new one runs now, the old one's stored delete at the end.
         ctx.state.entries.pop(name)
         old = previous
-        ctx.at_end.append(lambda: _stored_delete(ctx, name, old))
+        ctx.at_end.append(lambda: ctx.run_delete(name, old))
     command = str(inputs.get("create"))
     phase = "create"
     if step.op == "update":
@@ -1020,14 +1035,6 @@ def _command_step(res: dict[str, Any], step: plan_mod.Step, ctx: _Context, input
         raise HarnessError(f"{name}: {command!r} exited {ran.returncode}: {ran.stderr.strip()}")
     ctx.state.entries[name] = Entry(res["type"], inputs, uuid.uuid4().hex, ran.stdout, ran.stderr)
     applied.actions[name] = "ran"
-
-
-def _stored_delete(ctx: _Context, name: str, entry: Entry) -> None:
-    delete = entry.inputs.get("delete")
-    if delete:
-        ran = ctx.run(name, "delete", str(delete), previous=entry)
-        if ran.returncode != 0:
-            raise HarnessError(f"{name} delete: {delete!r} exited {ran.returncode}: {ran.stderr.strip()}")
 
 
 def _check_type(res: dict[str, Any]) -> str | None:

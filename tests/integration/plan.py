@@ -62,9 +62,6 @@ class Step:
 class Plan:
     steps: dict[str, Step] = field(default_factory=dict)
 
-    def op(self, name: str) -> Op:
-        return self.steps[name].op
-
     def count(self, op: Op) -> int:
         return sum(1 for s in self.steps.values() if s.op == op)
 
@@ -122,12 +119,15 @@ def value_at(inputs: dict[str, Any], path: str) -> Any:
     return value_at(value, rest) if isinstance(value, dict) else None
 
 
-def _canonical(path: str, value: Any) -> Any:
+def _zeroed(value: Any) -> Any:
     # terraform-plugin-sdk compares an unset attribute as its type's zero value.
-    if value in ([], {}, "", 0, False):
-        value = None
+    return None if value in ([], {}, "", 0, False) else value
+
+
+def _canonical(path: str, value: Any) -> Any:
+    value = _zeroed(value)
     if isinstance(value, list):
-        items = [json.dumps(None if v in ([], {}, "", 0, False) else v, sort_keys=True, default=str) for v in value]
+        items = [json.dumps(_zeroed(v), sort_keys=True, default=str) for v in value]
         set_like = path in SET_PATHS or path.split("[]")[0] in SET_PATHS
         return sorted(items) if set_like else items
     return json.dumps(value, sort_keys=True, default=str)

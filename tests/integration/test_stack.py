@@ -465,14 +465,7 @@ def test_the_daemon_model_predicts_the_engines_read_back(stack: harness.Applied,
     mismatches = {}
     for res in synth.of_type(harness.CONTAINER):
         inputs = harness.STATE.entries[res["name"]].inputs
-        body = harness.plan_container(
-            {**res, "inputs": res["inputs"]}, str(res["inputs"]["image"]), start_interval_supported=True
-        )
-        model = plan.engine_inspect(str(res["inputs"]["name"]), body.body, api_version=api)
-        model["Config"]["Labels"] = {
-            k: v for k, v in model["Config"]["Labels"].items() if k not in harness.HARNESS_LABELS
-        }
-        predicted = provider_rules.container_state(model, res["inputs"])
+        predicted = harness.predicted_state(res, api_version=api)
         if res["inputs"]["image"] in {harness.mock_repo_digest(i) for i in synth.of_type(harness.IMAGE)}:
             predicted["image"] = inputs["image"]  # the built image's id, which only the engine knows
         # What the program sets decides a plan (the rest is Optional+Computed): the model and the

@@ -11,13 +11,15 @@ before 1.44, a dual-stack docker-proxy, and a daemon.json with default log optio
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from components import hardening
 from stacks import provider_rules
-from stacks.synth import Synth, synth_stack
+from stacks.synth import ROOT, Synth, synth_stack
 from tests.integration import harness, plan
 
 STACKS = ("ci", "dev", "prod")
@@ -45,33 +47,11 @@ def synth(request: pytest.FixtureRequest) -> Synth:
     return synth_stack(str(request.param), reveal=True)
 
 
-def read_back(res: dict[str, Any], **daemon: Any) -> dict[str, Any]:
-    inputs = res["inputs"]
-    # The ci engine has no GPUs, so the harness refuses device requests; the daemon reports them
-    # as sent, which is what the provider's Read flattens.
-    cpu_only = {k: v for k, v in inputs.items() if k != "deviceRequests"}
-    body = harness.plan_container({**res, "inputs": cpu_only}, str(inputs["image"]), start_interval_supported=True)
-    if inputs.get("deviceRequests"):
-        body.body["HostConfig"]["DeviceRequests"] = [
-            {
-                "Driver": d.get("driver", ""),
-                "Count": d.get("count", 0),
-                "DeviceIDs": d.get("deviceIds"),
-                "Capabilities": [d.get("capabilities") or []],
-            }
-            for d in inputs["deviceRequests"]
-        ]
-    info = plan.engine_inspect(str(inputs["name"]), body.body, **daemon)
-    labels = info["Config"].get("Labels") or {}
-    info["Config"]["Labels"] = {k: v for k, v in labels.items() if k not in harness.HARNESS_LABELS}
-    return provider_rules.container_state(info, inputs)
-
-
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_every_container_reads_back_as_written(synth: Synth, variant: str) -> None:
     changes = {}
     for res in synth.of_type(harness.CONTAINER):
-        found = plan.diff(harness.CONTAINER, res["inputs"], read_back(res, **VARIANTS[variant]))
+        found = plan.diff(harness.CONTAINER, res["inputs"], harness.predicted_state(res, **VARIANTS[variant]))
         if found:
             changes[res["name"]] = [(c.path, c.old, c.new, c.change) for c in found]
     assert changes == {}
@@ -83,7 +63,9 @@ def test_the_check_sees_a_value_written_in_another_form(synth: Synth) -> None:
     res = next(r for r in synth.of_type(harness.CONTAINER) if r["inputs"].get("healthcheck"))
     old = {**res["inputs"], "cpus": "1", "memorySwap": None}
     old["healthcheck"] = {**old["healthcheck"], "startPeriod": "240s"}
-    found = {c.path: c.change for c in plan.diff(harness.CONTAINER, old, read_back({**res, "inputs": old}))}
+    found = {
+        c.path: c.change for c in plan.diff(harness.CONTAINER, old, harness.predicted_state({**res, "inputs": old}))
+    }
     assert found == {"cpus": "replace", "memorySwap": "update", "healthcheck.startPeriod": "state"}
 
 
@@ -115,18 +97,13 @@ def test_every_wait_and_grace_fits_the_providers_timeouts(synth: Synth) -> None:
         assert grace + hardening.TIMEOUT_MARGIN_SECONDS <= delete, (res["name"], grace, delete)
 
 
-def test_a_long_model_load_gets_a_create_timeout_past_20_minutes() -> None:
+def test_a_long_model_load_gets_a_create_timeout_past_20_minutes(tmp_path: Path) -> None:
     """The schema allows a start period whose wait passes the provider's default; the program then
     raises the create timeout instead of letting the create fail at 20 minutes."""
-    import yaml
-
-    from stacks.synth import ROOT
-
     config = yaml.safe_load((ROOT / "Pulumi.ci.yaml").read_text())
     for group in config["config"]["inference-stack:workers"]:
         group.setdefault("health", {})["startPeriodSeconds"] = 1800
-    path = ROOT / "build" / "test-second-up" / "Pulumi.ci.yaml"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = tmp_path / "Pulumi.ci.yaml"
     path.write_text(yaml.safe_dump(config))
     synth = synth_stack("ci", stack_file=path, reveal=True)
     worker = synth.named("chat-local-0")
