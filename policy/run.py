@@ -32,6 +32,7 @@ from pulumi_policy.policy import _NotApplicableError
 from pulumi_policy.proxy import UNKNOWN_STRING_VALUE, UnknownValueError, unknown_checking_proxy
 
 from policy.pack import POLICIES
+from stacks.errors import ConfigError
 from stacks.synth import Synth, synth_stack
 
 CONFIG_DIR = Path(__file__).with_name("config")
@@ -135,7 +136,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stack", required=True)
     parser.add_argument("--stack-file", type=Path, help="default: Pulumi.<stack>.yaml")
     args = parser.parse_args(argv)
-    findings = evaluate(synth_stack(args.stack, args.stack_file), load_config(args.stack))
+    try:
+        synth = synth_stack(args.stack, args.stack_file)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    findings = evaluate(synth, load_config(args.stack))
     order = ["critical", "high", "medium", "low"]
     for severity in order:
         group = [f for f in findings if f.severity == severity]

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import difflib
 import json
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pulumi
@@ -22,19 +23,48 @@ class ConfigIssue:
     fix: str
 
     def render(self) -> str:
-        shown = json.dumps(self.value, default=str) if self.value is not _MISSING else "(not set)"
+        if self.value is _MISSING:
+            shown = "(not set)"
+        elif isinstance(self.value, Redacted):
+            shown = str(self.value)
+        else:
+            shown = json.dumps(self.value, default=str)
         return f"  {self.path} = {shown}\n    rule: {self.rule}\n    fix:  {self.fix}"
 
 
 _MISSING: Any = object()
 
 
+class Redacted(str):
+    """Shown in place of a value that must not be echoed (a secret, or what may be one)."""
+
+
+SECRET_VALUE = Redacted("(secret, not shown)")
+MAYBE_SECRET = Redacted("(not shown: a value under an unknown key may be a secret)")
+# Field names that hold credentials wherever they appear: a value under such a key is never shown.
+_SECRET_NAME = re.compile(r"(?i)pass(word|wd|phrase)|secret|token|credential|private_?key|api_?keys?|access_?key")
+
+
+def looks_secret(key: str) -> bool:
+    return bool(_SECRET_NAME.search(key))
+
+
+def redact(issue: ConfigIssue, hidden: bool = False) -> ConfigIssue:
+    """The issue with its value hidden when it sits under a secret-looking key, or `hidden`."""
+    names = re.split(r"[.:\[\]]", issue.path)
+    if issue.value is _MISSING or isinstance(issue.value, Redacted):
+        return issue
+    if hidden or any(looks_secret(n) for n in names if n):
+        return replace(issue, value=SECRET_VALUE)
+    return issue
+
+
 class ConfigError(pulumi.RunError):
     """Raised before any resource is registered; Pulumi prints it without a traceback."""
 
-    def __init__(self, stack: str, issues: list[ConfigIssue]) -> None:
+    def __init__(self, stack: str, issues: list[ConfigIssue], what: str = "config for stack") -> None:
         self.issues = issues
-        lines = [f"invalid config for stack '{stack}' ({len(issues)} problem{'s' if len(issues) > 1 else ''}):"]
+        lines = [f"invalid {what} '{stack}' ({len(issues)} problem{'s' if len(issues) > 1 else ''}):"]
         lines += [issue.render() for issue in issues]
         super().__init__("\n".join(lines))
 
@@ -97,7 +127,8 @@ def issues_from_validation(root: type[BaseModel], error: ValidationError) -> lis
         elif kind == "extra_forbidden":
             parent = model_at(root, loc)
             choices = field_aliases(parent) if parent else []
-            issues.append(ConfigIssue(key_path(loc), value, "unknown key", did_you_mean(str(loc[-1]), choices)))
+            shown = value if isinstance(value, (int, float, bool)) or value is None else MAYBE_SECRET
+            issues.append(ConfigIssue(key_path(loc), shown, "unknown key", did_you_mean(str(loc[-1]), choices)))
         elif kind == "missing":
             issues.append(
                 ConfigIssue(

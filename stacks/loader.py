@@ -5,8 +5,11 @@ Runs before any resource is registered: a bad config must never half-deploy.
 
 from __future__ import annotations
 
+import difflib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pulumi
@@ -15,9 +18,22 @@ from pydantic import ValidationError
 
 from components.data.weaviate import parse_api_keys
 from components.gateway.nginx import render_clients_map
+from stacks import secrets, stackfile
 from stacks.config import SECRET_KEYS, StackConfig
-from stacks.errors import NAMESPACE, ConfigError, ConfigIssue, did_you_mean, field_aliases, issues_from_validation
+from stacks.errors import (
+    MAYBE_SECRET,
+    NAMESPACE,
+    SECRET_VALUE,
+    ConfigError,
+    ConfigIssue,
+    Redacted,
+    did_you_mean,
+    field_aliases,
+    issues_from_validation,
+    redact,
+)
 from stacks.placement import Placement, place
+from stacks.stackfile import PLACEHOLDER
 
 
 @dataclass(frozen=True)
@@ -31,15 +47,57 @@ class LoadedStack:
     """The user names of `weaviateApiKeys` (names are not secret; their keys are)."""
 
 
-def raw_config() -> tuple[dict[str, Any], set[str]]:
-    """All `inference-stack:*` keys as Pulumi hands them to the program, and which are secret."""
+# Namespaces something in this program reads: ours, the providers' own settings, Pulumi's.
+READ_NAMESPACES = {
+    NAMESPACE: "this program",
+    "docker": "the Docker provider",
+    "command": "the Command provider",
+    "random": "the Random provider",
+    "pulumi": "the Pulumi engine",
+}
+
+
+def split_config(config: dict[str, Any], secret: Iterable[str]) -> tuple[dict[str, Any], set[str], list[str]]:
+    """Namespaced config (as the CLI hands it over) as our keys, which of them are secret, and
+    the full names of the keys in other namespaces."""
+    prefix = NAMESPACE + ":"
+    values = {k[len(prefix) :]: v for k, v in config.items() if k.startswith(prefix)}
+    secret_keys = {k[len(prefix) :] for k in secret if k.startswith(prefix)}
+    return values, secret_keys, sorted(k for k in config if not k.startswith(prefix))
+
+
+def raw_config() -> tuple[dict[str, Any], set[str], list[str]]:
+    """`split_config` of the config Pulumi hands to the program."""
     merged: dict[str, Any] = dict(runtime_config.get_config_env())
     merged.update(runtime_config.CONFIG.get())
-    prefix = NAMESPACE + ":"
-    values = {k[len(prefix) :]: v for k, v in merged.items() if k.startswith(prefix)}
-    secret = {k for k in values if runtime_config.is_config_secret(prefix + k)}
-    secret |= {k[len(prefix) :] for k in runtime_config.get_config_secret_keys_env() if k.startswith(prefix)}
-    return values, secret
+    secret = {k for k in merged if runtime_config.is_config_secret(k)}
+    secret |= set(runtime_config.get_config_secret_keys_env())
+    return split_config(merged, secret)
+
+
+def _namespace_issues(foreign: Iterable[str]) -> list[ConfigIssue]:
+    """A key in a namespace nothing reads is silently ignored: `inference-stak:redis` would
+    leave Redis undeployed without a word."""
+    issues = []
+    for full in foreign:
+        namespace, _, key = full.partition(":")
+        if namespace in READ_NAMESPACES:
+            continue
+        close = difflib.get_close_matches(namespace, list(READ_NAMESPACES), n=1, cutoff=0.6)
+        fix = (
+            f"did you mean `{close[0]}:{key}`? Rename the key"
+            if close
+            else f"remove it; the namespaces read here are: {', '.join(sorted(READ_NAMESPACES))}"
+        )
+        issues.append(
+            ConfigIssue(
+                full,
+                MAYBE_SECRET,
+                f"nothing in this program reads the `{namespace}` namespace, so the key would be ignored",
+                fix,
+            )
+        )
+    return issues
 
 
 def _client_keys_issues(value: Any) -> list[ConfigIssue]:
@@ -56,7 +114,7 @@ def _client_keys_issues(value: Any) -> list[ConfigIssue]:
         return [
             ConfigIssue(
                 f"{NAMESPACE}:gatewayApiKeys",
-                "(secret, not shown)",
+                SECRET_VALUE,
                 str(err).split(": ", 1)[-1] if str(err).startswith("gatewayApiKeys") else str(err),
                 'pulumi config set --secret gatewayApiKeys \'{"team-a": "<key of 16+ characters>"}\'',
             )
@@ -64,37 +122,81 @@ def _client_keys_issues(value: Any) -> list[ConfigIssue]:
     return []
 
 
-def validate(stack: str, values: dict[str, Any], secret_keys: set[str]) -> tuple[StackConfig, list[Placement]]:
+def _weaviate_keys_issues(value: Any) -> list[ConfigIssue]:
+    try:
+        parse_api_keys(value)
+    except (ValueError, TypeError) as err:
+        rule = str(err).removeprefix("weaviateApiKeys: ") if isinstance(err, ValueError) else "not a JSON object"
+        return [
+            ConfigIssue(
+                f"{NAMESPACE}:weaviateApiKeys",
+                SECRET_VALUE,
+                rule if "Expecting" not in rule else "weaviateApiKeys must be a JSON object of user to key",
+                'pulumi config set --secret weaviateApiKeys \'{"app": "<key of 16+ characters>"}\'',
+            )
+        ]
+    return []
+
+
+def _secret_issues(key: str, value: Any, secret_keys: set[str]) -> list[ConfigIssue]:
+    path = f"{NAMESPACE}:{key}"
+    if key not in secret_keys:
+        return [
+            ConfigIssue(
+                path,
+                Redacted("(plain text, not shown)"),
+                "secrets must be Pulumi secrets: a plain value sits unencrypted in the stack file and state",
+                f"pulumi config rm {key} && pulumi config set --secret {key} <value>",
+            )
+        ]
+    if key == "gatewayApiKeys":
+        return _client_keys_issues(value)
+    if key == "weaviateApiKeys":
+        return _weaviate_keys_issues(value)
+    # Offline (render, policy) the plaintext is not there, only the stand-in for it.
+    if not isinstance(value, str) or value == PLACEHOLDER:
+        return []
+    broken = secrets.problem(key, value)
+    return [] if broken is None else [ConfigIssue(path, SECRET_VALUE, broken.rule, broken.fix.format(key=key))]
+
+
+def _unknown_key_issue(key: str, value: Any, secret_keys: set[str], structured: list[str]) -> ConfigIssue:
+    path = f"{NAMESPACE}:{key}"
+    close = difflib.get_close_matches(key, structured + list(SECRET_KEYS), n=1, cutoff=0.6)
+    if close and close[0] in SECRET_KEYS:
+        fix = f"did you mean `{close[0]}`? `pulumi config rm {key}`, then `pulumi config set --secret {close[0]}`"
+    else:
+        fix = did_you_mean(key, structured + list(SECRET_KEYS))
+    shown = SECRET_VALUE if key in secret_keys else MAYBE_SECRET
+    return ConfigIssue(path, shown, "unknown key", fix)
+
+
+def _under(path: str, roots: list[str]) -> bool:
+    return any(path == r or path.startswith((r + ".", r + "[")) for r in roots)
+
+
+def validate(
+    stack: str, values: dict[str, Any], secret_keys: set[str], foreign: Iterable[str] = ()
+) -> tuple[StackConfig, list[Placement]]:
     """Pure validation of the raw key/value config. Raises ConfigError listing every problem."""
-    issues: list[ConfigIssue] = []
+    issues: list[ConfigIssue] = _namespace_issues(foreign)
     structured = field_aliases(StackConfig)
     data: dict[str, Any] = {}
     for key, value in sorted(values.items()):
         if key in SECRET_KEYS:
-            if key == "gatewayApiKeys" and key in secret_keys:
-                issues += _client_keys_issues(value)
-            if key == "weaviateApiKeys" and key in secret_keys:
-                try:
-                    parse_api_keys(value)
-                except ValueError as err:
-                    issues.append(
-                        ConfigIssue(
-                            f"{NAMESPACE}:{key}",
-                            "(secret, not shown)",
-                            str(err).removeprefix("weaviateApiKeys: "),
-                            'pulumi config set --secret weaviateApiKeys \'{"app": "<key of 16+ characters>"}\'',
-                        )
-                    )
-            if key not in secret_keys:
+            issues += _secret_issues(key, value, secret_keys)
+        elif key in structured:
+            if key in secret_keys:
                 issues.append(
                     ConfigIssue(
                         f"{NAMESPACE}:{key}",
-                        "(plain text, not shown)",
-                        "secrets must be Pulumi secrets: a plain value sits unencrypted in the stack file and state",
-                        f"pulumi config rm {key} && pulumi config set --secret {key} <value>",
+                        SECRET_VALUE,
+                        "a part of this key was set as a secret, but it is not a credential: the program "
+                        "writes it into container config and state in plain text, so it cannot stay secret",
+                        f"set it without --secret (`pulumi config set --path {key}.<field> <value>`); "
+                        f"credentials go in the secret keys: {', '.join(SECRET_KEYS)}",
                     )
                 )
-        elif key in structured:
             try:
                 data[key] = json.loads(value) if isinstance(value, str) else value
             except json.JSONDecodeError:
@@ -107,14 +209,7 @@ def validate(stack: str, values: dict[str, Any], secret_keys: set[str]) -> tuple
                     )
                 )
         else:
-            issues.append(
-                ConfigIssue(
-                    f"{NAMESPACE}:{key}",
-                    value if key not in secret_keys else "[secret]",
-                    "unknown key",
-                    did_you_mean(key, structured + list(SECRET_KEYS)),
-                )
-            )
+            issues.append(_unknown_key_issue(key, value, secret_keys, structured))
     cfg: StackConfig | None = None
     try:
         cfg = StackConfig.model_validate(data)
@@ -125,6 +220,10 @@ def validate(stack: str, values: dict[str, Any], secret_keys: set[str]) -> tuple
         placements, more = place(cfg)
         issues += more
 
+    hidden = {f"{NAMESPACE}:{k}" for k in secret_keys}
+    issues = [
+        redact(i, hidden=any(i.path == h or i.path.startswith((h + ".", h + "[")) for h in hidden)) for i in issues
+    ]
     if issues or cfg is None:
         raise ConfigError(stack, issues)
     return cfg, placements
@@ -132,9 +231,14 @@ def validate(stack: str, values: dict[str, Any], secret_keys: set[str]) -> tuple
 
 def load() -> LoadedStack:
     stack = pulumi.get_stack()
-    values, secret_keys = raw_config()
-    cfg, placements = validate(stack, values, secret_keys)
+    # The CLI hands over config already parsed, so a key given twice in the stack file has
+    # lost its first value by now; the file itself still shows it.
+    stack_file = Path(f"Pulumi.{stack}.yaml")
+    if stack_file.is_file():
+        stackfile.parse(stack_file.read_text(), stack_file.name)
+    values, secret_keys, foreign = raw_config()
+    cfg, placements = validate(stack, values, secret_keys, foreign)
     conf = pulumi.Config(NAMESPACE)
-    secrets = {key: conf.require_secret(key) for key in SECRET_KEYS if key in values}
+    secret_values = {key: conf.require_secret(key) for key in SECRET_KEYS if key in values}
     users = list(parse_api_keys(values["weaviateApiKeys"])) if "weaviateApiKeys" in values else []
-    return LoadedStack(stack, cfg, placements, secrets, users)
+    return LoadedStack(stack, cfg, placements, secret_values, users)

@@ -254,7 +254,7 @@ def test_cgnat_and_overlay_addresses_are_private() -> None:
 
 def test_secrets_accepted_when_secret() -> None:
     cfg = valid_config()
-    cfg.update(hfToken="hf_abc", vllmApiKey="sk")
+    cfg.update(hfToken="hf_" + "a" * 34, vllmApiKey="sk-" + "b" * 29)
     run(cfg, {"hfToken", "vllmApiKey"})
 
 

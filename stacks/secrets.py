@@ -1,0 +1,128 @@
+"""What each secret's plaintext must look like, checked up front without ever showing it.
+
+A one-character worker key or an S3 secret with a space in it would otherwise be found deep
+inside an apply, as a chained ValueError, after other resources were already created. Each
+rule names what receives the value, so the reason is plain without the value.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+
+# The alphabet of every key that sits in a quoted nginx map, a Weaviate env file or an
+# `Authorization: Bearer` header: nothing that can end a quoted string or a header.
+TOKEN68 = re.compile(r"[A-Za-z0-9._~+/=-]{16,256}")
+# AWS access key ids are 16-128 of [A-Z0-9]; MinIO and other S3-compatible stores allow more
+# (3-128 printable); a space or a quote is in neither. Secret keys: 40 characters on AWS,
+# at least 8 on MinIO (`MINIO_ROOT_PASSWORD`).
+S3_CREDENTIAL = re.compile(r"[A-Za-z0-9/+=._-]{8,256}")
+# A header value (RFC 9110 `field-vchar`), as `hf` sends the token: printable ASCII, no space.
+HEADER_TOKEN = re.compile(r"[\x21-\x7e]{8,512}")
+# Grafana reads the password from a file and compares bytes; a trailing newline or a space
+# typed into the shell would silently become part of it.
+PASSWORD = re.compile(r"[\x21-\x7e]{16,256}")
+_PEM = re.compile(
+    r"-----BEGIN (OPENSSH|RSA|EC|DSA) PRIVATE KEY-----\r?\n[A-Za-z0-9+/=\r\n:,-]+?\r?\n"
+    r"-----END \1 PRIVATE KEY-----\s*",
+)
+
+
+@dataclass(frozen=True)
+class SecretRule:
+    pattern: re.Pattern[str]
+    rule: str
+    fix: str
+
+
+_KEY_FIX = "generate one: `openssl rand -base64 32 | pulumi config set --secret {key}`"
+RULES: dict[str, SecretRule] = {
+    "vllmApiKey": SecretRule(
+        TOKEN68,
+        "the workers' key must be 16-256 of A-Z a-z 0-9 . _ ~ + / = -: nginx sends it in a quoted "
+        "`Authorization: Bearer` header",
+        _KEY_FIX,
+    ),
+    "redisPassword": SecretRule(
+        PASSWORD,
+        "the Redis password must be 16-256 printable characters without spaces: clients send it as one `AUTH` argument",
+        _KEY_FIX,
+    ),
+    "grafanaAdminPassword": SecretRule(
+        PASSWORD,
+        "Grafana's admin password must be 16-256 printable characters without spaces",
+        _KEY_FIX,
+    ),
+    "hfToken": SecretRule(
+        HEADER_TOKEN,
+        "a Hugging Face token is printable ASCII without spaces (e.g. `hf_` and 34 letters): `hf` "
+        "sends it in an HTTP header",
+        "copy the token from https://huggingface.co/settings/tokens: "
+        "`pulumi config set --secret hfToken` and paste it at the prompt",
+    ),
+    "s3AccessKeyId": SecretRule(
+        S3_CREDENTIAL,
+        "an S3 access key id is 8-256 of A-Z a-z 0-9 / + = . _ - (no spaces): boto3 signs with it",
+        "paste the access key id exactly: `pulumi config set --secret s3AccessKeyId`",
+    ),
+    "s3SecretAccessKey": SecretRule(
+        S3_CREDENTIAL,
+        "an S3 secret access key is 8-256 of A-Z a-z 0-9 / + = . _ - (no spaces): boto3 signs with it",
+        "paste the secret key exactly, without surrounding spaces or newline: "
+        "`pulumi config set --secret s3SecretAccessKey`",
+    ),
+    "weaviateBackupAccessKeyId": SecretRule(
+        S3_CREDENTIAL,
+        "an S3 access key id is 8-256 of A-Z a-z 0-9 / + = . _ - (no spaces): Weaviate's "
+        "backup-s3 module reads it from its env file",
+        "paste the access key id exactly: `pulumi config set --secret weaviateBackupAccessKeyId`",
+    ),
+    "weaviateBackupSecretAccessKey": SecretRule(
+        S3_CREDENTIAL,
+        "an S3 secret access key is 8-256 of A-Z a-z 0-9 / + = . _ - (no spaces): Weaviate's "
+        "backup-s3 module reads it from its env file",
+        "paste the secret key exactly: `pulumi config set --secret weaviateBackupSecretAccessKey`",
+    ),
+}
+
+
+def problem(key: str, plaintext: str) -> SecretRule | None:
+    """The rule a string secret's plaintext breaks, or None. Never includes the value."""
+    if key == "sshPrivateKey":
+        return _ssh_key_problem(plaintext)
+    rule = RULES.get(key)
+    if rule is None:
+        return None
+    if plaintext.lstrip().startswith(("{", "[")) and _is_json_structure(plaintext):
+        return SecretRule(
+            rule.pattern,
+            "this secret is one string, but it holds a structure (set with `--path` under a nested key?)",
+            f"`pulumi config rm {key}`, then `pulumi config set --secret {key}` without `--path`",
+        )
+    return None if rule.pattern.fullmatch(plaintext) else rule
+
+
+def _is_json_structure(text: str) -> bool:
+    try:
+        return isinstance(json.loads(text), (dict, list))
+    except json.JSONDecodeError:
+        return False
+
+
+def _ssh_key_problem(plaintext: str) -> SecretRule | None:
+    fix = "`pulumi config set --secret sshPrivateKey < ~/.ssh/id_ed25519` (an unencrypted key file)"
+    if "ENCRYPTED" in plaintext:
+        return SecretRule(
+            _PEM,
+            "the SSH key is passphrase-protected, and the command provider has no way to ask for the passphrase",
+            "use a key without a passphrase for deploys, or leave `sshPrivateKey` unset to use the SSH agent",
+        )
+    if not _PEM.fullmatch(plaintext.strip() + "\n"):
+        return SecretRule(
+            _PEM,
+            "not an SSH private key: it must be a whole `-----BEGIN ... PRIVATE KEY-----` block, as the "
+            "key file holds it (a public key or a path is not a private key)",
+            fix,
+        )
+    return None
