@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import boto3  # type: ignore[import-untyped]
-import yaml
 
 from stacks.config import WeaviateBackup, WeaviateConfig
+from stacks.errors import ConfigError
+from stacks.stackfile import config_of
 
 CONFIG_NAME = "backup_config.json"
 
@@ -74,8 +75,7 @@ def check(client: Any, bucket: str, prefix: str, max_age: timedelta, now: dateti
 
 def backup_settings(stack_file: Path) -> WeaviateBackup:
     """The stack's backup settings, through the same schema (and defaults) as the program."""
-    doc = yaml.safe_load(stack_file.read_text()) or {}
-    weaviate = WeaviateConfig.model_validate((doc.get("config") or {}).get("inference-stack:weaviate") or {})
+    weaviate = WeaviateConfig.model_validate(config_of(stack_file).get("inference-stack:weaviate") or {})
     if not weaviate.enabled or not weaviate.backup.enabled or weaviate.backup.bucket is None:
         raise ValueError(f"{stack_file.name}: weaviate.backup is not enabled with a bucket")
     return weaviate.backup
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         backup = backup_settings(args.stack_file)
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, ConfigError) as err:
         print(f"backup-check: {err}", file=sys.stderr)
         return 2
     assert backup.bucket is not None
