@@ -10,53 +10,29 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import shlex
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pulumi
-import yaml
 from google.protobuf import json_format
 from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.runtime import settings
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
+from components import inline
 from stacks.errors import NAMESPACE
+from stacks.stackfile import read_stack_file as read_stack_file  # re-exported: tests read stack files here
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "[secret]"
-# Stand-ins for `secure:` values, shaped like the real ones so the program runs; every input
-# derived from them is still a secret and is written out as "[secret]".
-PLACEHOLDERS = {
-    f"{NAMESPACE}:gatewayApiKeys": '{"synth-client": "synth-placeholder-client-key"}',
-    f"{NAMESPACE}:weaviateApiKeys": '{"synth-user": "synth-placeholder-weaviate-key"}',
-}
-PLACEHOLDER = "synth-placeholder-secret-value"
 _SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
 _RESOURCE_SIG = "5cf8f73096256a8f31e491e813e4eb8e"
 _SIG_KEY = "4dabf18193072939515e22adb298388d"
 _UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
-
-
-def read_stack_file(path: Path) -> tuple[dict[str, str], list[str]]:
-    """Config as the Pulumi CLI hands it to a program: namespaced keys, JSON for structured
-    values, and the list of secret keys (whose values stay encrypted, so a placeholder)."""
-    doc = yaml.safe_load(path.read_text()) or {}
-    config: dict[str, str] = {}
-    secret_keys: list[str] = []
-    for key, value in (doc.get("config") or {}).items():
-        full = key if ":" in key else f"{NAMESPACE}:{key}"
-        if isinstance(value, dict) and set(value) == {"secure"}:
-            config[full] = PLACEHOLDERS.get(full, PLACEHOLDER)
-            secret_keys.append(full)
-        elif isinstance(value, str):
-            config[full] = value
-        else:
-            config[full] = json.dumps(value)
-    return config, secret_keys
 
 
 def _clean(value: Any, names: dict[str, str], reveal: bool = False) -> Any:
@@ -74,6 +50,32 @@ def _clean(value: Any, names: dict[str, str], reveal: bool = False) -> Any:
     if value == _UNKNOWN:
         return "[unknown]"
     return value
+
+
+# pulumi-command marks a remote command's whole `connection` secret (remote/command.go:46 at
+# v1.2.1, 7f3eb6f), and its SDK wraps it in `Output.secret`, which unwraps the secrets inside it
+# (pulumi/output.py `secret`), so in state it stays one secret. Of its fields only these are
+# secrets (remote/connection.go:43-47, the same in `proxy`): a render writes the host, port, user
+# and host key in the clear, so a reviewer sees where each command runs, and these as "[secret]".
+_CONNECTION_SECRETS = {"password", "privateKey", "privateKeyPassword"}
+
+
+def _connection(value: Any, names: dict[str, str]) -> Any:
+    if isinstance(value, dict) and value.get(_SIG_KEY) == _SECRET_SIG:
+        value = value.get("value")
+    if not isinstance(value, dict):
+        return _clean(value, names)
+    return {
+        k: SECRET if k in _CONNECTION_SECRETS else _connection(v, names) if k == "proxy" else _clean(v, names)
+        for k, v in value.items()
+    }
+
+
+def _inputs(type_: str, raw: dict[str, Any], names: dict[str, str], reveal: bool) -> dict[str, Any]:
+    inputs: dict[str, Any] = _clean(raw, names, reveal)
+    if type_ == "command:remote:Command" and not reveal and "connection" in raw:
+        inputs["connection"] = _connection(raw["connection"], names)
+    return inputs
 
 
 @dataclass
@@ -118,12 +120,11 @@ class Synth:
             for upload in res["inputs"].get("uploads", []):
                 out[f"{res['name']}{upload['file']}"] = upload.get("content", SECRET)
             if res["type"] in ("command:remote:Command", "command:local:Command"):
-                words = shlex.split(res["inputs"]["create"])
-                if "-c" not in words:
-                    continue  # a plain command (e.g. the gateway reload), no script
-                source = words[words.index("-c") + 1]
-                name = words[words.index("-c") + 2] if words[words.index("-c") - 1] == "bash" else "s3_sync.py"
-                out[f"{res['name']}/{name}"] = source
+                # A plain command (the gateway reload, a member step) carries no script.
+                carried = inline.script_of(res["inputs"]["create"])
+                if carried is not None:
+                    name, source = carried
+                    out[f"{res['name']}/{name}"] = source
         return out
 
 
@@ -184,6 +185,17 @@ class _RecordingMonitor(pulumi_mocks.MockMonitor):
         return super().RegisterResource(request)  # type: ignore[no-untyped-call]
 
 
+def _give_loop(loops: list[asyncio.AbstractEventLoop]) -> None:
+    """Gives an executor thread its event loop, and keeps it to be closed. The mock monitor runs
+    every registration in the program loop's default executor and, left alone, makes each thread
+    a loop that nobody closes (`_ensure_event_loop` in pulumi/runtime/mocks.py RegisterResource).
+    At exit the garbage collector then finalizes such a loop after its self-pipe socket, and
+    `BaseEventLoop.__del__` prints `Exception ignored ... Invalid file descriptor: -1`."""
+    own = asyncio.new_event_loop()
+    asyncio.set_event_loop(own)
+    loops.append(own)
+
+
 def run(
     stack: str,
     config: dict[str, str],
@@ -199,6 +211,9 @@ def run(
     containers for real; never written to a render)."""
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
+    thread_loops: list[asyncio.AbstractEventLoop] = []
+    executor = ThreadPoolExecutor(thread_name_prefix="synth", initializer=_give_loop, initargs=(thread_loops,))
+    loop.set_default_executor(executor)
     mocks = _Mocks(stdout, runs)
     monitor = monitor or _RecordingMonitor(mocks)
     try:
@@ -214,6 +229,9 @@ def run(
         settings.reset_options()
         pulumi.runtime.set_all_config({}, [])
         asyncio.set_event_loop(None)
+        executor.shutdown(wait=True)
+        for thread_loop in thread_loops:
+            thread_loop.close()
         loop.close()
     names = {urn: name for urn, _, name, _, _ in monitor.records}
     resources = [
@@ -221,7 +239,7 @@ def run(
             "type": type_,
             "name": name,
             "parent": names.get(parent) if parent else None,
-            "inputs": _clean(raw, names, reveal),
+            "inputs": _inputs(type_, raw, names, reveal),
         }
         for _, type_, name, parent, raw in monitor.records
     ]

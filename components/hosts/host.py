@@ -12,6 +12,7 @@ import pulumi
 import pulumi_command as command
 import pulumi_docker as docker
 
+from components import inline
 from components.hosts.inventory import Gpu, parse_inventory
 from stacks.config import HostConfig, ModelConfig, ProvisioningConfig
 
@@ -27,12 +28,9 @@ def script(name: str) -> str:
 
 
 def step_command(source: str, name: str, args: list[str], sudo: bool, interpreter: str = "bash") -> str:
-    """`bash -c <script> <name> ARGS`: the script travels inside the command, so a changed script
-    is a changed command and re-runs, and nothing is left behind on the host."""
+    """`bash -c <script> <name> ARGS` (`components/inline.py`)."""
     prefix = ["sudo", "-n"] if sudo else []
-    # bash takes the next word as $0; python puts the arguments straight into sys.argv[1:].
-    zeroth = [name] if interpreter == "bash" else []
-    return shlex.join([*prefix, interpreter, "-c", source, *zeroth, *args])
+    return shlex.join([*prefix, *inline.argv(interpreter, source, name, args)])
 
 
 def snapshot_dir(cache: str, model: ModelConfig) -> str:

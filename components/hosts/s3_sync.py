@@ -1,6 +1,7 @@
 """Model-registry sync, run on a GPU host: s3://BUCKET/PREFIX/ -> DEST, the snapshot dir vLLM reads.
 
-Shipped as `python3 -c <this source> ARGS`, so it is one file with only the stdlib and boto3.
+Shipped as `python3 -c <this source> s3_sync.py ARGS` (components/inline.py), so it is one file
+with only the stdlib and boto3.
 Credentials arrive as JSON on stdin (empty stdin: boto3's default chain) and are never printed.
 
 Safety rules, in order of importance:
@@ -314,4 +315,5 @@ def _fsync_dir(path: Path) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Under `-c`, the word after the source is this script's name, as it is $0 for a shell.
+    sys.exit(main(sys.argv[2:] if sys.argv[0] == "-c" else sys.argv[1:]))

@@ -1188,8 +1188,8 @@ def _member_target(res: dict[str, Any]) -> str | None:
     if match:
         return match.group(1)
     words = shlex.split(create)
-    if words[:2] == ["sh", "-c"] and len(words) == 3:
-        found = {m.group(1) if (m := MEMBER.match(part.strip())) else None for part in words[2].split(" && ")}
+    if words[:2] == ["sh", "-c"] and len(words) == 4:
+        found = {m.group(1) if (m := MEMBER.match(part.strip())) else None for part in words[2].split("&&")}
         if len(found) == 1 and None not in found:
             return found.pop()
     return None

@@ -60,8 +60,14 @@ def test_steps_run_their_scripts_with_sudo_and_hash_triggers(prod: Synth) -> Non
         w = words(step)
         assert w[:4] == ["sudo", "-n", "bash", "-c"] or w[:3] == ["sudo", "-n", "/opt/inference-stack/venv/bin/python"]
         assert len(step["inputs"]["triggers"][0]) == 64
-        # pulumi-command keeps the whole connection (and any private key in it) secret.
-        assert step["inputs"]["connection"] == "[secret]"
+        # Where it runs is in the render; prod sets no key (the SSH agent's is used).
+        assert step["inputs"]["connection"] == {
+            "host": "gpu-a.internal",
+            "port": 22,
+            "user": "deploy",
+            "dialErrorLimit": 10,
+            "perDialTimeout": 15,
+        }
     toolkit = next(s for s in steps(prod, "gpu-a") if s["name"] == "gpu-a-toolkit")
     assert words(toolkit)[-2:] == ["toolkit.sh", "1.17.8-1"]
     verify = next(s for s in steps(prod, "gpu-a") if s["name"] == "gpu-a-verify")
@@ -111,6 +117,7 @@ def test_s3_source_syncs_with_credentials_on_stdin() -> None:
     w = words(weights)
     assert w[:4] == ["sudo", "-n", "/opt/inference-stack/venv/bin/python", "-c"]
     assert w[5:] == [
+        "s3_sync.py",
         "--bucket",
         "models",
         "--prefix",
@@ -122,6 +129,8 @@ def test_s3_source_syncs_with_credentials_on_stdin() -> None:
         "http://10.20.0.5:9000",
     ]
     assert weights["inputs"]["stdin"] == "[secret]"
+    shipped = Path("components/hosts/s3_sync.py").read_text()
+    assert synth.files()["gpu-b-weights-mistral-7b-instruct/s3_sync.py"] == shipped
     dump = json.dumps(synth.resources)
     assert "s3-secret-never-shown" not in dump and "AKIATESTKEYID" not in dump
 

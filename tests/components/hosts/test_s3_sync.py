@@ -1,5 +1,5 @@
 """s3_sync.py against moto: in-process (`mock_aws`, calling `main`) and as the host runs it, a
-`python3 -c <source>` subprocess talking to a real `moto_server` on 127.0.0.1.
+`python3 -c <source> s3_sync.py` subprocess talking to a real `moto_server` on 127.0.0.1.
 
 Most cases run on both backends (the `registry` fixture); the ones that watch the wire (Range
 headers, a body stream cut mid-way) run in-process, where botocore's event hooks can see it.
@@ -29,6 +29,7 @@ from botocore.config import Config  # type: ignore[import-untyped]
 from botocore.exceptions import ResponseStreamingError  # type: ignore[import-untyped]
 from moto import mock_aws
 
+from components import inline
 from components.hosts import s3_sync
 from tests.support.moto import isolated_aws_env
 from tests.support.moto import moto_server as start_moto_server
@@ -196,7 +197,7 @@ def over_http(url: str, home: Path) -> Registry:
     def run(args: list[str], stdin: str) -> Result:
         # Exactly how the program ships it: the source as `-c`, nothing of this repo importable.
         proc = subprocess.run(
-            [sys.executable, "-c", SOURCE, *args, "--endpoint-url", url],
+            inline.argv(sys.executable, SOURCE, "s3_sync.py", [*args, "--endpoint-url", url]),
             input=stdin,
             capture_output=True,
             text=True,
