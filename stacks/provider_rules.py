@@ -492,6 +492,7 @@ _CONN = {
     "privateKey": 46,
     "dialErrorLimit": 49,
     "perDialTimeout": 50,
+    "hostKey": 51,
 }
 _CMD_NOTE = "a change is an update running `update`, else `create` (commandController.go:80): even `delete` alone"
 _TRIG = Rule(

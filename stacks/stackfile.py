@@ -124,7 +124,8 @@ def parse(text: str, name: str) -> dict[str, Any]:
         )
     if issues:
         raise ConfigError(name, issues, what="stack file")
-    return doc
+    mapping: dict[str, Any] = doc
+    return mapping
 
 
 def _kind(value: Any) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Callable
 from contextlib import redirect_stderr
 from pathlib import Path
 
@@ -179,13 +180,11 @@ def test_render_and_policy_exit_2_without_a_traceback(case: str, tmp_path: Path)
     text = next(c[1] for c in CASES if c[0] == case)
     path = tmp_path / "Pulumi.test.yaml"
     path.write_text(text)
-    for tool in (
-        lambda: render.main(["--stack", "test", "--stack-file", str(path), "--out", str(tmp_path / "build")]),
-        lambda: policy_run.main(["--stack", "test", "--stack-file", str(path)]),
-    ):
+    tools: list[Callable[[list[str]], int]] = [render.main, policy_run.main]
+    for tool, extra in zip(tools, [["--out", str(tmp_path / "build")], []], strict=True):
         err = io.StringIO()
         with redirect_stderr(err):
-            assert tool() == 2
+            assert tool(["--stack", "test", "--stack-file", str(path), *extra]) == 2
         assert "Traceback" not in err.getvalue()
         assert "rule:" in err.getvalue() and "fix:" in err.getvalue()
     assert not (tmp_path / "build" / "test").exists()
