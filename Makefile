@@ -9,30 +9,73 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STATE_DIR := $(CURDIR)/.state
 PASSPHRASE_FILE := $(STATE_DIR)/passphrase
-PULUMI ?= $(shell command -v pulumi 2>/dev/null || echo $(HOME)/.pulumi/bin/pulumi)
+# The CLI release of the SDK pinned in requirements.txt (both come from pulumi/pulumi's tags).
+PULUMI_VERSION := 3.272.0
+PULUMI_INSTALL_ROOT := $(HOME)/.pulumi
+PULUMI_INSTALLER := https://get.pulumi.com
+PULUMI_MANUAL := https://www.pulumi.com/docs/iac/download-install/
+# `PULUMI=/path/to/pulumi make up` uses that binary; otherwise the one on PATH, or the one `up` installs.
+PULUMI ?= $(shell command -v pulumi 2>/dev/null || echo $(PULUMI_INSTALL_ROOT)/bin/pulumi)
+PIP := $(VENV)/bin/pip install --quiet --disable-pip-version-check
 # Deploy to the local file backend inside the repo unless the user chose another backend.
 export PULUMI_BACKEND_URL ?= file://$(STATE_DIR)
 export PULUMI_CONFIG_PASSPHRASE_FILE ?= $(PASSPHRASE_FILE)
 export PULUMI_SKIP_UPDATE_CHECK := true
 
-.PHONY: help venv deps setup test-model engine test test-integration integration lint typecheck unit render policy up preview destroy bench bench-venv docs backup-check mutation clean
+.PHONY: help venv runtime-venv policy-venv deps setup test-model engine test test-integration integration lint typecheck unit render policy up dev-only passphrase pulumi-cli preview destroy bench bench-venv docs backup-check mutation clean
 
+# Every target; tests/test_repo_tooling.py checks that none is missing.
 help:
-	@echo "make up                 deploy the dev stack on the local Docker engine"
-	@echo "make test               ruff, mypy and every test (installs what it needs)"
-	@echo "make render STACK=prod  write build/<stack>/ offline: resources, files, diagram"
-	@echo "make policy STACK=prod  the policy pack over the stack, offline; fails on a mandatory violation"
-	@echo "make preview STACK=prod pulumi preview against the stack's real hosts"
-	@echo "make bench              synth and gateway benchmarks (docs/performance.md)"
-	@echo "make docs               regenerate the README's config reference"
-	@echo "make backup-check STACK=prod  fail when the newest Weaviate backup is too old"
-	@echo "make mutation           mutmut over the policy pack, config rules and renderers (not in make test)"
+	@echo "Deploy:"
+	@echo "  make up                  deploy the dev stack on the local Docker engine, then print its first request"
+	@echo "  make preview STACK=prod  pulumi preview (with the policy pack) against the stack's real hosts"
+	@echo "  make destroy STACK=dev   pulumi destroy the stack"
+	@echo "Review offline (no CLI, no credentials):"
+	@echo "  make render STACK=prod   write build/<stack>/: resources, files, diagram"
+	@echo "  make policy STACK=prod   the policy pack over the stack; fails on a mandatory violation"
+	@echo "  make docs                regenerate the README's config reference and diagram"
+	@echo "  make backup-check STACK=prod  fail when the newest Weaviate backup is too old"
+	@echo "Test:"
+	@echo "  make test                ruff, mypy and every test, in timed phases (installs what it needs)"
+	@echo "  make lint                ruff check and ruff format --check"
+	@echo "  make typecheck           mypy --strict"
+	@echo "  make unit                every test but the ci stack's on the real engine"
+	@echo "  make integration         the ci stack on the real Docker engine"
+	@echo "  make test-integration    the same as make integration"
+	@echo "  make bench               synth and gateway benchmarks (docs/performance.md)"
+	@echo "  make mutation            mutmut over the policy pack, config rules and renderers (not in make test)"
+	@echo "Set-up steps (the targets above run the ones they need):"
+	@echo "  make runtime-venv        .venv with the runtime packages (requirements.txt): render, docs, up"
+	@echo "  make policy-venv         .venv with the policy pack's packages on top (policy/requirements.txt)"
+	@echo "  make venv                .venv with the tests and linters on top (requirements-dev.txt)"
+	@echo "  make bench-venv          LiteLLM's own venv for the gateway benchmark"
+	@echo "  make setup               everything the tests use: venvs, deps, test-model, engine"
+	@echo "  make deps                the Debian packages the tests use as real consumers (as root)"
+	@echo "  make test-model          the CPU vLLM and SmolLM2-135M the tests serve"
+	@echo "  make engine              a Docker engine for the container tests"
+	@echo "  make pulumi-cli          install the Pulumi CLI v$(PULUMI_VERSION) when $(PULUMI) is missing"
+	@echo "  make dev-only            fail unless STACK is dev (run first by make up)"
+	@echo "  make passphrase          create .state/passphrase, the local backend's secrets passphrase"
+	@echo "  make clean               remove build/ and the tools' caches"
+	@echo "  make help                this list"
 
-$(VENV)/.stamp: requirements.txt requirements-dev.txt constraints.txt
+# Three layers of one .venv, each installed only when a target needs it: the runtime (what
+# `pulumi up` and `make render` run), the policy pack on top, the tests and linters on top of both.
+$(VENV)/.runtime: requirements.txt constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.txt -c constraints.txt
+	$(PIP) -r requirements.txt -c constraints.txt
 	touch $@
 
+$(VENV)/.policy: $(VENV)/.runtime policy/requirements.txt
+	$(PIP) -r policy/requirements.txt -c constraints.txt
+	touch $@
+
+$(VENV)/.stamp: $(VENV)/.policy requirements-dev.txt
+	$(PIP) -r requirements-dev.txt -c constraints.txt
+	touch $@
+
+runtime-venv: $(VENV)/.runtime
+policy-venv: $(VENV)/.policy
 venv: $(VENV)/.stamp
 
 # Debian packages the tests use as real consumers; installed only when missing and root.
@@ -82,13 +125,13 @@ test:
 # The policy pack over the stack's resources, through the mock runtime (no CLI); non-zero on a
 # mandatory violation. `pulumi preview --policy-pack policy` runs the same pack for real.
 # STACK_FILE= checks another config as that stack (a PR's edited Pulumi.<stack>.yaml, say).
-policy: venv
+policy: policy-venv
 	$(PY) -m policy.run --stack $(STACK) $(if $(STACK_FILE),--stack-file $(STACK_FILE))
 
-render: venv
+render: runtime-venv
 	$(PY) -m stacks.render --stack $(STACK)
 
-docs: venv
+docs: runtime-venv
 	$(PY) -m stacks.docs --write README.md
 
 backup-check: venv
@@ -130,23 +173,46 @@ $(PASSPHRASE_FILE):
 	umask 077 && head -c 32 /dev/urandom | base64 > $@
 	@echo "created $@: it encrypts this stack's secrets; back it up, never commit it"
 
+# A given PULUMI must exist; a missing default is installed with Pulumi's official installer, pinned.
+# The local backend's secrets passphrase, for running pulumi outside make (README, "Deploying prod").
+passphrase: $(PASSPHRASE_FILE)
+
 pulumi-cli:
-	@command -v pulumi >/dev/null || [ -x $(HOME)/.pulumi/bin/pulumi ] || curl -fsSL https://get.pulumi.com | sh
+	@[ -x "$(PULUMI)" ] && exit 0; \
+	if [ "$(origin PULUMI)" != file ]; then echo "PULUMI=$(PULUMI) is not an executable file" >&2; exit 2; fi; \
+	echo "The Pulumi CLI is not installed: installing v$(PULUMI_VERSION) into $(PULUMI_INSTALL_ROOT)/bin with the"; \
+	echo "official installer from $(PULUMI_INSTALLER), which downloads it from github.com/pulumi/pulumi's"; \
+	echo "releases (get.pulumi.com as the fallback). Your shell profile is left alone."; \
+	curl -fsSL $(PULUMI_INSTALLER) | sh -s -- --version $(PULUMI_VERSION) --install-root $(PULUMI_INSTALL_ROOT) --no-edit-path \
+	  && [ -x "$(PULUMI_INSTALL_ROOT)/bin/pulumi" ] || { \
+	  echo "Could not install the Pulumi CLI. Install v$(PULUMI_VERSION) by hand ($(PULUMI_MANUAL))," >&2; \
+	  echo "then run: PULUMI=/path/to/pulumi make $(or $(MAKECMDGOALS),pulumi-cli)" >&2; exit 1; }
+
+# `make up` refuses any other stack before it downloads or installs anything.
+dev-only:
+	@[ "$(STACK)" = dev ] || { echo "make up deploys dev on this machine (STACK=$(STACK)); for $(STACK) use pulumi itself:" \
+	  "README, 'Deploying prod over SSH, and previews'" >&2; exit 2; }
+
+ifneq ($(filter up,$(MAKECMDGOALS)),)
+$(VENV)/.runtime pulumi-cli $(PASSPHRASE_FILE): | dev-only
+endif
 
 # Without an NVIDIA GPU, `make up` deploys the same stack with vLLM's CPU build (stacks/variants.py).
 ACCELERATOR ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo nvidia || echo cpu)
 UP_CONFIG := $(STATE_DIR)/Pulumi.$(STACK).yaml
 
-up: venv pulumi-cli $(PASSPHRASE_FILE)
-	@[ "$(STACK)" = dev ] || { echo "make up deploys dev on this machine; use 'pulumi up -s $(STACK)' for other stacks"; exit 2; }
+up: dev-only runtime-venv pulumi-cli $(PASSPHRASE_FILE)
 	$(PY) -m stacks.variants --accelerator $(ACCELERATOR) --stack $(STACK) --out $(UP_CONFIG)
 	$(PY) -m stacks.render --stack $(STACK) --stack-file $(UP_CONFIG) >/dev/null
 	$(PY) -c 'import sys, yaml; [print(h["modelCachePath"]) for h in yaml.safe_load(open(sys.argv[1]))["config"]["inference-stack:hosts"]]' $(UP_CONFIG) \
 	  | while read -r dir; do [ -d "$$dir" ] || { mkdir -p "$$dir" 2>/dev/null || sudo mkdir -p "$$dir"; }; done
 	$(PULUMI) stack select --create $(STACK) --non-interactive --config-file $(UP_CONFIG)
 	$(PULUMI) up --stack $(STACK) --config-file $(UP_CONFIG)
+	@echo; echo "The dev stack is up. Its gateway, and a first request with its generated client key"
+	@echo "(again any time: $(PULUMI) stack output --stack $(STACK) --show-secrets firstRequest):"; echo
+	@$(PULUMI) stack output --stack $(STACK) --show-secrets firstRequest
 
-preview: venv pulumi-cli
+preview: policy-venv pulumi-cli
 	$(PULUMI) preview --stack $(STACK) --diff --policy-pack policy --policy-pack-config policy/config/$(STACK).json
 
 destroy: pulumi-cli

@@ -563,6 +563,11 @@ class GatewayConfig(Schema):
     """CPU limit of the gateway container."""
     memory_mb: int = Field(default=1024, ge=128)
     """Memory limit of the gateway container in MiB; includes its 256 MiB /tmp for large bodies."""
+    generate_client_key: bool | None = None
+    """Generate one client key (client `generated`, a secret in state) that the gateway accepts,
+    for a stack's first requests: `pulumi stack output firstRequest --show-secrets` prints the
+    commands that use it. Unset: only when the stack sets no `gatewayApiKeys` (dev). `false` (prod):
+    clients get keys from `gatewayApiKeys` alone."""
 
     @field_validator("listen_address")
     @classmethod
@@ -781,7 +786,7 @@ SECRET_KEYS: dict[str, str] = {
     "s3AccessKeyId": "Access key id for an `s3://` weights source (otherwise the host's default AWS credentials).",
     "s3SecretAccessKey": "Secret access key for an `s3://` weights source.",
     "gatewayApiKeys": "Client API keys for the gateway, as a JSON object of client name to key, e.g. "
-    '`{"team-a": "sk-…"}`. Without it the gateway refuses every request.',
+    '`{"team-a": "sk-…"}`. Without it (and with `gateway.generateClientKey` false) the gateway refuses every request.',
     "redisPassword": "Password of Redis's default user. Generated (and kept secret in state) when unset.",
     "weaviateApiKeys": 'Weaviate API keys as a JSON object of user to key, e.g. `{"app": "…"}`. When unset, one '
     "`admin` key is generated (stack output `weaviateAdminKey`); anonymous access is always off.",

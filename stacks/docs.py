@@ -14,7 +14,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import annotated_types
 from pydantic import BaseModel
+from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
 from stacks.config import SECRET_KEYS, StackConfig
@@ -50,6 +52,66 @@ def _nested(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
+def _range(metadata: list[Any]) -> str | None:
+    """`ge`/`gt`/`le`/`lt` as an interval, e.g. `[1, 65535]` or `(0, 2000]`, or one bound."""
+    low: tuple[str, str, Any] | None = None
+    high: tuple[str, str, Any] | None = None
+    for item in metadata:
+        if isinstance(item, annotated_types.Ge):
+            low = ("[", "≥ ", item.ge)
+        elif isinstance(item, annotated_types.Gt):
+            low = ("(", "> ", item.gt)
+        elif isinstance(item, annotated_types.Le):
+            high = ("]", "≤ ", item.le)
+        elif isinstance(item, annotated_types.Lt):
+            high = (")", "< ", item.lt)
+    if low and high:
+        return f"{low[0]}{low[2]}, {high[2]}{high[0]}"
+    bound = low or high
+    return f"{bound[1]}{bound[2]}" if bound else None
+
+
+def _length(metadata: list[Any], unit: str) -> str | None:
+    shortest = next((m.min_length for m in metadata if isinstance(m, annotated_types.MinLen)), None)
+    longest = next((m.max_length for m in metadata if isinstance(m, annotated_types.MaxLen)), None)
+    if shortest is not None and longest is not None:
+        return f"{shortest} to {longest} {unit}s"
+    if shortest is not None:
+        return f"at least {shortest} {unit}{'s' if shortest != 1 else ''}"
+    return f"at most {longest} {unit}{'s' if longest != 1 else ''}" if longest is not None else None
+
+
+def _rules(metadata: list[Any], unit: str) -> list[str]:
+    """What a value must look like, from the schema's own constraints (never from the prose)."""
+    found = [_range(metadata), _length(metadata, unit)]
+    found += [f"`{m.pattern}`" for m in metadata if isinstance(getattr(m, "pattern", None), str)]
+    return [f for f in found if f]
+
+
+def _item_metadata(annotation: Any) -> list[Any]:
+    """Constraints on a list's items: `list[Name]` carries `Name`'s pattern in its `Annotated`."""
+    for arg in typing.get_args(annotation):
+        if typing.get_origin(arg) is list:
+            return _item_metadata(arg)
+        if typing.get_origin(annotation) is list and typing.get_origin(arg) is typing.Annotated:
+            return [
+                m
+                for extra in typing.get_args(arg)[1:]
+                for m in (extra.metadata if isinstance(extra, FieldInfo) else [extra])
+            ]
+    return []
+
+
+def allowed(field: FieldInfo) -> str:
+    """The reference's `allowed` cell: ranges, lengths and patterns of the value (and of each item)."""
+    is_list = typing.get_origin(field.annotation) is list or any(
+        typing.get_origin(a) is list for a in typing.get_args(field.annotation)
+    )
+    rules = _rules(field.metadata, "item" if is_list else "character")
+    rules += [f"each {rule}" for rule in _rules(_item_metadata(field.annotation), "character")]
+    return "; ".join(rules).replace("|", "\\|")
+
+
 def _default(field: Any) -> str:
     if field.is_required():
         return "**required**"
@@ -70,7 +132,7 @@ def _rows(model: type[BaseModel], prefix: str, out: list[str]) -> None:
         )
         path = f"{prefix}{key}"
         doc = " ".join((field.description or "").split()).replace("|", "\\|")
-        out.append(f"| `{path}` | {_type_name(field.annotation)} | {_default(field)} | {doc} |")
+        out.append(f"| `{path}` | {_type_name(field.annotation)} | {allowed(field)} | {_default(field)} | {doc} |")
         sub = _nested(field.annotation)
         if sub is not None:
             nested.append((f"{path}[]." if list_of else f"{path}.", sub))
@@ -79,7 +141,7 @@ def _rows(model: type[BaseModel], prefix: str, out: list[str]) -> None:
 
 
 def reference() -> str:
-    lines = [START, "", "| key | type | default | meaning |", "| --- | --- | --- | --- |"]
+    lines = [START, "", "| key | type | allowed | default | meaning |", "| --- | --- | --- | --- | --- |"]
     body: list[str] = []
     for name, field in StackConfig.model_fields.items():
         key = field.alias or name
@@ -87,7 +149,9 @@ def reference() -> str:
         assert sub is not None
         doc = " ".join((field.description or "").split())
         is_list = typing.get_origin(field.annotation) is list
-        body.append(f"| `{NAMESPACE}:{key}` | {_type_name(field.annotation)} | {_default(field)} | {doc} |")
+        body.append(
+            f"| `{NAMESPACE}:{key}` | {_type_name(field.annotation)} | {allowed(field)} | {_default(field)} | {doc} |"
+        )
         _rows(sub, f"{key}[]." if is_list else f"{key}.", body)
     lines += body
     lines += ["", "Secrets, each set with `pulumi config set --secret <key> <value>` (a plain value is refused):", ""]

@@ -11,6 +11,7 @@ import pulumi_random as random
 from components.data.redis import PORT as REDIS_PORT
 from components.data.redis import Redis, RedisArgs
 from components.data.weaviate import Weaviate, WeaviateArgs
+from components.gateway import first_request
 from components.gateway.gateway import Gateway, GatewayArgs
 from components.gateway.nginx import Pool, Route
 from components.hosts.host import GpuHost, GpuHostArgs, s3_credentials
@@ -223,6 +224,25 @@ def worker_seats(stack: LoadedStack, fingerprints: dict[str, str]) -> dict[str, 
     return seats
 
 
+def generates_client_key(stack: LoadedStack) -> bool:
+    """`gateway.generateClientKey`, which defaults to on exactly when the stack sets no client keys."""
+    explicit = stack.config.gateway.generate_client_key
+    return explicit if explicit is not None else "gatewayApiKeys" not in stack.secrets
+
+
+def export_first_request(cfg: StackConfig, gateway: Gateway) -> None:
+    """`firstRequest`: the commands for a first chat completion to the first served model, with
+    the generated key (a secret output) or a placeholder for one of `gatewayApiKeys`."""
+    url = first_request.reachable_url(cfg.gateway.listen_address, cfg.gateway.port)
+    model = cfg.workers[0].model.served_name
+    key = gateway.client_key
+    if key is None:
+        pulumi.export("firstRequest", first_request.render(url, model, None))
+        return
+    pulumi.export("gatewayClientKey", key)
+    pulumi.export("firstRequest", pulumi.Output.secret(key.apply(functools.partial(first_request.render, url, model))))
+
+
 def gate_target(cfg: StackConfig, key: pulumi.Output[str]) -> GateTarget:
     """The gateway and Prometheus as the canary gate, on the gateway host, reaches them."""
     obs = cfg.observability
@@ -259,6 +279,7 @@ def build(stack: LoadedStack) -> dict[str, VllmWorkerPool]:
             gate_key=gate_key,
             stack=stack.name,
             status_metrics=cfg.observability.enabled,
+            generate_client_key=generates_client_key(stack),
         ),
     )
     pools = {}
@@ -288,6 +309,7 @@ def build(stack: LoadedStack) -> dict[str, VllmWorkerPool]:
         )
     gateway.readmit([admit for pool in pools.values() for admit in pool.admits])
     pulumi.export("gatewayUrl", gateway.url)
+    export_first_request(cfg, gateway)
     tracing = None
     if cfg.observability.tracing.enabled:
         gateway_host = cfg.host(cfg.gateway_host())

@@ -4,13 +4,16 @@ without an NVIDIA GPU.
 `make up` passes the result to `pulumi up --config-file`, so the committed `Pulumi.<stack>.yaml`
 never changes under a developer's feet. Pulumi writes the stack's encryption salt and secrets
 into that file, so they are carried over from the previous output: regenerating it must never
-lose the key to secrets already in state.
+lose the key to secrets already in state. Secrets go into that file with
+`pulumi config set --secret [--path] --config-file .state/Pulumi.dev.yaml <key> <value>`; every
+`secure:` value, top-level or nested, survives the next `make up`.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import itertools
 import os
 import sys
 from pathlib import Path
@@ -46,13 +49,58 @@ def to_cpu(doc: dict[str, Any], cpus_available: int) -> dict[str, Any]:
     return out
 
 
+KeyPath = tuple[str | int, ...]
+"""Keys and list indexes from `config:` down to a value."""
+
+
+def _is_secure(value: Any) -> bool:
+    return isinstance(value, dict) and set(value) == {"secure"}
+
+
+def secure_values(value: Any, path: KeyPath = ()) -> list[tuple[KeyPath, Any]]:
+    """Every `secure:` value under `value`, with its path of keys and list indexes: top-level ones
+    (`pulumi config set --secret`) and nested ones (`pulumi config set --secret --path`)."""
+    if _is_secure(value):
+        return [(path, value)]
+    if isinstance(value, dict):
+        return [found for key, sub in value.items() for found in secure_values(sub, (*path, key))]
+    if isinstance(value, list):
+        return [found for index, sub in enumerate(value) for found in secure_values(sub, (*path, index))]
+    return []
+
+
+def _put(config: dict[str, Any], path: KeyPath, value: Any) -> None:
+    """Sets `value` at `path`, creating the mappings on the way. A list item the committed file no
+    longer has (a removed worker group, say) takes its secret with it."""
+    node: Any = config
+    for step, after in itertools.pairwise(path):
+        if isinstance(step, int):
+            if not (isinstance(node, list) and step < len(node)):
+                return
+        elif isinstance(node, dict):
+            if not isinstance(node.get(step), (dict, list)):
+                node[step] = [] if isinstance(after, int) else {}
+        else:
+            return
+        node = node[step]
+    last = path[-1]
+    if isinstance(last, int):
+        if isinstance(node, list) and last < len(node):
+            node[last] = value
+    elif isinstance(node, dict):
+        node[last] = value
+
+
 def carry_over(new: dict[str, Any], previous: dict[str, Any]) -> dict[str, Any]:
+    """The previous output's encryption settings and every secret, top-level or nested, into `new`."""
     for key in _KEPT_TOP_LEVEL:
         if key in previous:
             new[key] = previous[key]
-    for key, value in (previous.get("config") or {}).items():
-        if isinstance(value, dict) and set(value) == {"secure"}:
-            new.setdefault("config", {})[key] = value
+    found = secure_values(previous.get("config") or {})
+    if found:
+        config = new.setdefault("config", {})
+        for path, value in found:
+            _put(config, path, value)
     return new
 
 

@@ -39,3 +39,28 @@ def test_makefile_targets_the_readme_names() -> None:
     makefile = (ROOT / "Makefile").read_text()
     for target in ("up", "test", "render", "preview", "docs", "bench"):
         assert re.search(rf"^{target}:", makefile, re.M), target
+
+
+def test_reference_shows_ranges_lengths_and_formats() -> None:
+    rows = {line.split(" | ")[0].strip("| `"): line for line in docs.reference().splitlines() if line.startswith("| `")}
+    assert "| [1, 65535] |" in rows["gateway.port"]
+    assert "| (0, 2000] |" in rows["workers[].model.shape.parametersBillion"]
+    assert "| ≥ 1024 |" in rows["hosts[].gpus.memoryMib"]
+    assert "| at least 1 item |" in rows["inference-stack:hosts"]
+    assert "| `^[a-z][a-z0-9-]{0,30}[a-z0-9]$` |" in rows["hosts[].name"]
+    assert "| each `^[a-z][a-z0-9-]{0,30}[a-z0-9]$` |" in rows["workers[].hosts"]
+    assert "| 1 to 4000 characters |" in rows["workers[].canary.gate.probes[].prompt"]
+
+
+def test_first_contact_is_documented_before_the_quick_start() -> None:
+    text = README.read_text()
+    before = text.split("```sh", 1)[0]
+    pin = re.search(r"^PULUMI_VERSION := (\S+)$", (ROOT / "Makefile").read_text(), re.M)
+    assert pin and f"Pulumi CLI v{pin.group(1)}" in before
+    for needed in ("Docker Engine", "huggingface.co", "PULUMI=/path/to/pulumi make up"):
+        assert needed in before, needed
+    # A secret for the file `make up` deploys, and the same backend and passphrase outside make.
+    assert "pulumi config set --secret --stack dev --config-file .state/Pulumi.dev.yaml" in text
+    assert "export PULUMI_BACKEND_URL=file://$PWD/.state" in text
+    assert "PULUMI_CONFIG_PASSPHRASE_FILE=$PWD/.state/passphrase" in text
+    assert "--show-secrets firstRequest" in text

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 import pulumi
 import pulumi_docker as docker
+import pulumi_random as random
 
-from components import inline
 from components.gateway import members, nginx, status_metrics
 from components.hardening import Health, in_place, settings, timeouts
 from components.hosts.host import GpuHost
@@ -41,14 +41,21 @@ class GatewayArgs:
     """Count responses by HTTP status with an mtail sidecar (`status_metrics.py`) for Prometheus."""
     gate_key: pulumi.Output[str] | None = None
     """The canary gate's own key (client `canary-gate`, the only one that may address a pool)."""
+    generate_client_key: bool = False
+    """Also accept a generated key (client `generated`, `Gateway.client_key`), for first requests."""
 
 
-def with_gate_key(client_keys: dict[str, str], gate_key: str) -> dict[str, str]:
-    if nginx.GATE_CLIENT in client_keys:
-        raise ValueError(
-            f"gatewayApiKeys: the client name `{nginx.GATE_CLIENT}` is the canary gate's own; rename that client"
-        )
-    return {**client_keys, nginx.GATE_CLIENT: gate_key} if gate_key else client_keys
+# The client name of the generated key, in the access log and the rate limit's zone.
+GENERATED_CLIENT = "generated"
+
+
+def with_own_keys(client_keys: dict[str, str], gate_key: str, generated_key: str) -> dict[str, str]:
+    """The stack's client keys plus the gateway's own: the canary gate's and the generated one."""
+    own = {nginx.GATE_CLIENT: gate_key, GENERATED_CLIENT: generated_key}
+    for name, key in own.items():
+        if key and name in client_keys:
+            raise ValueError(f"gatewayApiKeys: the client name `{name}` is the gateway's own; rename that client")
+    return {**client_keys, **{name: key for name, key in own.items() if key}}
 
 
 @dataclass(frozen=True)
@@ -90,6 +97,8 @@ class Gateway(pulumi.ComponentResource):
     status_exporter: str | None
     """`container:port` of the per-status metrics on the edge network, or None when they are off."""
     membership: Membership
+    client_key: pulumi.Output[str] | None
+    """The generated client key (secret), or None when the stack does not generate one."""
 
     def __init__(self, name: str, args: GatewayArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("inference-stack:gateway:Gateway", name, None, opts)
@@ -103,8 +112,16 @@ class Gateway(pulumi.ComponentResource):
             labels=[docker.NetworkLabelArgs(label="inference-stack.role", value="gateway")],
             opts=on_host,
         )
-        clients = pulumi.Output.all(args.client_keys or "{}", args.gate_key or "").apply(
-            lambda v: nginx.render_clients_map(with_gate_key(json.loads(v[0]), v[1]))
+        self.client_key = None
+        if args.generate_client_key:
+            # Letters and digits need no quoting in the printed commands. The provider keeps the
+            # result secret in state; marked here too, so every output derived from it is.
+            password = random.RandomPassword(
+                f"{name}-client-key", length=40, special=False, opts=pulumi.ResourceOptions(parent=self)
+            )
+            self.client_key = pulumi.Output.secret(password.result)
+        clients = pulumi.Output.all(args.client_keys or "{}", args.gate_key or "", self.client_key or "").apply(
+            lambda v: nginx.render_clients_map(with_own_keys(json.loads(v[0]), v[1], v[2]))
         )
         container_name = f"{args.stack}-gateway"
         grace = gateway_grace_seconds(gw)
@@ -196,7 +213,7 @@ class Gateway(pulumi.ComponentResource):
             return
         self.membership.host.run_command(
             f"{self._name}-readmit",
-            inline.argv("sh", " &&\n".join(shlex.join(argv) for argv, _ in admits) + "\n", "readmit.sh"),
+            ["sh", "-c", " && ".join(shlex.join(argv) for argv, _ in admits)],
             triggers=[self.membership.container.id],
             parent=self,
             depends_on=[self.membership.container, *(command for _, command in admits)],

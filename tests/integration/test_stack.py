@@ -49,6 +49,7 @@ from tests.integration import harness, plan
 from tests.support import wrong_release
 from tests.support.docker_engine import require_engine
 from tests.support.model_server import model_path, require_model_server
+from tests.support.outputs import stack_outputs
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
@@ -282,6 +283,24 @@ def test_the_openai_client_gets_answers_through_the_gateway(stack: harness.Appli
         model=MODEL, messages=[{"role": "user", "content": healthcheck.QUESTION}], temperature=0, max_tokens=32
     )
     assert healthcheck.ANSWER.search(reply.choices[0].message.content or ""), reply
+
+
+def test_the_printed_first_request_commands_get_the_models_answer(stack: harness.Applied) -> None:
+    """`firstRequest`, as `make up` prints it: curl, then the openai client, run as one bash script
+    with the generated key. python3 is this venv's, which has openai."""
+    first = stack_outputs("ci", secrets=SECRETS)["firstRequest"]
+    assert first.secret
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    run = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", first.value], capture_output=True, text=True, timeout=120, env=env
+    )
+    print(f"\n$ pulumi stack output firstRequest --show-secrets\n{first.value}\n--- output ---\n{run.stdout}")
+    assert run.returncode == 0, run.stderr
+    # curl's JSON reply on the first line (`-w '\n'`), then the client's printed answer.
+    reply, answer = run.stdout.split("\n", 1)
+    content = json.loads(reply)["choices"][0]["message"]["content"]
+    assert healthcheck.ANSWER.search(content), reply
+    assert healthcheck.ANSWER.search(answer), answer
 
 
 def test_no_key_is_401_metrics_is_404_and_over_the_limit_is_429(stack: harness.Applied) -> None:

@@ -40,3 +40,36 @@ def test_regenerating_keeps_the_encryption_salt_and_secrets(tmp_path: Path) -> N
     again = yaml.safe_load(out.read_text())
     assert again["encryptionsalt"] == "v1:salt"
     assert again["config"]["inference-stack:hfToken"] == {"secure": "v1:abc"}
+
+
+def test_regenerating_keeps_nested_secrets_where_pulumi_config_set_path_wrote_them(tmp_path: Path) -> None:
+    out = tmp_path / "Pulumi.dev.yaml"
+    variants.main(["--stack", "dev", "--accelerator", "cpu", "--out", str(out)])
+    doc = yaml.safe_load(out.read_text())
+    config = doc["config"]
+    # What `pulumi config set --secret --path` writes: under a mapping the committed file has,
+    # one it does not have, and inside a list item.
+    config["inference-stack:observability"]["tracing"]["token"] = {"secure": "v1:tracing"}
+    config["inference-stack:weaviate"] = {"backup": {"secretAccessKey": {"secure": "v1:weaviate"}}}
+    config["inference-stack:workers"][0]["model"]["token"] = {"secure": "v1:worker"}
+    out.write_text(yaml.safe_dump(doc))
+    variants.main(["--stack", "dev", "--accelerator", "cpu", "--out", str(out)])
+    again = yaml.safe_load(out.read_text())["config"]
+    assert again["inference-stack:observability"]["tracing"] == {
+        "enabled": True,
+        "storage": "memory",
+        "token": {"secure": "v1:tracing"},
+    }
+    assert again["inference-stack:weaviate"] == {"backup": {"secretAccessKey": {"secure": "v1:weaviate"}}}
+    assert again["inference-stack:workers"][0]["model"]["token"] == {"secure": "v1:worker"}
+    # The rest is regenerated from the committed file, not carried over.
+    assert again["inference-stack:workers"][0]["image"] == variants.CPU_IMAGE
+
+
+def test_a_secret_of_a_list_item_the_committed_file_dropped_goes_with_it() -> None:
+    previous = {"config": {"inference-stack:workers": [{}, {"model": {"token": {"secure": "v1:gone"}}}]}}
+    new = variants.carry_over({"config": {"inference-stack:workers": [{"name": "chat"}]}}, previous)
+    assert new == {"config": {"inference-stack:workers": [{"name": "chat"}]}}
+    assert variants.secure_values(previous["config"]) == [
+        (("inference-stack:workers", 1, "model", "token"), {"secure": "v1:gone"})
+    ]
