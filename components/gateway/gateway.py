@@ -10,6 +10,7 @@ import pulumi
 import pulumi_docker as docker
 import pulumi_random as random
 
+from components import inline
 from components.gateway import members, nginx, status_metrics
 from components.hardening import Health, in_place, settings, timeouts
 from components.hosts.host import GpuHost
@@ -213,7 +214,7 @@ class Gateway(pulumi.ComponentResource):
             return
         self.membership.host.run_command(
             f"{self._name}-readmit",
-            ["sh", "-c", " && ".join(shlex.join(argv) for argv, _ in admits)],
+            inline.argv("sh", " &&\n".join(shlex.join(argv) for argv, _ in admits) + "\n", "readmit.sh"),
             triggers=[self.membership.container.id],
             parent=self,
             depends_on=[self.membership.container, *(command for _, command in admits)],
