@@ -103,12 +103,17 @@ def _item_metadata(annotation: Any) -> list[Any]:
 
 
 def allowed(field: FieldInfo) -> str:
-    """The reference's `allowed` cell: ranges, lengths and patterns of the value (and of each item)."""
+    """The reference's `allowed` cell: ranges, lengths and patterns of the value (and of each item).
+    A field checked by a validator rather than a constraint names its format itself, with
+    `Field(json_schema_extra={"allowed": "..."})`."""
     is_list = typing.get_origin(field.annotation) is list or any(
         typing.get_origin(a) is list for a in typing.get_args(field.annotation)
     )
     rules = _rules(field.metadata, "item" if is_list else "character")
     rules += [f"each {rule}" for rule in _rules(_item_metadata(field.annotation), "character")]
+    extra = field.json_schema_extra
+    if isinstance(extra, dict) and isinstance(extra.get("allowed"), str):
+        rules.append(str(extra["allowed"]))
     return "; ".join(rules).replace("|", "\\|")
 
 

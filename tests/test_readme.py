@@ -64,3 +64,14 @@ def test_first_contact_is_documented_before_the_quick_start() -> None:
     assert "export PULUMI_BACKEND_URL=file://$PWD/.state" in text
     assert "PULUMI_CONFIG_PASSPHRASE_FILE=$PWD/.state/passphrase" in text
     assert "--show-secrets firstRequest" in text
+
+
+def test_a_validator_checked_field_can_name_its_format() -> None:
+    from pydantic import BaseModel, Field
+
+    class Example(BaseModel):
+        revision: str = Field(json_schema_extra={"allowed": "40 hex characters"})
+        port: int = Field(default=1, ge=1, le=9)
+
+    assert docs.allowed(Example.model_fields["revision"]) == "40 hex characters"
+    assert docs.allowed(Example.model_fields["port"]) == "[1, 9]"

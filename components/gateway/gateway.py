@@ -48,13 +48,16 @@ class GatewayArgs:
 
 # The client name of the generated key, in the access log and the rate limit's zone.
 GENERATED_CLIENT = "generated"
+# Names no `gatewayApiKeys` client may take, whether or not this stack uses them: turning the
+# generated key on later must not silently take a client's name.
+RESERVED_CLIENTS = (nginx.GATE_CLIENT, GENERATED_CLIENT)
 
 
 def with_own_keys(client_keys: dict[str, str], gate_key: str, generated_key: str) -> dict[str, str]:
     """The stack's client keys plus the gateway's own: the canary gate's and the generated one."""
     own = {nginx.GATE_CLIENT: gate_key, GENERATED_CLIENT: generated_key}
-    for name, key in own.items():
-        if key and name in client_keys:
+    for name in RESERVED_CLIENTS:
+        if name in client_keys:
             raise ValueError(f"gatewayApiKeys: the client name `{name}` is the gateway's own; rename that client")
     return {**client_keys, **{name: key for name, key in own.items() if key}}
 
