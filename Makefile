@@ -204,7 +204,7 @@ UP_CONFIG := $(STATE_DIR)/Pulumi.$(STACK).yaml
 up: dev-only runtime-venv pulumi-cli $(PASSPHRASE_FILE)
 	$(PY) -m stacks.variants --accelerator $(ACCELERATOR) --stack $(STACK) --out $(UP_CONFIG)
 	$(PY) -m stacks.render --stack $(STACK) --stack-file $(UP_CONFIG) >/dev/null
-	$(PY) -c 'import sys, yaml; [print(h["modelCachePath"]) for h in yaml.safe_load(open(sys.argv[1]))["config"]["inference-stack:hosts"]]' $(UP_CONFIG) \
+	$(PY) -c 'import sys, pathlib; from stacks.stackfile import config_of; [print(h["modelCachePath"]) for h in config_of(pathlib.Path(sys.argv[1]))["inference-stack:hosts"]]' $(UP_CONFIG) \
 	  | while read -r dir; do [ -d "$$dir" ] || { mkdir -p "$$dir" 2>/dev/null || sudo mkdir -p "$$dir"; }; done
 	$(PULUMI) stack select --create $(STACK) --non-interactive --config-file $(UP_CONFIG)
 	$(PULUMI) up --stack $(STACK) --config-file $(UP_CONFIG)

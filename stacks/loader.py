@@ -17,6 +17,7 @@ from pulumi.runtime import config as runtime_config
 from pydantic import ValidationError
 
 from components.data.weaviate import parse_api_keys
+from components.gateway.gateway import with_own_keys
 from components.gateway.nginx import render_clients_map
 from stacks import secrets, stackfile
 from stacks.config import SECRET_KEYS, StackConfig
@@ -110,6 +111,7 @@ def _client_keys_issues(value: Any) -> list[ConfigIssue]:
         if not isinstance(keys, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in keys.items()):
             raise ValueError("gatewayApiKeys must be a JSON object of client name to key")
         render_clients_map(keys)
+        with_own_keys(keys, "", "")
     except ValueError as err:
         return [
             ConfigIssue(

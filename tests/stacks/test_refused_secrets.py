@@ -231,6 +231,14 @@ CASES: list[tuple[str, Mutation, set[str], str, str, str]] = [
         "kkkkkkkk",
     ),
     (
+        "client-name-reserved",
+        lambda c: c.update(gatewayApiKeys={"generated": "sk-" + "g" * 20}),
+        {"gatewayApiKeys"},
+        "inference-stack:gatewayApiKeys",
+        "the client name `generated` is the gateway's own",
+        "gggggggg",
+    ),
+    (
         "weaviate-keys-not-json",
         lambda c: c.update(weaviateApiKeys="app=" + "k" * 20),
         {"weaviateApiKeys"},

@@ -73,3 +73,12 @@ def test_a_secret_of_a_list_item_the_committed_file_dropped_goes_with_it() -> No
     assert variants.secure_values(previous["config"]) == [
         (("inference-stack:workers", 1, "model", "token"), {"secure": "v1:gone"})
     ]
+
+
+def test_a_previous_output_with_a_duplicate_key_is_refused_not_collapsed(tmp_path: Path) -> None:
+    """`make up` regenerates its config from the last one; a key given twice there (a hand edit)
+    must stop it, not lose the first value before the render can see it."""
+    out = tmp_path / "Pulumi.dev.yaml"
+    out.write_text("config:\n  inference-stack:hfToken:\n    secure: v1:YQ==\n  inference-stack:hfToken: plain\n")
+    assert variants.main(["--stack", "dev", "--accelerator", "nvidia", "--out", str(out)]) == 2
+    assert "secure: v1:YQ==" in out.read_text()
