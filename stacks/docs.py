@@ -19,6 +19,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
+from stacks import secrets
 from stacks.config import SECRET_KEYS, StackConfig
 from stacks.errors import NAMESPACE
 
@@ -160,8 +161,10 @@ def reference() -> str:
         _rows(sub, f"{key}[]." if is_list else f"{key}.", body)
     lines += body
     lines += ["", "Secrets, each set with `pulumi config set --secret <key> <value>` (a plain value is refused):", ""]
-    lines += ["| key | meaning |", "| --- | --- |"]
-    lines += [f"| `{NAMESPACE}:{k}` | {v} |" for k, v in SECRET_KEYS.items()]
+    lines += ["| key | allowed | meaning |", "| --- | --- | --- |"]
+    lines += [
+        f"| `{NAMESPACE}:{k}` | {secrets.SHAPES[k].replace('|', chr(92) + '|')} | {v} |" for k, v in SECRET_KEYS.items()
+    ]
     lines += ["", END]
     return "\n".join(lines)
 

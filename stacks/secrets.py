@@ -126,3 +126,20 @@ def _ssh_key_problem(plaintext: str) -> SecretRule | None:
             fix,
         )
     return None
+
+
+# What each secret may hold, for the README's config reference (the rules above enforce it).
+SHAPES: dict[str, str] = {
+    "hfToken": "8-512 printable ASCII, no spaces",
+    "sshPrivateKey": "an unencrypted `-----BEGIN … PRIVATE KEY-----` block",
+    "s3AccessKeyId": "8-256 of `A-Z a-z 0-9 / + = . _ -`",
+    "s3SecretAccessKey": "8-256 of `A-Z a-z 0-9 / + = . _ -`",
+    "gatewayApiKeys": "client `[a-z0-9][a-z0-9_-]{0,62}` (not `canary-gate`, `generated`) to a distinct key of "
+    "16-256 `A-Z a-z 0-9 . _ ~ + / = -`",
+    "redisPassword": "16-256 printable ASCII, no spaces",
+    "weaviateApiKeys": "user `[a-z0-9][a-z0-9_-]{0,62}` to a key of 16-256 `A-Z a-z 0-9 . _ ~ + / = -`",
+    "weaviateBackupAccessKeyId": "8-256 of `A-Z a-z 0-9 / + = . _ -`",
+    "weaviateBackupSecretAccessKey": "8-256 of `A-Z a-z 0-9 / + = . _ -`",
+    "grafanaAdminPassword": "16-256 printable ASCII, no spaces",
+    "vllmApiKey": "16-256 of `A-Z a-z 0-9 . _ ~ + / = -`",
+}

@@ -336,3 +336,11 @@ def test_a_secure_value_under_a_plain_key_is_refused_without_ciphertext(tmp_path
     text = str(caught.value)
     assert "inference-stack:redis" in text and "it is not a credential" in text
     assert "v1:c2VjcmV0" not in text and "synth-placeholder" not in text
+
+
+def test_every_secret_has_its_shape_documented() -> None:
+    from stacks import secrets
+    from stacks.config import SECRET_KEYS
+
+    assert set(secrets.SHAPES) == set(SECRET_KEYS)
+    assert set(secrets.RULES) | {"sshPrivateKey", "gatewayApiKeys", "weaviateApiKeys"} == set(SECRET_KEYS)
