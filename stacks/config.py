@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import types
+import typing
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
@@ -25,13 +27,66 @@ def rule_error(rule: str, fix: str) -> PydanticCustomError:
 
 
 class Schema(BaseModel):
+    # Strict: pydantic's lax mode reads `true` as 1 and `"8"` as 8, so a boolean where a count
+    # belongs would deploy one of something. Strict floats still take ints (`cpus: 2`).
     model_config = ConfigDict(
         extra="forbid",
         alias_generator=to_camel,
         populate_by_name=True,
         frozen=True,
         use_attribute_docstrings=True,
+        strict=True,
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _checked_defaults_by_key(cls, data: object) -> object:
+        """A default that a cross-field rule checks (`validate_default`) is written in under its
+        key, so an error about it names the key the user would add (`memoryMb`), not the Python
+        name pydantic would put in its location (`memory_mb`)."""
+        if not isinstance(data, dict):
+            return data
+        missing = {
+            f.alias: f.default
+            for name, f in cls.model_fields.items()
+            if f.validate_default and f.alias and f.alias not in data and name not in data
+        }
+        return {**data, **missing} if missing else data
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _numbers_are_numbers(cls, value: object, info: ValidationInfo) -> object:
+        """The message strict mode would give (`Input should be a valid integer`), with the reason
+        and the fix, for the number fields; nested lists of numbers fall back to strict mode's."""
+        kind = _number_kind(cls.model_fields[info.field_name or ""].annotation)
+        if kind is None or value is None:
+            return value
+        if isinstance(value, bool):
+            raise rule_error(
+                f"{kind} belongs here, not a boolean: `{str(value).lower()}` is not read as 1 or 0",
+                "write the number itself",
+            )
+        if isinstance(value, str):
+            # `pulumi config set --path` stores decimals as strings unless told otherwise (its
+            # `--help`: "integers are treated as numbers. All other values are treated as strings").
+            raise rule_error(
+                f"{kind} belongs here, not a string",
+                "write it unquoted; with `pulumi config set --path`, add `--type float` (or `--type int`)",
+            )
+        if kind == "a whole number" and isinstance(value, float):
+            raise rule_error(f"{kind} belongs here, not a fraction", f"write a whole number, e.g. `{round(value)}`")
+        return value
+
+
+def _number_kind(annotation: object) -> str | None:
+    """`a whole number` for int fields, `a number` for float ones (optional or not), else None."""
+    options = typing.get_args(annotation) if typing.get_origin(annotation) in (typing.Union, types.UnionType) else ()
+    options = options or (annotation,)
+    if int in options:
+        return "a whole number"
+    if float in options:
+        return "a number"
+    return None
 
 
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
@@ -71,7 +126,7 @@ class GpuInventory(Schema):
 
     @field_validator("ids")
     @classmethod
-    def _ids_look_like_devices(cls, ids: list[str] | None) -> list[str] | None:
+    def _ids_look_like_devices(cls, ids: list[str] | None, info: ValidationInfo) -> list[str] | None:
         if ids is None:
             return ids
         for device in ids:
@@ -82,6 +137,13 @@ class GpuInventory(Schema):
                 )
         if len(set(ids)) != len(ids):
             raise rule_error("a device is listed twice", "list each device once")
+        count = info.data.get("count")
+        if count is not None and count != len(ids):
+            raise rule_error(
+                f"`count` is {count} but `ids` lists {len(ids)} device(s): workers would be placed on the ids, "
+                "and the count would say otherwise",
+                f"set `count: {len(ids)}`, or list exactly {count} id(s)",
+            )
         return ids
 
     driver_version: str | None = Field(default=None, pattern=r"^\d+\.\d+(\.\d+)?$")
@@ -215,7 +277,10 @@ class ModelConfig(Schema):
     dtype: Literal["auto", "half", "float16", "bfloat16", "float", "float32"] = "auto"
     """vLLM `--dtype`."""
     max_model_len: int = Field(default=4096, ge=128, le=1_048_576)
-    """vLLM `--max-model-len`: the longest prompt plus completion, in tokens."""
+    """vLLM `--max-model-len`: the longest prompt plus completion, in tokens. At most the model's own
+    context, as vLLM derives it from `config.json` (`max_position_embeddings` and the like, times the
+    RoPE scaling factor): checked before deploying when this machine's cache (a host without `ssh`)
+    holds the revision, and otherwise only by vLLM when the worker starts."""
     max_num_seqs: int = Field(default=64, ge=1, le=4096)
     """vLLM `--max-num-seqs`: sequences batched at once per worker."""
     tensor_parallel_size: int = Field(default=1, ge=1, le=64)
@@ -277,11 +342,37 @@ class Resources(Schema):
     memory_mb: int = Field(default=32768, ge=512)
     """Hard memory limit in MiB. vLLM's host RAM use is mostly the tokenizer, CUDA graphs capture
     buffers and pinned memory: 32 GiB covers a 7B model with room to spare."""
-    cpu_reservation: float = Field(default=4.0, gt=0, le=512)
-    """CPUs the worker is entitled to under contention. Standalone Docker has no CPU reservation,
-    so this becomes a relative `cpu_shares` weight (1024 per CPU)."""
-    memory_reservation_mb: int = Field(default=16384, ge=256)
-    """Soft memory reservation in MiB (Docker `--memory-reservation`)."""
+    cpu_reservation: float = Field(default=4.0, gt=0, le=512, validate_default=True)
+    """CPUs the worker is entitled to under contention, at most `cpus`. Standalone Docker has no CPU
+    reservation, so this becomes a relative `cpu_shares` weight (1024 per CPU)."""
+    memory_reservation_mb: int = Field(default=16384, ge=256, validate_default=True)
+    """Soft memory reservation in MiB (Docker `--memory-reservation`), at most `memoryMb`."""
+
+    @field_validator("cpu_reservation")
+    @classmethod
+    def _cpus_reserved_within_limit(cls, value: float, info: ValidationInfo) -> float:
+        limit = info.data.get("cpus")
+        if limit is not None and value > limit:
+            raise rule_error(
+                f"a worker entitled to {value:g} CPUs under contention is capped at `cpus: {limit:g}`, "
+                "so the reservation can never be met",
+                f"set `cpuReservation` to at most {limit:g}, or raise `cpus`",
+            )
+        return value
+
+    @field_validator("memory_reservation_mb")
+    @classmethod
+    def _memory_reserved_within_limit(cls, value: int, info: ValidationInfo) -> int:
+        # Docker refuses the container at create: "Minimum memory limit can not be less than memory
+        # reservation limit" (moby daemon/daemon_unix.go, verifyPlatformContainerResources).
+        limit = info.data.get("memory_mb")
+        if limit is not None and value > limit:
+            raise rule_error(
+                f"the reservation is above the hard limit `memoryMb: {limit}`, which Docker refuses when it "
+                "creates the container",
+                f"set `memoryReservationMb` to at most {limit} (half of it is usual), or raise `memoryMb`",
+            )
+        return value
 
 
 class Health(Schema):
@@ -533,6 +624,11 @@ class RateLimit(Schema):
     """Requests above the rate that are still served at once (nginx `limit_req burst`, `nodelay`)."""
 
 
+# The gateway's /tmp tmpfs (components/gateway/gateway.py), and what nginx itself needs beside it.
+GATEWAY_TMP_MIB = 256
+NGINX_BASE_MIB = 128
+
+
 class GatewayConfig(Schema):
     """The nginx gateway, the platform's only published port."""
 
@@ -550,7 +646,8 @@ class GatewayConfig(Schema):
     read_timeout_seconds: int = Field(default=600, ge=10, le=86400)
     """Longest silence from a worker mid-response; covers long non-streamed generations."""
     client_max_body_size: str = Field(default="16m", pattern=r"^\d+[km]?$")
-    """Largest request body (prompts with long context)."""
+    """Largest request body (prompts with long context); at most the gateway's 256 MiB /tmp, where
+    bodies over 1 MiB spill."""
     max_fails: int = Field(default=2, ge=1, le=100)
     """Failed attempts within `failTimeoutSeconds` before a worker is skipped for that long."""
     fail_timeout_seconds: int = Field(default=10, ge=1, le=3600)
@@ -561,8 +658,9 @@ class GatewayConfig(Schema):
     """Per-client-key rate limit."""
     cpus: float = Field(default=1.0, gt=0, le=64)
     """CPU limit of the gateway container."""
-    memory_mb: int = Field(default=1024, ge=128)
-    """Memory limit of the gateway container in MiB; includes its 256 MiB /tmp for large bodies."""
+    memory_mb: int = Field(default=1024, gt=0)
+    """Memory limit of the gateway container in MiB; includes its 256 MiB /tmp for large bodies
+    (a tmpfs: its pages count against this limit), so at least 384."""
     generate_client_key: bool | None = None
     """Generate one client key (client `generated`, a secret in state) that the gateway accepts,
     for a stack's first requests: `pulumi stack output firstRequest --show-secrets` prints the
@@ -578,14 +676,52 @@ class GatewayConfig(Schema):
             raise rule_error("not an IP address", "use the host address to publish on, e.g. `10.20.0.11`") from None
         return value
 
+    @field_validator("memory_mb")
+    @classmethod
+    def _memory_holds_tmp(cls, value: int) -> int:
+        least = GATEWAY_TMP_MIB + NGINX_BASE_MIB
+        if value < least:
+            raise rule_error(
+                f"the gateway's {GATEWAY_TMP_MIB} MiB /tmp is a tmpfs, whose pages count against this limit: "
+                f"a full /tmp leaves nginx {max(value - GATEWAY_TMP_MIB, 0)} MiB, and it needs {NGINX_BASE_MIB}",
+                f"set `memoryMb` to at least {least}",
+            )
+        return value
+
+    @field_validator("client_max_body_size")
+    @classmethod
+    def _body_fits_tmp(cls, value: str) -> str:
+        # nginx: "Setting size to 0 disables checking of client request body size"
+        # (ngx_http_core_module, client_max_body_size); `k` and `m` are 1024-based.
+        size = int(value.rstrip("km")) * {"k": 1024, "m": 1024 * 1024}.get(value[-1], 1)
+        if size == 0 or size > GATEWAY_TMP_MIB * 1024 * 1024:
+            raise rule_error(
+                f"{'`0` lifts the limit, so a' if size == 0 else 'a'} request body can be larger than the gateway's "
+                f"{GATEWAY_TMP_MIB} MiB /tmp, where nginx buffers bodies over 1 MiB: the request fails mid-upload",
+                f"use at most `{GATEWAY_TMP_MIB}m`",
+            )
+        return value
+
 
 class SloConfig(Schema):
     """Alert thresholds: TTFT is the users' primary SLO, tracked at P95 and P99, not on average."""
 
     ttft_p95_seconds: float = Field(default=1.0, gt=0)
     """TTFT P95 above this, for `forMinutes`, pages."""
-    ttft_p99_seconds: float = Field(default=3.0, gt=0)
-    """TTFT P99 above this, for `forMinutes`, pages."""
+    ttft_p99_seconds: float = Field(default=3.0, gt=0, validate_default=True)
+    """TTFT P99 above this, for `forMinutes`, pages. At least `ttftP95Seconds`."""
+
+    @field_validator("ttft_p99_seconds")
+    @classmethod
+    def _p99_not_below_p95(cls, value: float, info: ValidationInfo) -> float:
+        p95 = info.data.get("ttft_p95_seconds")
+        if p95 is not None and value < p95:
+            raise rule_error(
+                f"the P99 threshold is below the P95 one ({p95:g} s): a P95 never exceeds the P99, so the "
+                "P95 alert could only fire after the P99 one",
+                f"set `ttftP99Seconds` to at least {p95:g}, or lower `ttftP95Seconds`",
+            )
+        return value
     itl_p99_seconds: float = Field(default=0.15, gt=0)
     """Inter-token latency P99 above this opens a ticket."""
     queue_waiting_max: int = Field(default=10, ge=0)
@@ -713,9 +849,48 @@ class RedisConfig(Schema):
     """LMCache settings for the offload."""
     cpus: float = Field(default=1.0, gt=0, le=64)
     """CPU limit."""
-    memory_mb: int = Field(default=1536, ge=64)
+    memory_mb: int = Field(default=1536, ge=64, validate_default=True)
     """Container memory limit in MiB; above `maxmemoryMb` for client buffers and the copy-on-write
-    pages of the forked AOF rewrite."""
+    pages of the forked AOF rewrite: at least 1.5x `maxmemoryMb` with `aof`, 1.25x (and 64 MiB
+    more) with `none`. Redis's docs put a very write-heavy instance's rewrite at up to 2x."""
+
+    @field_validator("memory_mb")
+    @classmethod
+    def _room_above_maxmemory(cls, value: int, info: ValidationInfo) -> int:
+        maxmemory, persistence = info.data.get("maxmemory_mb"), info.data.get("persistence")
+        if not info.data.get("enabled") or maxmemory is None or persistence is None:
+            return value
+        least = redis_memory_floor(maxmemory, persistence)
+        if value < least:
+            why = (
+                "the forked AOF rewrite duplicates every page written while it runs"
+                if persistence == "aof"
+                else "`maxmemory` counts neither allocator fragmentation nor all of the client buffers"
+            )
+            raise rule_error(
+                f"Redis may hold `maxmemoryMb: {maxmemory}` of data, and {why}: a limit of {value} MiB gets it "
+                "killed by the kernel instead of evicting or refusing writes",
+                f"set `memoryMb` to at least {least}, or lower `maxmemoryMb` to "
+                f"{redis_maxmemory_ceiling(value, persistence)}",
+            )
+        return value
+
+
+def redis_memory_floor(maxmemory_mb: int, persistence: str) -> int:
+    """The least container memory for a Redis with this `maxmemory`: the schema's default ratio
+    (1536 for 1024) with AOF; without a fork, a quarter more (at least 64 MiB) for fragmentation
+    and the buffers `maxmemory` does not count."""
+    if persistence == "aof":
+        return -(-maxmemory_mb * 3 // 2)
+    return maxmemory_mb + max(64, -(-maxmemory_mb // 4))
+
+
+def redis_maxmemory_ceiling(memory_mb: int, persistence: str) -> int:
+    """The largest `maxmemory` a container of this size holds: the floor, solved for maxmemory."""
+    if persistence == "aof":
+        return memory_mb * 2 // 3
+    above_256 = memory_mb * 4 // 5
+    return above_256 if above_256 > 256 else max(min(256, memory_mb - 64), 0)
 
 
 class WeaviateBackup(Schema):

@@ -6,14 +6,17 @@ placement that the rules approve is exactly the one the components deploy.
 
 from __future__ import annotations
 
-import json
+import ipaddress
+import math
 from dataclasses import dataclass
-from pathlib import Path
+
+from pydantic import ValidationError
 
 from components.hosts.preflight import MEMORY_FIX, cuda_of, driver_problem, memory_fit, shape_from_config_json
 from components.workers.vllm_flags import check_extra_args
 from stacks.config import HostConfig, StackConfig, WorkerGroup
 from stacks.errors import ConfigIssue, did_you_mean, key_path
+from stacks.model_files import ModelFiles, model_len_issues, read_cached, read_snapshot, snapshot_dir
 
 
 @dataclass(frozen=True)
@@ -56,17 +59,20 @@ def canary_pool(group: str) -> str:
     return f"{group}-canary"
 
 
-def place(cfg: StackConfig) -> tuple[list[Placement], list[ConfigIssue]]:
+def place(cfg: StackConfig, files: ModelFiles | None = None) -> tuple[list[Placement], list[ConfigIssue]]:
+    """Where each worker runs, and every cross-field problem. `files` is what the loader read of
+    the local model caches (`model_files.read_cached`); None reads them here."""
+    files = read_cached(cfg) if files is None else files
     issues: list[ConfigIssue] = []
     issues += _unique(cfg)
     hosts = {h.name: h for h in cfg.hosts}
     multi_host = len(cfg.hosts) > 1
     issues += _network_rules(cfg)
+    issues += model_len_issues(cfg, files)
     used: dict[str, dict[str, str]] = {h.name: {} for h in cfg.hosts}
-    ports: dict[str, dict[int, str]] = {h.name: {} for h in cfg.hosts}
     placements: list[Placement] = []
     for g, group in enumerate(cfg.workers):
-        issues += _group_rules(g, group)
+        issues += _group_rules(g, group) + _worker_memory_rules(cfg, g, group)
         for host_name in group.hosts or [h.name for h in cfg.hosts]:
             host = hosts.get(host_name)
             if host is None:
@@ -80,23 +86,13 @@ def place(cfg: StackConfig) -> tuple[list[Placement], list[ConfigIssue]]:
                 )
                 continue
             found, problems = _place_on_host(g, group, host, used[host.name])
-            issues += problems + _declared_preflight(g, group, host)
+            issues += problems + _declared_preflight(g, group, host, files)
             for placement in found:
                 if multi_host and host.name != cfg.gateway_host():
                     port = group.port + placement.index
-                    if port in ports[host.name]:
-                        issues.append(
-                            ConfigIssue(
-                                key_path(("workers", g, "port")),
-                                group.port,
-                                f"host port {port} on host `{host.name}` is already taken by worker "
-                                f"`{ports[host.name][port]}`",
-                                "give each group on a host its own port range, e.g. 8000 and 8100",
-                            )
-                        )
-                    ports[host.name][port] = placement.name
                     placement = Placement(group, host, placement.index, placement.devices, port)
                 placements.append(placement)
+    issues += _port_range_issues(cfg, placements) + port_issues(cfg, placements)
     issues += _rollout_rules(cfg, placements)
     canary_issues = _canary_rules(cfg, placements)
     if canary_issues:
@@ -179,7 +175,7 @@ def _network_rules(cfg: StackConfig) -> list[ConfigIssue]:
     return issues
 
 
-def _declared_preflight(g: int, group: WorkerGroup, host: HostConfig) -> list[ConfigIssue]:
+def _declared_preflight(g: int, group: WorkerGroup, host: HostConfig, files: ModelFiles) -> list[ConfigIssue]:
     """The preflight on what the stack declares about a host, so a first `preview` fails too.
     After verification, the worker pool repeats it on the measured inventory."""
     issues = []
@@ -209,7 +205,7 @@ def _declared_preflight(g: int, group: WorkerGroup, host: HostConfig) -> list[Co
                 )
             )
     if host.gpus.memory_mib is not None:
-        fit = memory_fit(with_cached_shape(group, host), host.gpus.memory_mib)
+        fit = memory_fit(with_cached_shape(group, host, files), host.gpus.memory_mib)
         if fit is not None and not fit.fits:
             issues.append(
                 ConfigIssue(
@@ -222,17 +218,22 @@ def _declared_preflight(g: int, group: WorkerGroup, host: HostConfig) -> list[Co
     return issues
 
 
-def with_cached_shape(group: WorkerGroup, host: HostConfig) -> WorkerGroup:
+def with_cached_shape(group: WorkerGroup, host: HostConfig, files: ModelFiles | None = None) -> WorkerGroup:
     """The group with its model shape read from `config.json` in this machine's model cache, when
-    the stack declares none and the cache (a local host's) already holds the revision."""
+    the stack declares none and the cache (a local host's) already holds the revision. `files`
+    is what was read of the caches; None reads this host's."""
     model = group.model
     if model.shape is not None or host.ssh is not None:
         return group
-    org, repo = model.id.split("/", 1)
-    path = Path(host.model_cache_path) / f"hub/models--{org}--{repo}/snapshots/{model.revision}/config.json"
+    if files is None:
+        cached = read_snapshot(snapshot_dir(host, model.id, model.revision))
+    else:
+        cached = files.get((model.id, model.revision))
+    if cached is None:
+        return group
     try:
-        shape = shape_from_config_json(json.loads(path.read_text()))
-    except (OSError, ValueError):
+        shape = shape_from_config_json(cached.config)
+    except (ValueError, ValidationError, AssertionError):
         return group
     return group.model_copy(update={"model": model.model_copy(update={"shape": shape})})
 
@@ -486,3 +487,236 @@ def _place_on_host(
             )
         placements.append(Placement(group, host, w, ids, None))
     return placements, issues
+
+
+# The fixed host ports, as the components publish them (tests/stacks/test_refused_ports.py checks
+# these against components/): Redis and Jaeger's OTLP gRPC on the gateway host's private address,
+# the DCGM exporter on each other GPU host's.
+REDIS_PORT = 6379
+OTLP_GRPC_PORT = 4317
+DCGM_PORT = 9400
+
+
+@dataclass(frozen=True)
+class Published:
+    """One host address and port a container (or sshd) listens on."""
+
+    host: str
+    address: str
+    port: int
+    service: str
+    loc: tuple[str | int, ...]
+    """The key that chose the port, or the address for a fixed port."""
+    value: object
+    fixed: bool = False
+    """The port is not configurable (Redis, OTLP, DCGM, sshd's own)."""
+
+
+def published(cfg: StackConfig, placements: list[Placement]) -> list[Published]:
+    """Every host port the stack publishes, fixed ones first so that a clash is reported on the
+    key that can move. What publishes where follows stacks/platform.py and components/."""
+    gateway = next((h for h in cfg.hosts if h.name == cfg.gateway_host()), None)
+    if gateway is None:
+        return []  # `network.gatewayHost` names no host, refused on its own.
+    return _fixed_ports(cfg, placements, gateway) + _chosen_ports(cfg, placements, gateway)
+
+
+def _fixed_ports(cfg: StackConfig, placements: list[Placement], gateway: HostConfig) -> list[Published]:
+    found = []
+    for i, host in enumerate(cfg.hosts):
+        if host.ssh is not None:
+            # sshd listens on every address unless its `ListenAddress` says otherwise.
+            for anywhere in ("0.0.0.0", "::"):
+                found.append(
+                    Published(
+                        host.name,
+                        anywhere,
+                        host.ssh.port,
+                        "sshd",
+                        ("hosts", i, "ssh", "port"),
+                        host.ssh.port,
+                        fixed=True,
+                    )
+                )
+    private, at_gateway = gateway.private_address, ("hosts", cfg.hosts.index(gateway), "privateAddress")
+    remote = any(p.host.name != gateway.name for p in placements)
+    if private is not None and remote and cfg.redis.enabled and cfg.redis.kv_cache_offload:
+        found.append(Published(gateway.name, private, REDIS_PORT, "Redis", at_gateway, private, fixed=True))
+    if private is not None and remote and cfg.observability.tracing.enabled:
+        found.append(
+            Published(gateway.name, private, OTLP_GRPC_PORT, "Jaeger's OTLP receiver", at_gateway, private, fixed=True)
+        )
+    for i, host in enumerate(cfg.hosts):
+        gpus_here = any(p.host.name == host.name and p.group.accelerator == "nvidia" for p in placements)
+        if cfg.observability.enabled and gpus_here and host.name != gateway.name and host.private_address:
+            found.append(
+                Published(
+                    host.name,
+                    host.private_address,
+                    DCGM_PORT,
+                    "the DCGM exporter",
+                    ("hosts", i, "privateAddress"),
+                    host.private_address,
+                    fixed=True,
+                )
+            )
+    return found
+
+
+def _chosen_ports(cfg: StackConfig, placements: list[Placement], gateway: HostConfig) -> list[Published]:
+    obs, gw, here = cfg.observability, cfg.gateway, gateway.name
+    found = [Published(here, gw.listen_address, gw.port, "the gateway", ("gateway", "port"), gw.port)]
+    if obs.enabled:
+        found.append(
+            Published(
+                here,
+                obs.bind_address,
+                obs.prometheus_port,
+                "Prometheus",
+                ("observability", "prometheusPort"),
+                obs.prometheus_port,
+            )
+        )
+        if obs.grafana:
+            found.append(
+                Published(
+                    here,
+                    obs.bind_address,
+                    obs.grafana_port,
+                    "Grafana",
+                    ("observability", "grafanaPort"),
+                    obs.grafana_port,
+                )
+            )
+    if obs.tracing.enabled:
+        found.append(
+            Published(
+                here,
+                obs.bind_address,
+                obs.tracing.ui_port,
+                "the Jaeger UI",
+                ("observability", "tracing", "uiPort"),
+                obs.tracing.ui_port,
+            )
+        )
+    groups = {w.name: i for i, w in enumerate(cfg.workers)}
+    for p in placements:
+        if p.published_port is not None and p.host.private_address is not None:
+            found.append(
+                Published(
+                    p.host.name,
+                    p.host.private_address,
+                    p.published_port,
+                    f"worker `{p.name}`",
+                    ("workers", groups[p.group.name], "port"),
+                    p.group.port,
+                )
+            )
+    return found
+
+
+def _overlap(a: str, b: str) -> bool:
+    """The same address, or one of them the unspecified address of the other's family (0.0.0.0
+    takes the port on every IPv4 address of the host, `::` on every IPv6 one)."""
+    x, y = ipaddress.ip_address(a), ipaddress.ip_address(b)
+    return x == y or (x.version == y.version and (x.is_unspecified or y.is_unspecified))
+
+
+def port_issues(cfg: StackConfig, placements: list[Placement]) -> list[ConfigIssue]:
+    """Two services on one host address and port: the second container fails to start with
+    "address already in use", after everything before it was deployed."""
+    issues: list[ConfigIssue] = []
+    seen: list[Published] = []
+    for item in published(cfg, placements):
+        first = next(
+            (s for s in seen if (s.host, s.port) == (item.host, item.port) and _overlap(s.address, item.address)), None
+        )
+        seen.append(item)
+        if first is None:
+            continue
+        where = "on every address" if ipaddress.ip_address(first.address).is_unspecified else f"on {first.address}"
+        issues.append(
+            ConfigIssue(
+                key_path(item.loc),
+                item.value,
+                f"host port {item.port} on host `{item.host}` is already taken by {first.service} ({where}, "
+                f"`{key_path(first.loc).split(':', 1)[1]}`): {item.service} could not start there",
+                _port_fix(item, first),
+            )
+        )
+    return issues
+
+
+def _port_fix(item: Published, first: Published) -> str:
+    def key(p: Published) -> str:
+        return f"`{key_path(p.loc).split(':', 1)[1]}`"
+
+    if item.fixed:
+        return f"{item.service}'s port is fixed: move {first.service} ({key(first)}) to another port"
+    if item.loc[0] == "workers":
+        return f"move the group's range ({key(item)}), e.g. 8000 and 8100 for two groups on a host"
+    if first.fixed:
+        return f"set {key(item)} to another port: {first.service}'s is fixed"
+    return f"set {key(item)} or {key(first)} to another port, or publish them on different addresses"
+
+
+def _port_range_issues(cfg: StackConfig, placements: list[Placement]) -> list[ConfigIssue]:
+    """Worker `index` publishes `port + index`, which must still be a port."""
+    issues = []
+    for g, group in enumerate(cfg.workers):
+        top = max((p.published_port or 0 for p in placements if p.group.name == group.name), default=0)
+        if top > 65535:
+            issues.append(
+                ConfigIssue(
+                    key_path(("workers", g, "port")),
+                    group.port,
+                    f"the group's workers publish `port` + their index, up to {top}, beyond the last port (65535)",
+                    f"set `port` to at most {group.port - (top - 65535)}",
+                )
+            )
+    return issues
+
+
+# What a vLLM engine holds in RAM before any cache: Python, torch, the tokenizer, CUDA graphs'
+# host buffers. A floor, not a size: `resources.memoryMb` should come from P99 observed use.
+ENGINE_BASE_MIB = 1024
+
+
+def shm_mib(group: WorkerGroup) -> int:
+    """/dev/shm as the worker gets it (`components/workers/spec.py` `shm_size_mb`)."""
+    return group.shm_size_mb if group.shm_size_mb is not None else max(1024, 2048 * group.gpus_per_worker())
+
+
+def worker_ram(cfg: StackConfig, group: WorkerGroup) -> dict[str, int]:
+    """What a worker keeps in its container's RAM, in MiB, by the key that sizes it. /dev/shm is a
+    tmpfs and LMCache's tier is pinned memory: both count against the memory limit."""
+    parts = {"`shmSizeMb` (/dev/shm)": shm_mib(group)}
+    if group.accelerator == "cpu":
+        # VLLM_CPU_KVCACHE_SPACE is allocated in RAM at start, in GiB.
+        parts["`cpuKvCacheSpaceGib` (the KV cache)"] = group.cpu_kv_cache_space_gib * 1024
+    redis = cfg.redis
+    if redis.enabled and redis.kv_cache_offload and redis.lmcache.local_cpu:
+        # LMCache allocates `max_local_cpu_size * 1024**3` bytes per engine process up front
+        # (lmcache/v1/cache_engine.py `_Create_memory_allocator`): one per tensor-parallel rank.
+        tier = math.ceil(redis.lmcache.max_local_cpu_size_gb * 1024) * group.model.tensor_parallel_size
+        parts["`redis.lmcache.maxLocalCpuSizeGb` (LMCache's CPU tier, per rank)"] = tier
+    parts["the engine itself"] = ENGINE_BASE_MIB
+    return parts
+
+
+def _worker_memory_rules(cfg: StackConfig, g: int, group: WorkerGroup) -> list[ConfigIssue]:
+    parts = worker_ram(cfg, group)
+    need, limit = sum(parts.values()), group.resources.memory_mb
+    if limit >= need:
+        return []
+    listed = " + ".join(f"{mib} MiB for {key}" for key, mib in parts.items())
+    return [
+        ConfigIssue(
+            key_path(("workers", g, "resources", "memoryMb")),
+            limit,
+            f"the worker's memory limit cannot hold what it keeps in RAM: {listed} = {need} MiB; past the "
+            "limit the kernel kills the engine",
+            f"set `resources.memoryMb` to at least {need}, or shrink "
+            + ", ".join(k.split(" ")[0] for k in parts if k.startswith("`")),
+        )
+    ]

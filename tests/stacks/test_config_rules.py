@@ -135,7 +135,7 @@ CASES: list[tuple[str, Mutation, set[str], str, str]] = [
      "inference-stack:gatewayApiKeys", "secrets must be Pulumi secrets"),
     ("backup-without-bucket", lambda c: c.update(weaviate={"enabled": True, "backup": {"enabled": True}}), set(),
      "inference-stack:weaviate.backup.bucket", "backups are on but name no bucket"),
-    ("maxmemory-without-policy", lambda c: c.update(redis={"enabled": True, "maxmemoryMb": 2048}), set(),
+    ("maxmemory-without-policy", lambda c: c.update(redis={"enabled": True, "maxmemoryMb": 2048, "memoryMb": 3072}), set(),
      "inference-stack:redis.maxmemoryPolicy", "needs a policy for what happens when it is reached"),
     ("offload-with-redis-off", lambda c: c.update(redis={"kvCacheOffload": True}), set(),
      "inference-stack:redis.kvCacheOffload", "Redis is off"),
