@@ -711,17 +711,6 @@ class SloConfig(Schema):
     ttft_p99_seconds: float = Field(default=3.0, gt=0, validate_default=True)
     """TTFT P99 above this, for `forMinutes`, pages. At least `ttftP95Seconds`."""
 
-    @field_validator("ttft_p99_seconds")
-    @classmethod
-    def _p99_not_below_p95(cls, value: float, info: ValidationInfo) -> float:
-        p95 = info.data.get("ttft_p95_seconds")
-        if p95 is not None and value < p95:
-            raise rule_error(
-                f"the P99 threshold is below the P95 one ({p95:g} s): a P95 never exceeds the P99, so the "
-                "P95 alert could only fire after the P99 one",
-                f"set `ttftP99Seconds` to at least {p95:g}, or lower `ttftP95Seconds`",
-            )
-        return value
     itl_p99_seconds: float = Field(default=0.15, gt=0)
     """Inter-token latency P99 above this opens a ticket."""
     queue_waiting_max: int = Field(default=10, ge=0)
@@ -738,6 +727,18 @@ class SloConfig(Schema):
     """How long a threshold must hold before alerting."""
     worker_down_minutes: int = Field(default=2, ge=1, le=1440)
     """How long a worker's scrape may fail before it pages (short: capacity is gone)."""
+
+    @field_validator("ttft_p99_seconds")
+    @classmethod
+    def _p99_not_below_p95(cls, value: float, info: ValidationInfo) -> float:
+        p95 = info.data.get("ttft_p95_seconds")
+        if p95 is not None and value < p95:
+            raise rule_error(
+                f"the P99 threshold is below the P95 one ({p95:g} s): a P95 never exceeds the P99, so the "
+                "P95 alert could only fire after the P99 one",
+                f"set `ttftP99Seconds` to at least {p95:g}, or lower `ttftP95Seconds`",
+            )
+        return value
 
 
 DetailedTraces = Literal["all", "model", "worker"]
