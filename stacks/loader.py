@@ -33,6 +33,7 @@ from stacks.errors import (
     issues_from_validation,
     redact,
 )
+from stacks.model_files import read_cached
 from stacks.placement import Placement, place
 from stacks.stackfile import PLACEHOLDER
 
@@ -219,7 +220,7 @@ def validate(
         issues += issues_from_validation(StackConfig, error)
     placements: list[Placement] = []
     if cfg is not None:
-        placements, more = place(cfg)
+        placements, more = place(cfg, read_cached(cfg))
         issues += more
 
     hidden = {f"{NAMESPACE}:{k}" for k in secret_keys}
