@@ -9,13 +9,16 @@ from typing import Any
 from pulumi_policy import (
     EnforcementLevel,
     PolicyComplianceFramework,
+    PolicyResource,
     ReportViolation,
     Severity,
     StackValidationArgs,
     StackValidationPolicy,
 )
+from pulumi_policy.proxy import UnknownValueError
 
 from policy.checklist import CONTAINER, JUSTIFIABLE, container_policy, is_worker, labels
+from stacks.host_paths import sensitive_root
 
 MAX_RESTARTS = 5
 # What an image that starts as root and then runs as its own user may add back after dropping ALL.
@@ -29,8 +32,12 @@ WRITABLE_ROOTFS = {
 UPLOADS_REASON = (
     "it takes uploaded files, which the Docker provider extracts at /, and Docker refuses that on a read-only root"
 )
-SENSITIVE = ("/", "/etc", "/proc", "/sys", "/boot", "/dev", "/usr", "/lib")
+# The host paths no container may reach (/, the OS's and the engine's own directories, the
+# broad shared ones themselves) are stacks/host_paths.py's, shared with the config rule.
 DOCKER_SOCKET = "docker.sock"
+VOLUME = "docker:index/volume:Volume"
+# `local` volume types whose `device` names a remote share, not a host path.
+NETWORK_FILESYSTEMS = {"nfs", "nfs4", "cifs", "smb3", "smbfs", "glusterfs", "ceph", "9p"}
 
 
 def cis(control: str) -> PolicyComplianceFramework:
@@ -60,15 +67,96 @@ def _ports_bound(props: Mapping[str, Any], report: Callable[[str], None]) -> Non
             report(f"port {port.get('external')} publishes on every interface: bind it to a specific address")
 
 
+def _sensitive(source: str) -> str | None:
+    """Why a container must not reach host path `source`, or None."""
+    if DOCKER_SOCKET in source:
+        return f"{source}: the Docker socket is root on the host; never mount it"
+    if sensitive_root(source) is not None:
+        return f"{source} is a sensitive host path: mount a dedicated directory instead"
+    return None
+
+
+def _sensitive_device(name: str, device: str) -> str | None:
+    if DOCKER_SOCKET in device:
+        return f"volume {name} binds {device}: the Docker socket is root on the host; never mount it"
+    if sensitive_root(device) is not None:
+        return f"volume {name} binds {device}, a sensitive host path: bind a dedicated directory instead"
+    return None
+
+
 def _host_mounts(props: Mapping[str, Any], report: Callable[[str], None]) -> None:
     sources = [str(m.get("source") or "") for m in props.get("mounts") or [] if m.get("type") == "bind"]
     sources += [str(v.get("hostPath") or "") for v in props.get("volumes") or [] if v.get("hostPath")]
     for source in sources:
-        path = source.rstrip("/") or "/"
-        if DOCKER_SOCKET in path:
-            report(f"{source}: the Docker socket is root on the host; never mount it")
-        elif any(path == s or path.startswith(s + "/") for s in SENSITIVE if s != "/") or path == "/":
-            report(f"{source} is a sensitive host path: mount a dedicated directory instead")
+        problem = _sensitive(source)
+        if problem is not None:
+            report(problem)
+
+
+def _volume_device(volume: PolicyResource) -> str | None:
+    """The host path a `local` volume mounts (`driverOpts.device`, as components/hosts/host.py
+    binds the model cache), or None. An NFS or CIFS device (`:/export`, `//server/share`) is not
+    a host path; a block device (`/dev/sdb1`) is one, under /dev."""
+    props = volume.props
+    if str(props.get("driver") or "local") != "local":
+        return None
+    opts = props.get("driverOpts") or {}
+    if str(opts.get("type") or "").lower() in NETWORK_FILESYSTEMS:
+        return None
+    device = str(opts.get("device") or "")
+    return device if device.startswith("/") else None
+
+
+def _known(item: Mapping[str, Any], key: str) -> str:
+    """`item[key]`, or "" while a preview cannot know it (the engine names a volume at create;
+    the mounts' property dependencies still tie it to the container)."""
+    try:
+        return str(item.get(key) or "")
+    except UnknownValueError:
+        return ""
+
+
+def _docker_name(volume: PolicyResource) -> str | None:
+    """The volume's Docker name; its resource name when the program sets none (the engine
+    names it at create); None while a preview cannot know it."""
+    try:
+        return str(volume.props.get("name") or volume.name)
+    except UnknownValueError:
+        return None
+
+
+def _mounted_volumes(container: PolicyResource, volumes: list[PolicyResource]) -> list[tuple[str, PolicyResource]]:
+    """(its resource name, the Volume) for each named volume the container mounts, found by name or by
+    the dependency of the container's `mounts` or `volumes` on it."""
+    props = container.props
+    names = {_known(m, "source") for m in props.get("mounts") or [] if m.get("type") == "volume"}
+    names |= {_known(v, "volumeName") for v in props.get("volumes") or []}
+    depended = {r.urn for key in ("mounts", "volumes") for r in container.property_dependencies.get(key) or []}
+    found = []
+    for volume in volumes:
+        name = _docker_name(volume)
+        if (name and name in names) or volume.urn in depended:
+            found.append((volume.name, volume))
+    return found
+
+
+def _no_sensitive_mounts(args: StackValidationArgs, report_violation: ReportViolation) -> None:
+    volumes = [r for r in args.resources if r.resource_type == VOLUME]
+    for container in (r for r in args.resources if r.resource_type == CONTAINER):
+
+        def report(message: str, urn: str = container.urn) -> None:
+            report_violation(message, urn)
+
+        try:
+            _host_mounts(container.props, report)
+            for name, volume in _mounted_volumes(container, volumes):
+                device = _volume_device(volume)
+                problem = _sensitive_device(name, device) if device is not None else None
+                if problem is not None:
+                    report_violation(problem, container.urn)
+        except UnknownValueError:
+            # During a preview a computed value cannot be judged yet; the other containers still are.
+            continue
 
 
 def _pinned(props: Mapping[str, Any], report: Callable[[str], None]) -> None:
@@ -176,13 +264,6 @@ HARDENING_POLICIES = [
         framework=cis("5.13"),
     ),
     container_policy(
-        "no-sensitive-host-mounts",
-        "No bind mount of /, /etc, /proc, /sys, /boot, /dev, /usr, /lib or the Docker socket.",
-        Severity.CRITICAL,
-        _host_mounts,
-        framework=cis("5.5, 5.31"),
-    ),
-    container_policy(
         "image-tag-pinned",
         "Every image is pinned by a version tag or digest, never `latest` or untagged.",
         Severity.MEDIUM,
@@ -267,6 +348,17 @@ def _only_gateway_public(args: StackValidationArgs, report_violation: ReportViol
 
 
 HARDENING_STACK_POLICIES = [
+    StackValidationPolicy(
+        name="no-sensitive-host-mounts",
+        description="No container reaches /, the OS's or the engine's directories (/etc, /proc, /sys, /boot, "
+        "/dev, /usr, /lib*, /bin, /sbin, /run, /var/run, /root, /var/lib/docker, /var/lib/containerd), a broad "
+        "shared directory itself (/home, /var, /opt, /tmp...) or the Docker socket: not by a bind mount, a "
+        "host-path volume, nor a `local` volume whose driverOpts.device binds the path.",
+        validate=_no_sensitive_mounts,
+        severity=Severity.CRITICAL,
+        framework=cis("5.5, 5.31"),
+        config_schema=JUSTIFIABLE,
+    ),
     StackValidationPolicy(
         name="only-the-gateway-publishes-publicly",
         description="No container but the gateway publishes beyond loopback and the hosts' private addresses "

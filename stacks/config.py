@@ -8,6 +8,8 @@ so each can name the exact key path it is about.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 import re
 import types
@@ -17,6 +19,8 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
+
+from stacks.host_paths import host_path_problem, under
 
 NAME_PATTERN = r"^[a-z][a-z0-9-]{0,30}[a-z0-9]$"
 
@@ -92,12 +96,60 @@ def _number_kind(annotation: object) -> str | None:
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
 
 
+# Docker's image reference grammar, from distribution/reference's regexp.go (the parser the Docker
+# engine uses): `name[:tag][@digest]`, where name is `[domain[:port]/]path` with lowercase path
+# components. Go's `\w` is ASCII, so it is spelled out. Digests are limited to sha256, the one
+# algorithm registries serve (go-digest's sha256 encoding: 64 lowercase hex).
+_DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_DOMAIN = rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|\[[a-fA-F0-9:]+\])(?::[0-9]+)?"
+_PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_IMAGE_NAME = rf"(?:{_DOMAIN}/)?{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*"
+_IMAGE_TAG = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"
+_IMAGE_DIGEST = r"sha256:[a-f0-9]{64}"
+IMAGE_REFERENCE = re.compile(rf"({_IMAGE_NAME})(?::({_IMAGE_TAG}))?(?:@({_IMAGE_DIGEST}))?")
+# distribution/reference's RepositoryNameTotalLengthMax.
+IMAGE_NAME_MAX = 255
+
+
+def _malformed_image(value: str) -> PydanticCustomError:
+    if re.search(r"\s", value):
+        why = "it contains whitespace"
+    elif "@" in value and not re.search(rf"@{_IMAGE_DIGEST}$", value):
+        why = "its digest is not `sha256:` and 64 lowercase hex digits"
+    elif IMAGE_REFERENCE.fullmatch(value.lower()):
+        why = "a repository name must be lowercase"
+    else:
+        why = "it does not follow Docker's `[registry[:port]/]name[:tag][@sha256:digest]` grammar"
+    return rule_error(
+        f"not an image reference Docker can pull: {why}",
+        "write it like `vllm/vllm-openai:v0.32.0`, `registry.example:5000/team/vllm:v0.32.0` or "
+        "`image@sha256:<64 hex>`",
+    )
+
+
+def _uppercase_hub_name(name: str) -> bool:
+    """`Vllm/vllm`: Docker would take `Vllm` for a registry host (normalize.go's splitDockerDomain
+    counts a first component as a domain only with a `.`, a `:`, `localhost` or an uppercase
+    letter); meant is the Docker Hub organisation, whose names are lowercase."""
+    first, slash, _ = name.partition("/")
+    return bool(slash) and not re.search(r"[.:]", first) and first != "localhost" and first != first.lower()
+
+
 def check_pinned_image(value: str) -> str:
-    """Images must name an immutable version: a tag other than `latest`, or a digest."""
-    if "@sha256:" in value:
+    """Images must be a valid reference that names an immutable version: a tag other than
+    `latest`, or a digest. Docker (`docker pull` in pull-images.sh and the provider's image
+    resolution) receives it as is."""
+    match = IMAGE_REFERENCE.fullmatch(value)
+    if value and (match is None or _uppercase_hub_name(match.group(1))):
+        raise _malformed_image(value)
+    name, tag, digest = match.groups() if match else ("", None, None)
+    if len(name) > IMAGE_NAME_MAX:
+        raise rule_error(
+            f"the repository name is longer than Docker's {IMAGE_NAME_MAX} characters", "use the registry's real name"
+        )
+    if digest is not None:
         return value
-    name, _, tag = value.rpartition(":")
-    if not name or "/" in tag or not tag:
+    if not name or not tag:
         raise rule_error(
             "the image has no tag, so Docker pulls `latest` and every host may run a different build",
             "pin a release tag or a digest, e.g. `vllm/vllm-openai:v0.32.0` or `image@sha256:<digest>`",
@@ -110,7 +162,11 @@ def check_pinned_image(value: str) -> str:
     return value
 
 
-PinnedImage = Annotated[str, AfterValidator(check_pinned_image)]
+PinnedImage = Annotated[
+    str,
+    AfterValidator(check_pinned_image),
+    Field(json_schema_extra={"allowed": "`[registry[:port]/]name:tag` or `name@sha256:<64 hex>`; not `latest`"}),
+]
 """An image reference pinned to a release tag or a digest."""
 
 
@@ -162,14 +218,139 @@ class SshConfig(Schema):
     """SSH access to a host. The key comes from the `sshPrivateKey` secret when set, otherwise
     from the SSH agent (`SSH_AUTH_SOCK`)."""
 
-    user: str = Field(pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
-    """Login user; needs passwordless sudo for the provisioning steps."""
-    address: str = Field(pattern=r"^[A-Za-z0-9.:-]+$")
+    user: str = Field(json_schema_extra={"allowed": "`[a-z_][a-z0-9_-]{0,31}`"})
+    """Login user (lowercase letters, digits, `_`, `-`; starts with a letter or `_`); needs
+    passwordless sudo for the provisioning steps."""
+    address: str = Field(json_schema_extra={"allowed": "an IP address or an RFC 1123 host name"})
     """Host name or IP address that SSH (and Docker over SSH) connects to."""
     port: int = Field(default=22, ge=1, le=65535)
     """SSH port."""
-    host_key: str | None = None
-    """The host's public key (`ssh-ed25519 AAAA…`), to pin it instead of trusting on first use."""
+    host_key: str | None = Field(
+        default=None, json_schema_extra={"allowed": "`<ssh-ed25519|ecdsa-sha2-nistp*|ssh-rsa|sk-…> <base64> [comment]`"}
+    )
+    """The host's public key (`ssh-ed25519 AAAA…`, a line of `ssh-keyscan <host>` without the
+    host name), to pin it instead of trusting on first use."""
+
+    @field_validator("user")
+    @classmethod
+    def _user(cls, value: str) -> str:
+        # shadow-utils' default NAME_REGEX (useradd(8)) and its 32-character limit. The name goes
+        # into the Docker provider's `ssh://user@host` URL and the Command provider's login.
+        if not re.fullmatch(r"[a-z_][a-z0-9_-]{0,31}", value):
+            raise rule_error(
+                "not a Linux user name: lowercase letters, digits, `_` and `-`, starting with a letter or "
+                "`_`, at most 32 characters (it goes into `ssh://user@host` and the SSH login)",
+                "use the account's login name, e.g. `ubuntu` or `deploy`",
+            )
+        return value
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        if not (is_ip_address(value) or is_hostname(value)):
+            raise rule_error(
+                "not a host name or IP address: ssh and `ssh://user@host:port` receive it, where a "
+                "leading `-` reads as an option and anything else breaks the URL",
+                "use the host's DNS name (letters, digits, `-`, dot-separated) or its IP address",
+            )
+        return value
+
+    @field_validator("host_key")
+    @classmethod
+    def _host_key(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        problem = host_key_problem(value)
+        if problem is not None:
+            raise rule_error(
+                f"not an OpenSSH public key line: {problem}; the Command provider checks the host against it",
+                "paste the key from `ssh-keyscan -t ed25519 <host>` without the leading host name, "
+                "e.g. `ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA…`",
+            )
+        return value
+
+    def url_host(self) -> str:
+        """The address as a URL's host: an IPv6 address goes in brackets."""
+        return f"[{self.address}]" if ":" in self.address else self.address
+
+
+def is_ip_address(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+def is_hostname(value: str) -> bool:
+    """RFC 1123 host name: dot-separated labels of letters, digits and inner `-`, 253 at most,
+    and not all digits (that is an IPv4 address, checked apart)."""
+    label = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    return (
+        len(value) <= 253
+        and re.fullmatch(rf"{label}(?:\.{label})*\.?", value) is not None
+        and not re.fullmatch(r"[0-9.]+", value)
+    )
+
+
+# Host key algorithms OpenSSH offers (ssh(1) HostKeyAlgorithms, OpenSSH 9.x), certificates aside.
+# DSA is gone from OpenSSH 9.8 on and never pinned here.
+HOST_KEY_TYPES = frozenset(
+    {
+        "ssh-ed25519",
+        "ecdsa-sha2-nistp256",
+        "ecdsa-sha2-nistp384",
+        "ecdsa-sha2-nistp521",
+        "ssh-rsa",
+        "sk-ssh-ed25519@openssh.com",
+        "sk-ecdsa-sha2-nistp256@openssh.com",
+    }
+)
+
+
+def host_key_problem(line: str) -> str | None:
+    """Why `line` is not `<type> <base64 blob> [comment]`, or None. The blob is RFC 4253 section
+    6.6's public key encoding, which starts with the key type as a length-prefixed string: a key
+    pasted under the wrong type, or cut short, is caught here rather than at the first connect."""
+    words = line.split()
+    if len(words) < 2:
+        return "expected `<type> <base64 key>`"
+    kind, blob = words[0], words[1]
+    if kind not in HOST_KEY_TYPES:
+        return f"`{kind}` is not a host key type ({', '.join(sorted(HOST_KEY_TYPES))})"
+    try:
+        raw = base64.b64decode(blob, validate=True)
+    except (binascii.Error, ValueError):
+        return "the key is not base64"
+    length = int.from_bytes(raw[:4], "big") if len(raw) >= 4 else -1
+    embedded = raw[4 : 4 + length] if length > 0 else b""
+    if embedded != kind.encode():
+        return f"the key's own type is not `{kind}`"
+    if len(raw) <= 4 + length:
+        return "the key has no key material after its type"
+    return None
+
+
+HOST_PATH_ALLOWED = "absolute, `[A-Za-z0-9._+-]` between single slashes; not in system or broad directories"
+REGION_ALLOWED = "AWS region (`eu-west-1`); with a custom endpoint, one DNS label"
+
+
+def check_host_path(value: str, receiver: str, fix: str) -> str:
+    """A host directory the stack creates, chowns or binds (stacks/host_paths.py has the list of
+    places it refuses), without its trailing slash."""
+    problem = host_path_problem(value)
+    if problem is not None:
+        raise rule_error(f"the path {problem}; {receiver}", fix)
+    return value.rstrip("/")
+
+
+# What receives each host path, for its rule.
+CACHE_RECEIVERS = {
+    "model_cache_path": "storage.sh creates and chowns it as root, and Docker binds it into every worker "
+    "(read-write while weights download)",
+    "compile_cache_path": "storage.sh creates and chowns it as root, and every worker binds its own "
+    "subdirectory read-write",
+}
 
 
 class HostConfig(Schema):
@@ -185,10 +366,13 @@ class HostConfig(Schema):
     developer's system packages). Verification, storage, weights and image pre-pulls always run."""
     gpus: GpuInventory = GpuInventory(count=0)
     """The GPUs on this host."""
-    model_cache_path: str = "/data/model-cache"
+    model_cache_path: str = Field(default="/data/model-cache", json_schema_extra={"allowed": HOST_PATH_ALLOWED})
     """Absolute path on the host's fastest local storage (NVMe) that holds the Hugging Face cache.
     Bound into workers as a Docker volume; weights are never copied into images."""
-    compile_cache_path: str = "/data/vllm-compile-cache"
+    compile_cache_path: str = Field(
+        default="/data/vllm-compile-cache",
+        json_schema_extra={"allowed": f"{HOST_PATH_ALLOWED}; apart from `modelCachePath`"},
+    )
     """Absolute path on fast local storage for vLLM's torch.compile and CUDA-graph cache, one
     subdirectory per worker, so a replaced container skips compilation already done."""
     allow_network_storage: bool = False
@@ -203,13 +387,18 @@ class HostConfig(Schema):
 
     @field_validator("model_cache_path", "compile_cache_path")
     @classmethod
-    def _absolute_path(cls, value: str) -> str:
-        if not value.startswith("/") or ".." in value.split("/"):
+    def _cache_path(cls, value: str, info: ValidationInfo) -> str:
+        fix = "use a dedicated directory on fast local storage, e.g. `/data/model-cache`"
+        value = check_host_path(value, CACHE_RECEIVERS[info.field_name or ""], fix)
+        other = info.data.get("model_cache_path") if info.field_name == "compile_cache_path" else None
+        if other is not None and (under(value, other) or under(other, value)):
             raise rule_error(
-                "cache paths must be absolute, without `..`",
-                "use an absolute path on fast local storage, e.g. `/data/model-cache`",
+                f"the compile cache and the model cache (`{other}`) are the same directory or one holds the "
+                "other: workers mount the model cache whole and their compile caches read-write, so each "
+                "would see and change the other's files",
+                "give them sibling directories, e.g. `/data/model-cache` and `/data/vllm-compile-cache`",
             )
-        return value.rstrip("/") or "/"
+        return value
 
     @field_validator("private_address")
     @classmethod
@@ -224,7 +413,7 @@ class HostConfig(Schema):
 
     def docker_url(self) -> str | None:
         """The Docker provider's `host`: None for the local engine."""
-        return None if self.ssh is None else f"ssh://{self.ssh.user}@{self.ssh.address}:{self.ssh.port}"
+        return None if self.ssh is None else f"ssh://{self.ssh.user}@{self.ssh.url_host()}:{self.ssh.port}"
 
     def provisioned(self) -> bool:
         return self.provision if self.provision is not None else self.ssh is not None
@@ -262,11 +451,78 @@ class ModelShape(Schema):
     """`head_dim`, or `hidden_size / num_attention_heads`."""
 
 
+def hf_repo_problem(repo_id: str) -> str | None:
+    """Why `repo_id` is not `org/name` by huggingface_hub's validate_repo_id, or None. Its regex
+    `^(\\b[\\w\\-.]+\\b/)?\\b[\\w\\-.]{1,96}\\b$` is unicode there; the Hub itself takes ASCII only, so
+    `\\w` is spelled `[A-Za-z0-9_]`. `\\b` on both ends means each part starts and ends with one of
+    those (never `-` or `.`). The stack also needs the `org/` part: the cache layout is
+    `models--org--name`."""
+    part = r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?"
+    org, slash, name = repo_id.partition("/")
+    if not slash or not re.fullmatch(part, org) or not re.fullmatch(part, name):
+        return "expected `org/name` of ASCII letters, digits, `.`, `_`, `-`; no part starts or ends in `-` or `.`"
+    if len(name) > 96:
+        return "the name part is longer than 96 characters"
+    if "--" in repo_id or ".." in repo_id:
+        return "`--` and `..` are not allowed"
+    if repo_id.endswith(".git"):
+        return "it ends in `.git`"
+    return None
+
+
+# s3://bucket/prefix: S3's bucket naming rules, and a prefix of the safe key characters AWS
+# lists (letters, digits, `.`, `_`, `-`) between single slashes, without `.` or `..` parts.
+_S3_PART = r"(?!\.\.?(?:/|$))[A-Za-z0-9._-]+"
+S3_SOURCE = rf"s3://[a-z0-9][a-z0-9.-]{{1,61}}[a-z0-9](?:/(?:{_S3_PART}(?:/{_S3_PART})*/?)?)?"
+
+
+def endpoint_url_ok(url: str) -> bool:
+    """`http(s)://host[:port][/path]`, host a DNS name, IPv4 or bracketed IPv6: what botocore's
+    is_valid_endpoint_url accepts, minus userinfo (a key in a URL ends up in logs), query and
+    fragment."""
+    match = re.fullmatch(r"https?://([^/:\[\]]+|\[[0-9A-Fa-f:.]+\])(?::(\d{1,5}))?(/[A-Za-z0-9._~/-]*)?", url)
+    if match is None or (match.group(2) is not None and not 1 <= int(match.group(2)) <= 65535):
+        return False
+    host = match.group(1)
+    return is_ip_address(host.strip("[]")) if host.startswith("[") else is_hostname(host) or is_ip_address(host)
+
+
+def host_port_ok(value: str) -> bool:
+    """`host[:port]` with a DNS name or IPv4 address and a port in 1-65535."""
+    host, colon, port = value.partition(":")
+    if colon and not (port.isdigit() and 1 <= int(port) <= 65535):
+        return False
+    return is_hostname(host) or (is_ip_address(host) and ":" not in host)
+
+
+# AWS regions: the partitions' regionRegex in botocore's endpoints.json (`^(us|eu|ap|sa|ca|me|af|il|mx)
+# \-\w+\-\d+$`, `^cn\-\w+\-\d+$`, `^us\-gov\-\w+\-\d+$`, `^us\-iso\-\w+\-\d+$`, `^eusc\-(de)\-\w+\-\d+$`...),
+# as one grammar. Another S3 service names its region as it likes; botocore's validate_region_name
+# then only needs a DNS label (the region goes into endpoint host names).
+AWS_REGION = r"[a-z]{2,4}(?:-[a-z]+){1,3}-\d{1,2}"
+ANY_REGION = r"(?![0-9]+$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+
+
+def check_region(value: str | None, custom_endpoint: bool) -> str | None:
+    if value is None:
+        return value
+    if re.fullmatch(AWS_REGION, value) or (custom_endpoint and re.fullmatch(ANY_REGION, value)):
+        return value
+    if custom_endpoint:
+        rule = "a region is one DNS label (letters, digits, inner `-`): boto3 puts it into host names"
+    else:
+        rule = "not an AWS region like `eu-west-1` (botocore's endpoints.json grammar); boto3 puts it into host names"
+    raise rule_error(rule, "use the bucket's region, e.g. `us-east-1`, or what your S3 service calls its region")
+
+
 class ModelConfig(Schema):
     """The model a worker group serves."""
 
-    id: str = Field(pattern=r"^[\w.-]+/[\w.-]+$")
-    """Hugging Face repository id, e.g. `mistralai/Mistral-7B-Instruct-v0.3`."""
+    id: str = Field(
+        json_schema_extra={"allowed": "`org/name` of `[A-Za-z0-9_.-]`, no part starting or ending in `.`/`-`"}
+    )
+    """Hugging Face repository id `org/name`, e.g. `mistralai/Mistral-7B-Instruct-v0.3` (ASCII
+    letters, digits, `.`, `_`, `-`; no `--` or `..`)."""
     revision: str
     """The repository commit to serve (40 hex characters). Pinned so that a re-pull of the weights
     can never change what the model answers."""
@@ -293,28 +549,63 @@ class ModelConfig(Schema):
     worker starts. `prefetched`: the operator already filled the cache. In both, workers run with
     `HF_HUB_OFFLINE=1` and mount the cache read-only. `download`: workers fetch the weights on
     first start (needs egress, and the cache is mounted read-write)."""
-    source: str | None = None
+    source: str | None = Field(
+        default=None, json_schema_extra={"allowed": "`hf://org/name@<40 hex>` or `s3://bucket[/prefix]`"}
+    )
     """Where `prefetch` downloads from: `hf://org/name@revision` (the default, from `id` and
     `revision`) or `s3://bucket/prefix`, a model registry holding the files and a `manifest.json`
     of sha256 checksums."""
-    s3_endpoint_url: str | None = Field(default=None, pattern=r"^https?://[^\s/]+(/.*)?$")
-    """S3-compatible endpoint (MinIO and the like) for an `s3://` source; AWS when unset."""
-    s3_region: str | None = None
-    """Region of the `s3://` source's bucket."""
+    s3_endpoint_url: str | None = Field(default=None, json_schema_extra={"allowed": "`http(s)://host[:port][/path]`"})
+    """S3-compatible endpoint (MinIO and the like) for an `s3://` source, `http(s)://host[:port][/path]`
+    without credentials; AWS when unset."""
+    s3_region: str | None = Field(default=None, json_schema_extra={"allowed": REGION_ALLOWED})
+    """Region of the `s3://` source's bucket: an AWS region such as `eu-west-1`, or with
+    `s3EndpointUrl` whatever name that service uses (one DNS label)."""
     shape: ModelShape | None = None
     """Size numbers for the memory-fit preflight. Without them, the check is skipped with a warning."""
+
+    @field_validator("id")
+    @classmethod
+    def _repo_id(cls, value: str) -> str:
+        problem = hf_repo_problem(value)
+        if problem is not None:
+            raise rule_error(
+                f"not a Hugging Face repository id: {problem}; it is `vllm serve`'s first argument and "
+                "`hf download`'s, where a leading `-` would read as an option",
+                "copy `org/name` from the model page, e.g. `mistralai/Mistral-7B-Instruct-v0.3`",
+            )
+        return value
 
     @field_validator("source")
     @classmethod
     def _source(cls, value: str | None) -> str | None:
-        if value is None or re.fullmatch(
-            r"hf://[\w.-]+/[\w.-]+@[0-9a-f]{40}|s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[^\s]*)?", value
-        ):
+        if value is None:
+            return value
+        hf = re.fullmatch(r"hf://([^@]+)@[0-9a-f]{40}", value)
+        if (hf and hf_repo_problem(hf.group(1)) is None) or re.fullmatch(S3_SOURCE, value):
             return value
         raise rule_error(
-            "a weights source is `hf://org/name@<40-hex commit>` or `s3://bucket/prefix`",
+            "a weights source is `hf://org/name@<40-hex commit>` or `s3://bucket/prefix`, the prefix made "
+            "of letters, digits, `.`, `_`, `-` between single slashes (prefetch-hf.sh and s3_sync.py receive "
+            "its parts as arguments)",
             "fix the URL, or remove `source` to download the pinned `id`@`revision` from Hugging Face",
         )
+
+    @field_validator("s3_endpoint_url")
+    @classmethod
+    def _endpoint(cls, value: str | None) -> str | None:
+        if value is None or endpoint_url_ok(value):
+            return value
+        raise rule_error(
+            "not an endpoint URL boto3 accepts: `http(s)://host[:port][/path]`, with no credentials, query, "
+            "whitespace or shell metacharacters (s3_sync.py receives it as `--endpoint-url`)",
+            "write it like `https://minio.internal:9000`",
+        )
+
+    @field_validator("s3_region")
+    @classmethod
+    def _region(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return check_region(value, custom_endpoint=info.data.get("s3_endpoint_url") is not None)
 
     def weights_source(self) -> str:
         return self.source or f"hf://{self.id}@{self.revision}"
@@ -600,6 +891,12 @@ class NetworkConfig(Schema):
         return any(ip in ipaddress.ip_network(c) for c in builtin)
 
 
+# PEP 440's release segment with an optional pre- or post-release: what `pip install pkg==X`
+# pins exactly (no ranges, local versions or URLs).
+PEP440_RELEASE = r"\d+(?:\.\d+){1,3}(?:(?:a|b|rc)\d+)?(?:\.post\d+)?"
+HF_CLI_SINCE = (0, 34)
+
+
 class ProvisioningConfig(Schema):
     """Pinned tooling that the host steps install and use."""
 
@@ -607,12 +904,38 @@ class ProvisioningConfig(Schema):
     """NVIDIA Container Toolkit package version (all four of its apt packages are pinned to it)."""
     verify_image: PinnedImage = "nvidia/cuda:12.9.1-base-ubuntu24.04"
     """The CUDA base image that proves a container sees the GPUs (`docker run --gpus all`)."""
-    tools_venv: str = "/opt/inference-stack/venv"
-    """Where the host keeps the Python venv for weight downloads."""
-    huggingface_hub_version: str = "1.1.5"
-    """`huggingface_hub` release in that venv (its `hf download` fetches `hf://` weights)."""
-    boto3_version: str = "1.44.8"
-    """`boto3` release in that venv (the `s3://` model-registry sync)."""
+    tools_venv: str = Field(default="/opt/inference-stack/venv", json_schema_extra={"allowed": HOST_PATH_ALLOWED})
+    """Where the host keeps the Python venv for weight downloads (a dedicated absolute directory,
+    outside the caches)."""
+    huggingface_hub_version: str = Field(default="1.1.5", json_schema_extra={"allowed": "PEP 440 release, >= 0.34"})
+    """`huggingface_hub` release in that venv (its `hf download` fetches `hf://` weights), 0.34 or
+    later, as PEP 440 `N.N[.N]` with an optional `aN`/`bN`/`rcN`."""
+    boto3_version: str = Field(default="1.44.8", json_schema_extra={"allowed": "PEP 440 release"})
+    """`boto3` release in that venv (the `s3://` model-registry sync), as PEP 440 `N.N[.N]`."""
+
+    @field_validator("tools_venv")
+    @classmethod
+    def _venv(cls, value: str) -> str:
+        receiver = "tools.sh builds a venv there as root, and the weight steps run its python as root"
+        return check_host_path(value, receiver, "use a dedicated directory, e.g. `/opt/inference-stack/venv`")
+
+    @field_validator("huggingface_hub_version", "boto3_version")
+    @classmethod
+    def _release(cls, value: str, info: ValidationInfo) -> str:
+        package = "huggingface_hub" if info.field_name == "huggingface_hub_version" else "boto3"
+        if not re.fullmatch(PEP440_RELEASE, value):
+            raise rule_error(
+                f"not a release version: tools.sh runs `pip install {package}==<version>`, so it must be a "
+                "PEP 440 release like `1.2.3` (optionally `rc1`, `.post1`), not a range or a URL",
+                f"pin the {package} release from PyPI, e.g. `{'1.1.5' if package == 'huggingface_hub' else '1.44.8'}`",
+            )
+        release = tuple(int(n) for n in re.findall(r"\d+", value)[:2])
+        if package == "huggingface_hub" and release < HF_CLI_SINCE:
+            raise rule_error(
+                "prefetch-hf.sh runs `hf download`, which huggingface_hub ships from 0.34 on",
+                "use huggingface_hub 0.34 or later, e.g. `1.1.5`",
+            )
+        return value
 
 
 class RateLimit(Schema):
@@ -902,15 +1225,44 @@ class WeaviateBackup(Schema):
     bucket: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
     """Bucket the backups go to (`BACKUP_S3_BUCKET`). Required when backups are on."""
     path: str = Field(default="weaviate", pattern=r"^[A-Za-z0-9._/-]*$")
-    """Prefix inside the bucket (`BACKUP_S3_PATH`)."""
+    """Prefix inside the bucket (`BACKUP_S3_PATH`): letters, digits, `.`, `_`, `-` between single
+    slashes, no `.` or `..` parts."""
     endpoint: str | None = Field(default=None, pattern=r"^[A-Za-z0-9.-]+(:\d{1,5})?$")
     """`host[:port]` of an S3-compatible endpoint, no scheme (`BACKUP_S3_ENDPOINT`); AWS when unset."""
     use_ssl: bool = True
     """`BACKUP_S3_USE_SSL`; false only for a plain-HTTP endpoint on a private network."""
-    region: str | None = None
-    """`AWS_REGION` of the bucket."""
+    region: str | None = Field(default=None, json_schema_extra={"allowed": REGION_ALLOWED})
+    """`AWS_REGION` of the bucket: an AWS region such as `eu-west-1`, or with `endpoint` whatever
+    name that service uses (one DNS label)."""
     max_age_hours: int = Field(default=26, ge=1, le=24 * 90)
     """`make backup-check` fails when the newest successful backup is older than this."""
+
+    @field_validator("path")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        if value and not re.fullmatch(rf"{_S3_PART}(?:/{_S3_PART})*", value):
+            raise rule_error(
+                "the backup prefix must be relative, with no empty, `.` or `..` parts: Weaviate joins it "
+                "into every backup's object keys, and `make backup-check` lists under it",
+                "write it like `weaviate/prod`",
+            )
+        return value
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, value: str | None) -> str | None:
+        if value is None or host_port_ok(value):
+            return value
+        raise rule_error(
+            "not `host[:port]`: Weaviate's backup-s3 module (`BACKUP_S3_ENDPOINT`) and boto3 in "
+            "`make backup-check` take a DNS name or IPv4 address and a port in 1-65535",
+            "write it like `minio.internal:9000`, without a scheme",
+        )
+
+    @field_validator("region")
+    @classmethod
+    def _region(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return check_region(value, custom_endpoint=info.data.get("endpoint") is not None)
 
 
 class WeaviateConfig(Schema):
@@ -937,7 +1289,7 @@ class StackConfig(Schema):
     """The vLLM worker groups."""
     network: NetworkConfig = NetworkConfig()
     """Traffic between hosts."""
-    provisioning: ProvisioningConfig = ProvisioningConfig()
+    provisioning: ProvisioningConfig = Field(default=ProvisioningConfig(), validate_default=True)
     """Versions of what the host steps install."""
     gateway: GatewayConfig = GatewayConfig()
     """The nginx gateway in front of the workers."""
@@ -947,6 +1299,22 @@ class StackConfig(Schema):
     """Weaviate (off by default)."""
     observability: ObservabilityConfig = ObservabilityConfig()
     """Prometheus, exporters and alert rules."""
+
+    @field_validator("provisioning")
+    @classmethod
+    def _venv_outside_caches(cls, value: ProvisioningConfig, info: ValidationInfo) -> ProvisioningConfig:
+        # The venv's python runs as root on the host; inside a cache, a worker (which mounts the
+        # model cache, read-write while it downloads) could replace it.
+        for h, host in enumerate(info.data.get("hosts") or []):
+            caches = (("modelCachePath", host.model_cache_path), ("compileCachePath", host.compile_cache_path))
+            for key, cache in caches:
+                if under(value.tools_venv, cache) or under(cache, value.tools_venv):
+                    raise rule_error(
+                        f"`toolsVenv` ({value.tools_venv}) and hosts[{h}].{key} ({cache}) overlap: workers mount "
+                        "the caches, and the venv's python runs as root on the host",
+                        "keep the venv outside both caches, e.g. `/opt/inference-stack/venv`",
+                    )
+        return value
 
     def gateway_host(self) -> str:
         return self.network.gateway_host or self.hosts[0].name
