@@ -22,6 +22,10 @@ from pydantic_core import PydanticCustomError
 
 from stacks.host_paths import host_path_problem, under
 
+# Upper bounds that no host or GPU reaches today: above them a number is a typo (MiB read as
+# bytes, an extra zero), not a size.
+MAX_MEMORY_MB = 16 * 1024 * 1024
+MAX_GPU_MEMORY_MIB = 1024 * 1024
 NAME_PATTERN = r"^[a-z][a-z0-9-]{0,30}[a-z0-9]$"
 
 
@@ -206,7 +210,7 @@ class GpuInventory(Schema):
     """The NVIDIA driver version the host runs (`nvidia-smi --query-gpu=driver_version`). Lets
     `pulumi preview` check it against the image's CUDA before the host has been verified; after
     verification the measured version is used."""
-    memory_mib: int | None = Field(default=None, ge=1024)
+    memory_mib: int | None = Field(default=None, ge=1024, le=MAX_GPU_MEMORY_MIB)
     """Memory of one GPU in MiB (`nvidia-smi --query-gpu=memory.total`), for the memory-fit
     preflight before the host has been verified."""
 
@@ -630,13 +634,13 @@ class Resources(Schema):
 
     cpus: float = Field(default=8.0, gt=0, le=512)
     """CPU limit (Docker `--cpus`)."""
-    memory_mb: int = Field(default=32768, ge=512)
+    memory_mb: int = Field(default=32768, ge=512, le=MAX_MEMORY_MB)
     """Hard memory limit in MiB. vLLM's host RAM use is mostly the tokenizer, CUDA graphs capture
     buffers and pinned memory: 32 GiB covers a 7B model with room to spare."""
     cpu_reservation: float = Field(default=4.0, gt=0, le=512, validate_default=True)
     """CPUs the worker is entitled to under contention, at most `cpus`. Standalone Docker has no CPU
     reservation, so this becomes a relative `cpu_shares` weight (1024 per CPU)."""
-    memory_reservation_mb: int = Field(default=16384, ge=256, validate_default=True)
+    memory_reservation_mb: int = Field(default=16384, ge=256, le=MAX_MEMORY_MB, validate_default=True)
     """Soft memory reservation in MiB (Docker `--memory-reservation`), at most `memoryMb`."""
 
     @field_validator("cpu_reservation")
@@ -725,7 +729,7 @@ class CanaryGate(Schema):
     requests: int = Field(default=10, ge=1, le=1000)
     """Requests the gate sends to the canary (the probes in turn), so its TTFT has samples even
     before it takes traffic."""
-    ttft_p95_seconds: float | None = Field(default=None, gt=0)
+    ttft_p95_seconds: float | None = Field(default=None, gt=0, le=600)
     """Absolute ceiling of the canary's TTFT P95 over `windowMinutes`; the stack's
     `observability.slo.ttftP95Seconds` when unset."""
     ttft_vs_stable_max: float = Field(default=1.5, ge=1, le=100)
@@ -981,7 +985,7 @@ class GatewayConfig(Schema):
     """Per-client-key rate limit."""
     cpus: float = Field(default=1.0, gt=0, le=64)
     """CPU limit of the gateway container."""
-    memory_mb: int = Field(default=1024, gt=0)
+    memory_mb: int = Field(default=1024, gt=0, le=MAX_MEMORY_MB)
     """Memory limit of the gateway container in MiB; includes its 256 MiB /tmp for large bodies
     (a tmpfs: its pages count against this limit), so at least 384."""
     generate_client_key: bool | None = None
@@ -1029,14 +1033,14 @@ class GatewayConfig(Schema):
 class SloConfig(Schema):
     """Alert thresholds: TTFT is the users' primary SLO, tracked at P95 and P99, not on average."""
 
-    ttft_p95_seconds: float = Field(default=1.0, gt=0)
+    ttft_p95_seconds: float = Field(default=1.0, gt=0, le=600)
     """TTFT P95 above this, for `forMinutes`, pages."""
-    ttft_p99_seconds: float = Field(default=3.0, gt=0, validate_default=True)
+    ttft_p99_seconds: float = Field(default=3.0, gt=0, le=600, validate_default=True)
     """TTFT P99 above this, for `forMinutes`, pages. At least `ttftP95Seconds`."""
 
-    itl_p99_seconds: float = Field(default=0.15, gt=0)
+    itl_p99_seconds: float = Field(default=0.15, gt=0, le=60)
     """Inter-token latency P99 above this opens a ticket."""
-    queue_waiting_max: int = Field(default=10, ge=0)
+    queue_waiting_max: int = Field(default=10, ge=0, le=100_000)
     """Waiting requests per worker (`vllm:num_requests_waiting`) above this ..."""
     queue_for_minutes: int = Field(default=5, ge=1, le=1440)
     """... for this many minutes page: the fleet is short of capacity."""
@@ -1083,7 +1087,7 @@ class TracingConfig(Schema):
     """With `badger`: how long spans are kept on disk."""
     ui_port: int = Field(default=16686, ge=1, le=65535)
     """Host port of the Jaeger UI, on `observability.bindAddress`."""
-    memory_mb: int = Field(default=1024, ge=128)
+    memory_mb: int = Field(default=1024, ge=128, le=MAX_MEMORY_MB)
     """Memory limit of the Jaeger container."""
     collect_detailed_traces: list[DetailedTraces] = []
     """vLLM's `--collect-detailed-traces` modules. Each adds timing work on the request path,
@@ -1161,7 +1165,7 @@ class RedisConfig(Schema):
     persistence: Literal["aof", "none"] = "aof"
     """`aof`: append-only file with `appendfsync everysec` on a named volume; a crash loses at most
     the last second of writes. `none`: memory only, for a pure cache; a restart loses everything."""
-    maxmemory_mb: int = Field(default=1024, ge=16)
+    maxmemory_mb: int = Field(default=1024, ge=16, le=MAX_MEMORY_MB)
     """Memory Redis may use for data (`maxmemory`)."""
     maxmemory_policy: EvictionPolicy | None = None
     """What happens at `maxmemory`: `allkeys-lru` when Redis is a pure cache (KV-cache offload
@@ -1173,7 +1177,7 @@ class RedisConfig(Schema):
     """LMCache settings for the offload."""
     cpus: float = Field(default=1.0, gt=0, le=64)
     """CPU limit."""
-    memory_mb: int = Field(default=1536, ge=64, validate_default=True)
+    memory_mb: int = Field(default=1536, ge=64, le=MAX_MEMORY_MB, validate_default=True)
     """Container memory limit in MiB; above `maxmemoryMb` for client buffers and the copy-on-write
     pages of the forked AOF rewrite: at least 1.5x `maxmemoryMb` with `aof`, 1.25x (and 64 MiB
     more) with `none`. Redis's docs put a very write-heavy instance's rewrite at up to 2x."""
@@ -1276,7 +1280,7 @@ class WeaviateConfig(Schema):
     """S3 backups."""
     cpus: float = Field(default=2.0, gt=0, le=64)
     """CPU limit."""
-    memory_mb: int = Field(default=4096, ge=256)
+    memory_mb: int = Field(default=4096, ge=256, le=MAX_MEMORY_MB)
     """Memory limit in MiB (`GOMEMLIMIT` is set a little below it)."""
 
 

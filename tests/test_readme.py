@@ -45,7 +45,7 @@ def test_reference_shows_ranges_lengths_and_formats() -> None:
     rows = {line.split(" | ")[0].strip("| `"): line for line in docs.reference().splitlines() if line.startswith("| `")}
     assert "| [1, 65535] |" in rows["gateway.port"]
     assert "| (0, 2000] |" in rows["workers[].model.shape.parametersBillion"]
-    assert "| ≥ 1024 |" in rows["hosts[].gpus.memoryMib"]
+    assert "| [1024, 1048576] |" in rows["hosts[].gpus.memoryMib"]
     assert "| at least 1 item |" in rows["inference-stack:hosts"]
     assert "| `^[a-z][a-z0-9-]{0,30}[a-z0-9]$` |" in rows["hosts[].name"]
     assert "| each `^[a-z][a-z0-9-]{0,30}[a-z0-9]$` |" in rows["workers[].hosts"]

@@ -224,6 +224,31 @@ CASES: list[tuple[str, Mutation, str, str]] = [
         "inference-stack:observability.slo.ttftP99Seconds",
         "the P95 alert could only fire after the P99 one",
     ),
+    # A number past anything real is a typo (MiB read as bytes, an extra zero).
+    (
+        "worker-memory-in-bytes",
+        lambda c: resources(c, memoryMb=34_359_738_368),
+        "inference-stack:workers[0].resources.memoryMb",
+        "less than or equal to 16777216",
+    ),
+    (
+        "gpu-memory-in-bytes",
+        lambda c: c["hosts"][0]["gpus"].update(memoryMib=85_899_345_920),
+        "inference-stack:hosts[0].gpus.memoryMib",
+        "less than or equal to 1048576",
+    ),
+    (
+        "redis-memory-extra-zeros",
+        lambda c: c.update(redis={"enabled": True, "maxmemoryPolicy": "allkeys-lru", "memoryMb": 10**12}),
+        "inference-stack:redis.memoryMb",
+        "less than or equal to 16777216",
+    ),
+    (
+        "ttft-slo-in-milliseconds",
+        lambda c: c.update(observability={"slo": {"ttftP95Seconds": 800, "ttftP99Seconds": 2000}}),
+        "inference-stack:observability.slo.ttftP95Seconds",
+        "less than or equal to 600",
+    ),
 ]
 
 
