@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import copy
 import json
-from typing import Any
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from stacks.errors import ConfigError
 
 VALID_MODEL: dict[str, Any] = {
     "id": "HuggingFaceTB/SmolLM2-1.7B-Instruct",
@@ -28,3 +32,31 @@ def valid_config() -> dict[str, Any]:
 def as_pulumi_config(values: dict[str, Any]) -> dict[str, str]:
     """What the Pulumi CLI hands the program: namespaced keys, structured values as JSON."""
     return {f"inference-stack:{k}": v if isinstance(v, str) else json.dumps(v) for k, v in values.items()}
+
+
+def validate_values(cfg: dict[str, Any], secret_keys: Iterable[str] = ()) -> None:
+    """The loader's validation of `cfg` (our keys to Python values), as the CLI would hand it over."""
+    from stacks.loader import validate
+
+    validate("test", {k: v if isinstance(v, str) else json.dumps(v) for k, v in cfg.items()}, set(secret_keys))
+
+
+def refused(cfg: dict[str, Any], secret_keys: Iterable[str] = ()) -> ConfigError:
+    """The ConfigError `cfg` is refused with (fails the test when it is accepted)."""
+    from stacks.errors import ConfigError
+
+    try:
+        validate_values(cfg, secret_keys)
+    except ConfigError as error:
+        return error
+    raise AssertionError("the config was accepted")
+
+
+def assert_refused_at(cfg: dict[str, Any], path: str, rule: str, secret_keys: Iterable[str] = ()) -> ConfigError:
+    """`cfg` is refused with an issue at `path` whose rule contains `rule`, and that says how to fix it."""
+    error = refused(cfg, secret_keys)
+    matching = [i for i in error.issues if i.path == path and rule in i.rule]
+    assert matching, f"no issue at {path} with {rule!r}:\n{error}"
+    assert matching[0].fix, "every issue says how to fix it"
+    assert path in str(error) and "fix:" in str(error) and "Traceback" not in str(error)
+    return error

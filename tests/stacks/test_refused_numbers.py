@@ -13,11 +13,10 @@ import pytest
 
 from components.workers import spec
 from stacks.config import GATEWAY_TMP_MIB, StackConfig
-from stacks.errors import ConfigError
 from stacks.loader import validate
 from stacks.model_files import CachedModel, context_limit, read_cached
 from stacks.placement import place, shm_mib
-from tests.helpers import VALID_MODEL, valid_config
+from tests.helpers import VALID_MODEL, assert_refused_at, refused, valid_config, validate_values
 
 Mutation = Callable[[dict[str, Any]], None]
 REVISION = VALID_MODEL["revision"]
@@ -42,16 +41,6 @@ def offload(cfg: dict[str, Any], **lmcache: Any) -> Any:
 
 def cpu_group(cfg: dict[str, Any], **values: Any) -> Any:
     group(cfg).update(accelerator="cpu", image="public.ecr.aws/q9t5s3a7/vllm-cpu-release-repo:v0.32.0", **values)
-
-
-def run(cfg: dict[str, Any]) -> None:
-    validate("test", {k: json.dumps(v) for k, v in cfg.items()}, set())
-
-
-def refused(cfg: dict[str, Any]) -> ConfigError:
-    with pytest.raises(ConfigError) as caught:
-        run(cfg)
-    return caught.value
 
 
 # (id, mutation, expected key path, fragment of the rule)
@@ -256,11 +245,7 @@ CASES: list[tuple[str, Mutation, str, str]] = [
 def test_contradicting_numbers_are_refused(mutate: Mutation, path: str, rule: str) -> None:
     cfg = valid_config()
     mutate(cfg)
-    error = refused(cfg)
-    matching = [i for i in error.issues if i.path == path and rule in i.rule]
-    assert matching, f"no issue at {path} with {rule!r}:\n{error}"
-    assert matching[0].fix
-    assert "Traceback" not in str(error)
+    assert_refused_at(cfg, path, rule)
 
 
 # Each is exactly at the edge of a rule above, or a number written the way YAML and JSON write it.
@@ -299,7 +284,7 @@ PASSING: list[tuple[str, Mutation]] = [
 def test_the_edge_still_passes(mutate: Mutation) -> None:
     cfg = valid_config()
     mutate(cfg)
-    run(cfg)
+    validate_values(cfg)
 
 
 def test_a_boolean_never_becomes_a_count() -> None:
@@ -492,11 +477,11 @@ def test_a_length_within_the_model_passes(
     tmp_path: Path, config: dict[str, Any], tokenizer: dict[str, Any] | None, asked: int
 ) -> None:
     cached_model(tmp_path, config, tokenizer)
-    run(local_cache(tmp_path, asked))
+    validate_values(local_cache(tmp_path, asked))
 
 
 def test_an_uncached_model_is_not_checked(tmp_path: Path) -> None:
-    run(local_cache(tmp_path, 1_048_576))
+    validate_values(local_cache(tmp_path, 1_048_576))
 
 
 def test_a_remote_hosts_cache_is_not_read(tmp_path: Path) -> None:
@@ -504,7 +489,7 @@ def test_a_remote_hosts_cache_is_not_read(tmp_path: Path) -> None:
     cached_model(tmp_path, SMOLLM2)
     cfg = local_cache(tmp_path, 16384, ssh={"user": "deploy", "address": "gpu-a.internal"})
     group(cfg)["model"]["weights"] = "prefetched"
-    run(cfg)
+    validate_values(cfg)
     assert read_cached(StackConfig.model_validate(cfg)) == {}
 
 

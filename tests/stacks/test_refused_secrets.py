@@ -15,16 +15,12 @@ from stacks.errors import ConfigError
 from stacks.loader import split_config, validate
 from stacks.stackfile import read
 from stacks.synth import SECRET, synth_stack
-from tests.helpers import valid_config
+from tests.helpers import assert_refused_at, valid_config, validate_values
 
 PLAIN = "hf_plaintextThatMustNeverBeShown1234"
 FAKE_KEY_BODY = "b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZWQyNTUxOQ\n" * 3
 SSH_KEY = f"-----BEGIN OPENSSH PRIVATE KEY-----\n{FAKE_KEY_BODY}-----END OPENSSH PRIVATE KEY-----\n"
 Mutation = Callable[[dict[str, Any]], None]
-
-
-def run(cfg: dict[str, Any], secret: set[str]) -> None:
-    validate("test", {k: json.dumps(v) if not isinstance(v, str) else v for k, v in cfg.items()}, secret)
 
 
 # (id, mutation, secret keys, expected key path, fragment of the rule, text that must not appear)
@@ -257,12 +253,8 @@ def test_secret_problem_is_refused_without_echo(
 ) -> None:
     cfg = valid_config()
     mutate(cfg)
-    with pytest.raises(ConfigError) as caught:
-        run(cfg, secret)
-    matching = [i for i in caught.value.issues if i.path == path and rule in i.rule]
-    assert matching, f"no issue at {path} with {rule!r}:\n{caught.value}"
-    assert matching[0].fix
-    assert hidden not in str(caught.value)
+    error = assert_refused_at(cfg, path, rule, secret)
+    assert hidden not in str(error)
 
 
 def test_a_mistyped_secret_key_says_to_set_it_as_a_secret() -> None:
@@ -273,7 +265,7 @@ def test_a_mistyped_secret_key_says_to_set_it_as_a_secret() -> None:
         match=r"did you mean `hfToken`\? `pulumi config rm hfTokn`, then `pulumi config "
         r"set --secret hfToken`",
     ):
-        run(cfg, set())
+        validate_values(cfg, set())
 
 
 def test_valid_secrets_pass() -> None:
@@ -289,7 +281,7 @@ def test_valid_secrets_pass() -> None:
         gatewayApiKeys={"team-a": "sk-" + "a" * 20},
         weaviateApiKeys={"app": "w" * 20},
     )
-    run(cfg, set(cfg) - {"hosts", "workers"})
+    validate_values(cfg, set(cfg) - {"hosts", "workers"})
 
 
 NESTED = """
