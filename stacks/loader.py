@@ -16,9 +16,6 @@ import pulumi
 from pulumi.runtime import config as runtime_config
 from pydantic import ValidationError
 
-from components.data.weaviate import parse_api_keys
-from components.gateway.gateway import with_own_keys
-from components.gateway.nginx import render_clients_map
 from stacks import secrets, stackfile
 from stacks.config import SECRET_KEYS, StackConfig
 from stacks.errors import (
@@ -111,8 +108,7 @@ def _client_keys_issues(value: Any) -> list[ConfigIssue]:
             keys = None
         if not isinstance(keys, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in keys.items()):
             raise ValueError("gatewayApiKeys must be a JSON object of client name to key")
-        render_clients_map(keys)
-        with_own_keys(keys, "", "")
+        secrets.check_client_keys(keys)
     except ValueError as err:
         return [
             ConfigIssue(
@@ -127,7 +123,7 @@ def _client_keys_issues(value: Any) -> list[ConfigIssue]:
 
 def _weaviate_keys_issues(value: Any) -> list[ConfigIssue]:
     try:
-        parse_api_keys(value)
+        secrets.parse_weaviate_keys(value)
     except (ValueError, TypeError) as err:
         rule = str(err).removeprefix("weaviateApiKeys: ") if isinstance(err, ValueError) else "not a JSON object"
         return [
@@ -243,5 +239,5 @@ def load() -> LoadedStack:
     cfg, placements = validate(stack, values, secret_keys, foreign)
     conf = pulumi.Config(NAMESPACE)
     secret_values = {key: conf.require_secret(key) for key in SECRET_KEYS if key in values}
-    users = list(parse_api_keys(values["weaviateApiKeys"])) if "weaviateApiKeys" in values else []
+    users = list(secrets.parse_weaviate_keys(values["weaviateApiKeys"])) if "weaviateApiKeys" in values else []
     return LoadedStack(stack, cfg, placements, secret_values, users)

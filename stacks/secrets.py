@@ -29,6 +29,46 @@ _PEM = re.compile(
 )
 
 
+CLIENT_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+# The gateway's own clients: the canary gate's probes and the key generated for first requests.
+# No `gatewayApiKeys` client may take these names, whether or not the stack uses them: turning
+# the generated key on later must not silently take a client's name.
+GATE_CLIENT = "canary-gate"
+GENERATED_CLIENT = "generated"
+RESERVED_CLIENTS = (GATE_CLIENT, GENERATED_CLIENT)
+
+
+def check_client_keys(client_keys: dict[str, str], own_included: bool = False) -> None:
+    """`gatewayApiKeys`: each client name and key fits the quoted nginx map, no two share a key,
+    and (unless the gateway's own clients were already added) no client takes their names.
+    Messages never include a key."""
+    for name, key in sorted(client_keys.items()):
+        if not CLIENT_NAME.fullmatch(name):
+            raise ValueError(f"gatewayApiKeys: client name {name!r} must be lowercase letters, digits, - or _")
+        if not TOKEN68.fullmatch(key):
+            raise ValueError(
+                f"gatewayApiKeys: the key of client {name!r} must be 16-256 characters of A-Z a-z 0-9 . _ ~ + / = -"
+            )
+    if len(set(client_keys.values())) != len(client_keys):
+        raise ValueError("gatewayApiKeys: two clients share a key, so the logs could not tell them apart")
+    for name in () if own_included else RESERVED_CLIENTS:
+        if name in client_keys:
+            raise ValueError(f"gatewayApiKeys: the client name `{name}` is the gateway's own; rename that client")
+
+
+def parse_weaviate_keys(text: str) -> dict[str, str]:
+    """`weaviateApiKeys`: a JSON object of user to key."""
+    keys = json.loads(text)
+    if not isinstance(keys, dict) or not keys:
+        raise ValueError("weaviateApiKeys must be a non-empty JSON object of user to key")
+    for user, key in keys.items():
+        if not isinstance(user, str) or not CLIENT_NAME.fullmatch(user):
+            raise ValueError(f"weaviateApiKeys: user {user!r} must be lowercase letters, digits, - or _")
+        if not isinstance(key, str) or not TOKEN68.fullmatch(key):
+            raise ValueError(f"weaviateApiKeys: the key of {user!r} must be 16-256 of A-Z a-z 0-9 . _ ~ + / = -")
+    return keys
+
+
 @dataclass(frozen=True)
 class SecretRule:
     pattern: re.Pattern[str]

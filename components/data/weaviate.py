@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,27 +11,13 @@ import pulumi_docker as docker
 from components.hardening import Health, in_place, settings
 from components.hosts.host import GpuHost
 from stacks.config import WeaviateConfig
+from stacks.secrets import S3_CREDENTIAL, parse_weaviate_keys
 
 START_SCRIPT = Path(__file__).with_name("weaviate-start.sh")
 START_PATH = "/opt/inference-stack/weaviate-start.sh"
 SECRETS_PATH = "/run/secrets/weaviate.env"
 DATA_PATH = "/var/lib/weaviate"
 PORT = 8080
-_SAFE = re.compile(r"[A-Za-z0-9._~+/=-]{16,256}")
-_USER = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
-
-
-def parse_api_keys(text: str) -> dict[str, str]:
-    """`weaviateApiKeys`: a JSON object of user to key."""
-    keys = json.loads(text)
-    if not isinstance(keys, dict) or not keys:
-        raise ValueError("weaviateApiKeys must be a non-empty JSON object of user to key")
-    for user, key in keys.items():
-        if not isinstance(user, str) or not _USER.fullmatch(user):
-            raise ValueError(f"weaviateApiKeys: user {user!r} must be lowercase letters, digits, - or _")
-        if not isinstance(key, str) or not _SAFE.fullmatch(key):
-            raise ValueError(f"weaviateApiKeys: the key of {user!r} must be 16-256 of A-Z a-z 0-9 . _ ~ + / = -")
-    return keys
 
 
 def weaviate_env(cfg: WeaviateConfig, users: list[str]) -> dict[str, str]:
@@ -76,7 +60,7 @@ def render_secrets_env(keys: dict[str, str], users: list[str], access_key: str |
     lines = [f"AUTHENTICATION_APIKEY_ALLOWED_KEYS='{','.join(keys[u] for u in users)}'"]
     if access_key is not None and secret_key is not None:
         for name, value in (("AWS_ACCESS_KEY_ID", access_key), ("AWS_SECRET_ACCESS_KEY", secret_key)):
-            if not re.fullmatch(r"[A-Za-z0-9/+=._-]{8,256}", value):
+            if not S3_CREDENTIAL.fullmatch(value):
                 raise ValueError(f"{name} has characters an S3 credential never has")
             lines.append(f"{name}='{value}'")
     return "\n".join(lines) + "\n"
@@ -113,7 +97,7 @@ class Weaviate(pulumi.ComponentResource):
         creds = [args.backup_access_key_id, args.backup_secret_access_key]
         secrets = pulumi.Output.all(args.api_keys, *[c for c in creds if c is not None]).apply(
             lambda values: render_secrets_env(
-                parse_api_keys(values[0]), args.users, *(values[1:3] if len(values) == 3 else (None, None))
+                parse_weaviate_keys(values[0]), args.users, *(values[1:3] if len(values) == 3 else (None, None))
             )
         )
         env = weaviate_env(cfg, args.users)

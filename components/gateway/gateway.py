@@ -15,6 +15,7 @@ from components.gateway import members, nginx, status_metrics
 from components.hardening import Health, in_place, settings, timeouts
 from components.hosts.host import GpuHost
 from stacks.config import GatewayConfig
+from stacks.secrets import GATE_CLIENT, GENERATED_CLIENT, RESERVED_CLIENTS
 
 HEALTHZ = f"http://127.0.0.1:{nginx.LISTEN_PORT}/healthz"
 # nginx's own exit after its last stream, and the provider's stop call around it.
@@ -46,16 +47,9 @@ class GatewayArgs:
     """Also accept a generated key (client `generated`, `Gateway.client_key`), for first requests."""
 
 
-# The client name of the generated key, in the access log and the rate limit's zone.
-GENERATED_CLIENT = "generated"
-# Names no `gatewayApiKeys` client may take, whether or not this stack uses them: turning the
-# generated key on later must not silently take a client's name.
-RESERVED_CLIENTS = (nginx.GATE_CLIENT, GENERATED_CLIENT)
-
-
 def with_own_keys(client_keys: dict[str, str], gate_key: str, generated_key: str) -> dict[str, str]:
     """The stack's client keys plus the gateway's own: the canary gate's and the generated one."""
-    own = {nginx.GATE_CLIENT: gate_key, GENERATED_CLIENT: generated_key}
+    own = {GATE_CLIENT: gate_key, GENERATED_CLIENT: generated_key}
     for name in RESERVED_CLIENTS:
         if name in client_keys:
             raise ValueError(f"gatewayApiKeys: the client name `{name}` is the gateway's own; rename that client")

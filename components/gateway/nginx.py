@@ -13,6 +13,7 @@ from pathlib import Path
 
 from components.gateway import status_metrics
 from stacks.config import GatewayConfig
+from stacks.secrets import GATE_CLIENT, TOKEN68, check_client_keys
 
 TEMPLATE = Path(__file__).with_name("nginx.conf.template")
 SECRETS_DIR = "/etc/nginx/inference-stack"
@@ -22,11 +23,8 @@ STATUS_PORT = 8081
 # The OpenAI endpoints the gateway serves; everything else is a 404 (vLLM's own security guide:
 # `--api-key` alone does not protect /metrics, /pause, /tokenize and the like).
 ENDPOINTS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/models")
-CLIENT_KEY = re.compile(r"[A-Za-z0-9._~+/=-]{16,256}")
-CLIENT_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 WEIGHTS_DIR = f"{SECRETS_DIR}/weights"
 # The client name of the canary gate's key: the only client that may address one pool directly.
-GATE_CLIENT = "canary-gate"
 GATE_ENDPOINTS = ("/v1/chat/completions", "/v1/completions")
 UNAUTHORIZED = (
     '{"error":{"message":"Missing or unknown API key. Send it as Authorization: Bearer <key>.",'
@@ -216,21 +214,11 @@ def render_nginx_conf(
 def render_clients_map(client_keys: dict[str, str]) -> str:
     """`"Bearer <key>" <client>;` lines for the map in nginx.conf. Keys are checked so that no
     character can break out of the quoted string."""
-    lines = []
-    for name, key in sorted(client_keys.items()):
-        if not CLIENT_NAME.fullmatch(name):
-            raise ValueError(f"gatewayApiKeys: client name {name!r} must be lowercase letters, digits, - or _")
-        if not CLIENT_KEY.fullmatch(key):
-            raise ValueError(
-                f"gatewayApiKeys: the key of client {name!r} must be 16-256 characters of A-Z a-z 0-9 . _ ~ + / = -"
-            )
-        lines.append(f'"Bearer {key}" {name};')
-    if len({k for k in client_keys.values()}) != len(client_keys):
-        raise ValueError("gatewayApiKeys: two clients share a key, so the logs could not tell them apart")
-    return "\n".join(lines) + "\n"
+    check_client_keys(client_keys, own_included=True)
+    return "".join(f'"Bearer {key}" {name};\n' for name, key in sorted(client_keys.items()))
 
 
 def render_worker_auth(worker_key: str) -> str:
-    if not CLIENT_KEY.fullmatch(worker_key):
+    if not TOKEN68.fullmatch(worker_key):
         raise ValueError("the worker API key must be 16-256 characters of A-Z a-z 0-9 . _ ~ + / = -")
     return f'map $host $worker_authorization {{\n    default "Bearer {worker_key}";\n}}\n'

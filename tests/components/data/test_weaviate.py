@@ -19,9 +19,10 @@ from typing import Any
 import pytest
 
 from components.data import weaviate
-from components.data.weaviate import parse_api_keys, render_secrets_env, weaviate_env
+from components.data.weaviate import render_secrets_env, weaviate_env
 from stacks.config import WeaviateConfig
 from stacks.platform import main as program
+from stacks.secrets import parse_weaviate_keys as parse_api_keys
 from stacks.synth import Synth, run
 from tests.helpers import as_pulumi_config, valid_config
 from tests.support.tools import require_tool

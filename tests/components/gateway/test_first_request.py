@@ -14,8 +14,8 @@ import pytest
 import yaml
 
 from components.gateway import first_request
-from components.gateway.gateway import GENERATED_CLIENT, with_own_keys
-from components.gateway.nginx import GATE_CLIENT
+from components.gateway.gateway import with_own_keys
+from stacks.secrets import GATE_CLIENT, GENERATED_CLIENT
 from stacks.synth import ROOT, synth_stack
 from tests.support.outputs import stack_outputs
 

@@ -29,7 +29,6 @@ from components.gateway import members
 from components.gateway.members import render_members
 from components.gateway.nginx import (
     CONFIG_PATH,
-    GATE_CLIENT,
     Pool,
     Route,
     render_clients_map,
@@ -38,6 +37,7 @@ from components.gateway.nginx import (
 )
 from components.workers import healthcheck
 from stacks.config import GatewayConfig, RateLimit
+from stacks.secrets import GATE_CLIENT
 from stacks.synth import Synth
 from tests.components.gateway.fakes import FakeWorker, call, read_sse, worker_process
 from tests.support.model_server import SERVED_MODEL_NAME, require_model_server, vllm_server
