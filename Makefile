@@ -126,16 +126,16 @@ test:
 # mandatory violation. `pulumi preview --policy-pack policy` runs the same pack for real.
 # STACK_FILE= checks another config as that stack (a PR's edited Pulumi.<stack>.yaml, say).
 policy: policy-venv
-	$(PY) -m policy.run --stack $(STACK) $(if $(STACK_FILE),--stack-file $(STACK_FILE))
+	$(PY) -m tools.policy_run --stack $(STACK) $(if $(STACK_FILE),--stack-file $(STACK_FILE))
 
 render: runtime-venv
-	$(PY) -m stacks.render --stack $(STACK)
+	$(PY) -m tools.render --stack $(STACK)
 
 docs: runtime-venv
-	$(PY) -m stacks.docs --write README.md
+	$(PY) -m tools.docs --write README.md
 
 backup-check: venv
-	$(PY) -m components.data.backup_check --stack-file Pulumi.$(STACK).yaml
+	$(PY) -m tools.backup_check --stack-file Pulumi.$(STACK).yaml
 
 # LiteLLM, the gateway benchmark's point of comparison, lives in its own venv, never in .venv;
 # rebuilt when benchmarks/requirements.txt changes. The unit tests smoke-run the benchmark with it.
@@ -197,13 +197,13 @@ ifneq ($(filter up,$(MAKECMDGOALS)),)
 $(VENV)/.runtime pulumi-cli $(PASSPHRASE_FILE): | dev-only
 endif
 
-# Without an NVIDIA GPU, `make up` deploys the same stack with vLLM's CPU build (stacks/variants.py).
+# Without an NVIDIA GPU, `make up` deploys the same stack with vLLM's CPU build (tools/variants.py).
 ACCELERATOR ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo nvidia || echo cpu)
 UP_CONFIG := $(STATE_DIR)/Pulumi.$(STACK).yaml
 
 up: dev-only runtime-venv pulumi-cli $(PASSPHRASE_FILE)
-	$(PY) -m stacks.variants --accelerator $(ACCELERATOR) --stack $(STACK) --out $(UP_CONFIG)
-	$(PY) -m stacks.render --stack $(STACK) --stack-file $(UP_CONFIG) >/dev/null
+	$(PY) -m tools.variants --accelerator $(ACCELERATOR) --stack $(STACK) --out $(UP_CONFIG)
+	$(PY) -m tools.render --stack $(STACK) --stack-file $(UP_CONFIG) >/dev/null
 	$(PY) -c 'import sys, pathlib; from stacks.stackfile import config_of; [print(h["modelCachePath"]) for h in config_of(pathlib.Path(sys.argv[1]))["inference-stack:hosts"]]' $(UP_CONFIG) \
 	  | while read -r dir; do [ -d "$$dir" ] || { mkdir -p "$$dir" 2>/dev/null || sudo mkdir -p "$$dir"; }; done
 	$(PULUMI) stack select --create $(STACK) --non-interactive --config-file $(UP_CONFIG)

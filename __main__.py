@@ -1,5 +1,5 @@
-"""inference-stack: self-hosted vLLM on Docker GPU hosts. The composition lives in stacks/."""
+"""inference-stack: self-hosted vLLM on Docker GPU hosts. The composition lives in composition/."""
 
-from stacks.platform import main
+from composition.platform import main
 
 main()

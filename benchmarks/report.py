@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/report.py --write docs/performance.md   (`make bench` runs it)
     .venv/bin/python benchmarks/report.py --check docs/performance.md   (exit 1 when stale; a test runs it)
 
-Each section sits between the marker comments `make docs` uses for the README (stacks/docs.py),
+Each section sits between the marker comments `make docs` uses for the README (tools/docs.py),
 so a table in the doc is always what its benchmark last measured, with the command, machine and
 commit it was measured at.
 """
@@ -21,7 +21,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.results import RESULTS, load
-from stacks.docs import replace_between, write_or_check, write_or_check_parser
+from tools.docs import replace_between, write_or_check, write_or_check_parser
 
 TARGET_WORKERS, TARGET_SECONDS = 128, 5.0
 # The gateway's throughput cost on a quiet machine is a fraction of a percent: a run whose direct

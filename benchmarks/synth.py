@@ -21,9 +21,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import report, results
-from stacks.platform import main as program
-from stacks.synth import Synth, run
+from composition.platform import main as program
 from tests.helpers import VALID_MODEL, as_pulumi_config
+from tools.synth import Synth, run
 
 GPUS_PER_HOST = 8
 HOST_TYPE = "inference-stack:hosts:GpuHost"

@@ -6,7 +6,7 @@ it re-runs, and nothing is left behind. The word after the source names the scri
 their own error messages say which script failed. Python has no such word (with `-c`,
 `sys.argv[0]` is "-c" and the arguments follow, python(1)), so a Python script shipped this way
 skips `sys.argv[1]`, its name. The render saves each script under its name
-(`stacks/synth.py`, `Synth.files`).
+(`tools/synth.py`, `Synth.files`).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Each policy reads only the resource's inputs (camelCase, as the engine names them). Values that are
 unknown during a preview raise pulumi_policy's UnknownValueError on access, which the analyzer (and
-`policy/run.py`) treats as "cannot say yet", never as a crash. A policy that does not concern a
+`tools/policy_run.py`) treats as "cannot say yet", never as a crash. A policy that does not concern a
 resource calls `args.not_applicable(...)`.
 """
 

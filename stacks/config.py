@@ -798,12 +798,12 @@ class WorkerGroup(Schema):
     `port + worker index` on the host's private address."""
     cuda_version: str | None = Field(default=None, pattern=r"^\d+\.\d+$")
     """CUDA version the image is built for, e.g. `12.9`. Known for the official vLLM tags
-    (`components/hosts/preflight.py`); set it for your own images so the driver check can run."""
+    (`stacks/preflight.py`); set it for your own images so the driver check can run."""
     log_level: Literal["INFO", "WARNING", "ERROR"] = "INFO"
     """vLLM log level (`VLLM_LOGGING_LEVEL`). DEBUG is refused: under load it fills a disk in hours."""
     extra_args: list[str] = []
     """More vLLM flags, e.g. `["--enable-prefix-caching"]`. Each flag must be on the allowlist in
-    `components/workers/vllm_flags.py` (checked against vLLM 0.32's `--help`)."""
+    `stacks/vllm_flags.py` (checked against vLLM 0.32's `--help`)."""
     health: Health = Health()
     """Healthcheck timing."""
     max_restarts: int = Field(default=5, ge=0, le=100)

@@ -12,11 +12,11 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
-from components.hosts.preflight import MEMORY_FIX, cuda_of, driver_problem, memory_fit, shape_from_config_json
-from components.workers.vllm_flags import check_extra_args
 from stacks.config import HostConfig, StackConfig, WorkerGroup
 from stacks.errors import ConfigIssue, did_you_mean, key_path
 from stacks.model_files import ModelFiles, model_len_issues, read_cached, read_snapshot, snapshot_dir
+from stacks.preflight import MEMORY_FIX, cuda_of, driver_problem, memory_fit, shape_from_config_json
+from stacks.vllm_flags import check_extra_args
 
 
 @dataclass(frozen=True)
@@ -514,7 +514,7 @@ class Published:
 
 def published(cfg: StackConfig, placements: list[Placement]) -> list[Published]:
     """Every host port the stack publishes, fixed ones first so that a clash is reported on the
-    key that can move. What publishes where follows stacks/platform.py and components/."""
+    key that can move. What publishes where follows composition/platform.py and components/."""
     gateway = next((h for h in cfg.hosts if h.name == cfg.gateway_host()), None)
     if gateway is None:
         return []  # `network.gatewayHost` names no host, refused on its own.

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from stacks.synth import Synth, synth_stack
+from tools.synth import Synth, synth_stack
 
 
 @pytest.fixture(scope="session")

@@ -36,7 +36,7 @@ def as_pulumi_config(values: dict[str, Any]) -> dict[str, str]:
 
 def validate_values(cfg: dict[str, Any], secret_keys: Iterable[str] = ()) -> None:
     """The loader's validation of `cfg` (our keys to Python values), as the CLI would hand it over."""
-    from stacks.loader import validate
+    from stacks.validation import validate
 
     validate("test", {k: v if isinstance(v, str) else json.dumps(v) for k, v in cfg.items()}, set(secret_keys))
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from benchmarks import report, results
-from stacks.synth import ROOT
 from tests.support.nginx import require_nginx
 from tests.support.tools import require_tool
+from tools.synth import ROOT
 
 DOC = ROOT / "docs/performance.md"
 LITELLM = ROOT / ".cache/bench-venv/bin/litellm"

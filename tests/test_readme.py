@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from stacks import docs, render
-from stacks.synth import ROOT
+from tools import docs, render
+from tools.synth import ROOT
 
 README = ROOT / "README.md"
 

@@ -8,8 +8,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from stacks.synth import ROOT
 from tests.support.tools import require_tool
+from tools.synth import ROOT
 
 SHELL_SCRIPTS = [ROOT / ".ci/run", *sorted((ROOT / "scripts").glob("*.sh")), ROOT / "components/workers/entrypoint.sh"]
 

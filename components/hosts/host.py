@@ -13,8 +13,8 @@ import pulumi_command as command
 import pulumi_docker as docker
 
 from components import inline
-from components.hosts.inventory import Gpu, parse_inventory
 from stacks.config import HostConfig, ModelConfig, ProvisioningConfig
+from stacks.inventory import Gpu, parse_inventory
 
 SCRIPTS = Path(__file__).parent / "scripts"
 S3_SYNC = Path(__file__).parent / "s3_sync.py"

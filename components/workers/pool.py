@@ -13,11 +13,11 @@ from components.gateway import members
 from components.gateway.gateway import Membership
 from components.hardening import settings, timeouts
 from components.hosts.host import GpuHost
-from components.hosts.inventory import Gpu
-from components.hosts.preflight import PreflightError, worker_problems
 from components.workers import canary, layout, rollout, spec
 from stacks.config import LmCacheConfig, WorkerGroup
+from stacks.inventory import Gpu
 from stacks.placement import Placement
+from stacks.preflight import PreflightError, worker_problems
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from stacks.synth import Synth
 from tests.support.docker_engine import require_engine
+from tools.synth import Synth
 
 CONTAINER = "docker:index/container:Container"
 LABEL = "inference-stack.test=uploads"
@@ -78,7 +78,7 @@ def test_docker_refuses_the_providers_upload_into_a_read_only_rootfs(probe_image
 
 @pytest.mark.parametrize("stack", ["dev", "prod", "ci"])
 def test_no_container_that_receives_uploads_is_read_only(stack: str, request: pytest.FixtureRequest) -> None:
-    from stacks.synth import synth_stack
+    from tools.synth import synth_stack
 
     synth: Synth = request.getfixturevalue(stack) if stack != "ci" else synth_stack("ci")
     with_uploads = [c for c in synth.of_type(CONTAINER) if c["inputs"].get("uploads")]

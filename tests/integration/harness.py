@@ -1,7 +1,7 @@
 """Apply a synthesized stack to the real Docker engine the way `pulumi up` and the real providers would.
 
 `pulumi up` cannot run where the integration tests run (no Pulumi CLI, no state backend), so this
-module takes the resources `stacks.synth.synth_stack(..., reveal=True)` captured and plays the engine:
+module takes the resources `tools.synth.synth_stack(..., reveal=True)` captured and plays the engine:
 
 - **State.** After each create it stores what the provider's Read makes of the object (a container's
   `docker inspect` through `stacks.provider_rules.container_state`), in a `State` per stack.
@@ -583,7 +583,7 @@ def _image_build(res: dict[str, Any]) -> tuple[str, list[str]]:
 
 
 def mock_repo_digest(res: dict[str, Any]) -> str:
-    """The stand-in repoDigest stacks.synth's mock gives an Image (what a container's image reads)."""
+    """The stand-in repoDigest tools.synth's mock gives an Image (what a container's image reads)."""
     built = json.dumps(res["inputs"], sort_keys=True, default=str)
     return "sha256:" + hashlib.sha256(built.encode()).hexdigest()
 

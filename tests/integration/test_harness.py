@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from stacks.synth import Synth
 from tests.integration import harness
 from tests.support.docker_engine import require_engine
+from tools.synth import Synth
 
 pytestmark = pytest.mark.integration
 

@@ -43,13 +43,13 @@ from components.observability.grafana import dashboard_exprs
 from components.observability.prometheus import alert_rules, recording_rules
 from components.workers import canary_gate, healthcheck
 from stacks import provider_rules
-from stacks.synth import ROOT, Synth, synth_stack
 from tests.components.observability.test_prometheus import RECORDED, SLO, get_json, metric_names, query
 from tests.integration import harness, plan
 from tests.support import wrong_release
 from tests.support.docker_engine import require_engine
 from tests.support.model_server import model_path, require_model_server
 from tests.support.outputs import stack_outputs
+from tools.synth import ROOT, Synth, synth_stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
@@ -466,7 +466,7 @@ def test_a_second_apply_plans_nothing_and_a_second_render_is_identical(
         assert {k: v for k, v in new.items() if k not in MOVING} == {k: v for k, v in old.items() if k not in MOVING}
     for out in ("a", "b"):
         subprocess.run(
-            [sys.executable, "-m", "stacks.render", "--stack", "ci", "--out", str(tmp_path / out)],
+            [sys.executable, "-m", "tools.render", "--stack", "ci", "--out", str(tmp_path / out)],
             cwd=ROOT,
             check=True,
             capture_output=True,

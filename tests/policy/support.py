@@ -6,8 +6,8 @@ import copy
 from collections.abc import Callable
 from typing import Any
 
-from policy.run import Finding, evaluate
-from stacks.synth import Synth
+from tools.policy_run import Finding, evaluate
+from tools.synth import Synth
 
 WORKER = "chat-local-0"
 

@@ -10,9 +10,9 @@ import pytest
 
 from policy.checklist import flag, seconds
 from policy.pack import POLICIES
-from policy.run import Finding
-from stacks.synth import Synth, synth_stack
 from tests.policy.support import WORKER, labels_set, mutated, new_findings
+from tools.policy_run import Finding
+from tools.synth import Synth, synth_stack
 
 
 @pytest.fixture(scope="module")
@@ -218,7 +218,7 @@ def test_a_worker_without_a_start_period_fails(ci: Synth) -> None:
     "entry", [{}, {"enforcementLevel": "mandatory"}, {"justification": "reviewed"}], ids=["empty", "mandatory", "why"]
 )
 def test_a_mandatory_policy_needs_no_justification(entry: dict[str, str], tmp_path: Any, monkeypatch: Any) -> None:
-    import policy.run as run
+    import tools.policy_run as run
 
     monkeypatch.setattr(run, "CONFIG_DIR", tmp_path)
     (tmp_path / "x.json").write_text(json.dumps({"cpu-and-memory-limits": entry}))
@@ -226,7 +226,7 @@ def test_a_mandatory_policy_needs_no_justification(entry: dict[str, str], tmp_pa
 
 
 def test_an_unknown_policy_name_lists_the_real_ones(tmp_path: Any, monkeypatch: Any) -> None:
-    import policy.run as run
+    import tools.policy_run as run
 
     monkeypatch.setattr(run, "CONFIG_DIR", tmp_path)
     (tmp_path / "x.json").write_text('{"cpu-limits": {}}')

@@ -1,4 +1,4 @@
-"""The policy pack (policy/) over fixtures and over every shipped stack, through `policy/run.py`:
+"""The policy pack (policy/) over fixtures and over every shipped stack, through `tools/policy_run.py`:
 the same validate functions the Pulumi CLI's analyzer calls, on the resources the program registers."""
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ import pytest
 import yaml
 
 from policy.pack import POLICIES
-from policy.run import UNKNOWN_IN_SYNTH, Finding, evaluate, load_config
-from stacks.synth import ROOT, Synth, synth_stack
 from tests.policy.support import WORKER, labels_set, mutated, new_findings
 from tests.support.tools import require_tool
+from tools.policy_run import UNKNOWN_IN_SYNTH, Finding, evaluate, load_config
+from tools.synth import ROOT, Synth, synth_stack
 
 README = ROOT / "README.md"
 ENFORCEMENT = {p.name: (p.enforcement_level.value if p.enforcement_level else "mandatory") for p in POLICIES}
@@ -209,7 +209,7 @@ def test_unknown_values_are_skipped_not_crashed(ci: Synth) -> None:
 
 
 def test_relaxing_a_policy_needs_a_justification(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    import policy.run as run
+    import tools.policy_run as run
 
     monkeypatch.setattr(run, "CONFIG_DIR", tmp_path)
     (tmp_path / "x.json").write_text('{"cpu-and-memory-limits": {"enforcementLevel": "advisory"}}')
@@ -249,7 +249,7 @@ def test_make_policy_exits_nonzero_on_a_mandatory_violation(tmp_path: Path) -> N
     stack_file.write_text(yaml.safe_dump(stack))
     failed = make_policy("ci", stack_file)
     assert failed.returncode != 0, failed.stdout + failed.stderr
-    # make reports the recipe's own exit code: policy.run's 1 for a mandatory violation.
+    # make reports the recipe's own exit code: tools.policy_run's 1 for a mandatory violation.
     assert "policy] Error 1" in failed.stderr, failed.stderr
     workers = [f"chat-local-{n}" for n in range(3)]
     assert [line.strip() for line in failed.stdout.splitlines() if "every-worker-is-scraped" in line] == [

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from stacks.synth import SECRET, synth_stack
+from tools.synth import SECRET, synth_stack
 
 SECRET_LOOKING = re.compile(r"(_KEY$|TOKEN|PASSWORD|SECRET)")
 # A variable that names a file holding the secret (Grafana's `__FILE`, the `_FILE` convention).

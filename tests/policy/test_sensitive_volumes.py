@@ -12,10 +12,10 @@ from pulumi_policy import PolicyCustomTimeouts, PolicyResource, PolicyResourceOp
 from pulumi_policy.proxy import UNKNOWN_STRING_VALUE, unknown_checking_proxy
 
 from policy.hardening import HARDENING_STACK_POLICIES
-from policy.run import evaluate, load_config
 from stacks.host_paths import BROAD_DIRS, SYSTEM_ROOTS, host_path_problem, sensitive_root
-from stacks.synth import Synth, synth_stack
 from tests.policy.support import mutated, new_findings
+from tools.policy_run import evaluate, load_config
+from tools.synth import Synth, synth_stack
 
 POLICY = "no-sensitive-host-mounts"
 CACHE = "local-model-cache"

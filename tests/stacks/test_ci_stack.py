@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from stacks.synth import synth_stack
+from tools.synth import synth_stack
 
 CONTAINER = "docker:index/container:Container"
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from stacks.errors import ConfigError, ConfigIssue
-from stacks.loader import validate
+from stacks.validation import validate
 from tests.helpers import assert_refused_at, valid_config
 
 Mutation = Callable[[dict[str, Any]], None]

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from stacks import provider_rules as pr
-from stacks.synth import synth_stack
 from tests.support.docker_engine import require_engine
+from tools.synth import synth_stack
 
 
 @pytest.mark.parametrize("stack", ["ci", "dev", "prod"])

@@ -13,9 +13,9 @@ import pytest
 
 from components.workers import spec
 from stacks.config import GATEWAY_TMP_MIB, StackConfig
-from stacks.loader import validate
 from stacks.model_files import CachedModel, context_limit, read_cached
 from stacks.placement import place, shm_mib
+from stacks.validation import validate
 from tests.helpers import VALID_MODEL, assert_refused_at, refused, valid_config, validate_values
 
 Mutation = Callable[[dict[str, Any]], None]

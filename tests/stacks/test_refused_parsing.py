@@ -1,6 +1,6 @@
 """Stack files that do not say what their author thinks: each is refused with the key path and
 the rule, the way `make render`, `make policy` and `pulumi up` read them (stacks/stackfile.py,
-then stacks/loader.py), never with a traceback."""
+then composition/loader.py), never with a traceback."""
 
 from __future__ import annotations
 
@@ -13,12 +13,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from policy import run as policy_run
-from stacks import render
 from stacks.errors import ConfigError
-from stacks.loader import split_config, validate
 from stacks.stackfile import read
+from stacks.validation import split_config, validate
 from tests.helpers import valid_config
+from tools import policy_run, render
 
 VALID = yaml.safe_dump({"config": {f"inference-stack:{k}": v for k, v in valid_config().items()}}, sort_keys=False)
 HOSTS = "  inference-stack:hosts:\n    - name: gpu-a\n      gpus:\n        count: 2\n"

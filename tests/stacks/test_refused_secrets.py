@@ -12,10 +12,10 @@ import pytest
 import yaml
 
 from stacks.errors import ConfigError
-from stacks.loader import split_config, validate
 from stacks.stackfile import read
-from stacks.synth import SECRET, synth_stack
+from stacks.validation import split_config, validate
 from tests.helpers import assert_refused_at, valid_config, validate_values
+from tools.synth import SECRET, synth_stack
 
 PLAIN = "hf_plaintextThatMustNeverBeShown1234"
 FAKE_KEY_BODY = "b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZWQyNTUxOQ\n" * 3

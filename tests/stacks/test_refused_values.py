@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from components.workers.vllm_flags import check_extra_args
 from stacks.config import HostConfig, StackConfig, check_pinned_image, host_key_problem
 from stacks.host_paths import BROAD_DIRS, SYSTEM_ROOTS, host_path_problem
+from stacks.vllm_flags import check_extra_args
 from tests.helpers import assert_refused_at, valid_config, validate_values
 
 Mutation = Callable[[dict[str, Any]], None]

@@ -19,8 +19,8 @@ import yaml
 
 from components import hardening
 from stacks import provider_rules
-from stacks.synth import ROOT, Synth, synth_stack
 from tests.integration import harness, plan
+from tools.synth import ROOT, Synth, synth_stack
 
 STACKS = ("ci", "dev", "prod")
 # Every option dockerd would merge into a json-file container's log options from daemon.json.

@@ -11,8 +11,8 @@ from typing import Any
 import pulumi
 from pulumi.runtime.settings import get_root_resource
 
-from stacks import synth
 from stacks.errors import NAMESPACE
+from tools import synth
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,7 @@ def stack_outputs(
 ) -> dict[str, StackOutput]:
     """Runs the program as `synth.synth_stack` does and resolves every `pulumi.export`. The mocks
     register the root stack's outputs before the program runs, so they are read off it here."""
-    from stacks.platform import main
+    from composition.platform import main
 
     config, secret_keys = synth.read_stack_file(stack_file or synth.ROOT / f"Pulumi.{stack}.yaml")
     for key, value in (secrets or {}).items():

@@ -23,14 +23,14 @@ import pytest
 import yaml
 
 from components.data.redis import PASSWORD_PATH, render_acl, render_redis_conf
+from composition.loader import load
+from composition.platform import build_hosts, build_redis, redis_urls
+from composition.platform import main as program
 from stacks.config import RedisConfig
-from stacks.loader import load
-from stacks.platform import build_hosts, build_redis, redis_urls
-from stacks.platform import main as program
-from stacks.synth import ROOT, Synth, run
 from tests.components.data.redis_server import ADAPTED, RedisServer, RespError, adapt_conf
 from tests.helpers import as_pulumi_config, valid_config
 from tests.support.tools import require_tool
+from tools.synth import ROOT, Synth, run
 
 CONTAINER = "docker:index/container:Container"
 # What `random.RandomPassword("redis-password", length=40, special=False)` generates: 40 alphanumerics.

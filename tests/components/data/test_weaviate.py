@@ -20,12 +20,12 @@ import pytest
 
 from components.data import weaviate
 from components.data.weaviate import render_secrets_env, weaviate_env
+from composition.platform import main as program
 from stacks.config import WeaviateConfig
-from stacks.platform import main as program
 from stacks.secrets import parse_weaviate_keys as parse_api_keys
-from stacks.synth import Synth, run
 from tests.helpers import as_pulumi_config, valid_config
 from tests.support.tools import require_tool
+from tools.synth import Synth, run
 
 CONTAINER = "docker:index/container:Container"
 SCRIPT = Path(weaviate.__file__).with_name("weaviate-start.sh")

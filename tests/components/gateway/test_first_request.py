@@ -16,8 +16,8 @@ import yaml
 from components.gateway import first_request
 from components.gateway.gateway import with_own_keys
 from stacks.secrets import GATE_CLIENT, GENERATED_CLIENT
-from stacks.synth import ROOT, synth_stack
 from tests.support.outputs import stack_outputs
+from tools.synth import ROOT, synth_stack
 
 CLIENTS_MAP = "/etc/nginx/inference-stack/clients.map"
 TEAM_KEYS = json.dumps({"team-a": "team-a-key-0123456789"})

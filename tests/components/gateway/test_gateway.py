@@ -10,8 +10,8 @@ from typing import Any
 import yaml
 
 from components.gateway import members
-from stacks.platform import main as program
-from stacks.synth import Synth, read_stack_file, run
+from composition.platform import main as program
+from tools.synth import Synth, read_stack_file, run
 
 CONTAINER = "docker:index/container:Container"
 

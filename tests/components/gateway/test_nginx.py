@@ -38,10 +38,10 @@ from components.gateway.nginx import (
 from components.workers import healthcheck
 from stacks.config import GatewayConfig, RateLimit
 from stacks.secrets import GATE_CLIENT
-from stacks.synth import Synth
 from tests.components.gateway.fakes import FakeWorker, call, read_sse, worker_process
 from tests.support.model_server import SERVED_MODEL_NAME, require_model_server, vllm_server
 from tests.support.nginx import Nginx, free_port, nginx_test, run_nginx
+from tools.synth import Synth
 
 WORKER_KEY = "worker-key-0123456789abcdefXYZ"
 CLIENT_KEYS = {

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from components.hosts.preflight import PreflightError
-from stacks.platform import main as program
-from stacks.synth import Synth, _Mocks, _RecordingMonitor, read_stack_file, run
+from composition.platform import main as program
+from stacks.preflight import PreflightError
+from tools.synth import Synth, _Mocks, _RecordingMonitor, read_stack_file, run
 
 FIXTURES = Path(__file__).parents[2] / "fixtures/nvidia-smi"
 PROD_CHAIN = ["toolkit", "runtime", "verify", "storage", "tools", "weights-mistral-7b-instruct", "images"]

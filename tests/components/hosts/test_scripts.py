@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from components.hosts.inventory import parse_inventory
+from stacks.inventory import parse_inventory
 from tests.support.rootfs import debian_rootfs, fresh_root, install_scripts, run_script
 from tests.support.tools import require_tool
 

@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 
 from components.observability import grafana
-from stacks.synth import Synth
+from tools.synth import Synth
 
 CONTAINER = "docker:index/container:Container"
 

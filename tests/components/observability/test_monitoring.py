@@ -7,8 +7,8 @@ from pathlib import Path
 
 import yaml
 
-from stacks.synth import Synth
 from tests.support.tools import require_tool
+from tools.synth import Synth
 
 CONTAINER = "docker:index/container:Container"
 

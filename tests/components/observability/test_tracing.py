@@ -23,13 +23,13 @@ import yaml
 
 from components.observability.tracing import render_jaeger_config
 from components.workers import spec
-from components.workers.vllm_flags import check_extra_args
 from stacks.config import TracingConfig
-from stacks.synth import Synth
+from stacks.vllm_flags import check_extra_args
 from tests.components.gateway.fakes import call
 from tests.components.gateway.test_nginx import KEY_A, WORKER_KEY, gateway, single
 from tests.support.model_server import SERVED_MODEL_NAME, model_cache_dir, require_model_server, vllm_server
 from tests.support.processes import stop
+from tools.synth import Synth
 
 CONTAINER = "docker:index/container:Container"
 RECEIVER = Path(__file__).resolve().parents[2] / "support" / "otlp_receiver.py"
@@ -141,8 +141,8 @@ def test_tracing_flags_are_real_vllm_flags_and_not_settable_through_extra_args()
 
 
 def test_grafana_gets_a_jaeger_datasource_only_with_tracing(prod: Synth) -> None:
-    from stacks.platform import main
-    from stacks.synth import ROOT, read_stack_file, run
+    from composition.platform import main
+    from tools.synth import ROOT, read_stack_file, run
 
     def datasources(s: Synth) -> list[dict[str, Any]]:
         text = s.files()["monitoring-grafana/etc/grafana/provisioning/datasources/datasources.yaml"]

@@ -13,8 +13,8 @@ from typing import Any
 import yaml
 
 from components.gateway import members
-from stacks.platform import main as program
-from stacks.synth import Synth, read_stack_file, run, synth_stack
+from composition.platform import main as program
+from tools.synth import Synth, read_stack_file, run, synth_stack
 
 CONTAINER = "docker:index/container:Container"
 NEW = "1" * 40

@@ -23,9 +23,9 @@ from components.gateway.nginx import Pool, Route
 from components.observability.prometheus import RULES_PATH, Target, render_prometheus_yml
 from components.workers import canary, canary_gate
 from components.workers.canary_gate import TTFT
+from composition.platform import scrape_targets
 from stacks.config import StackConfig, WorkerGroup
 from stacks.placement import place
-from stacks.platform import scrape_targets
 from tests.components.gateway.fakes import FakeWorker
 from tests.components.gateway.test_members import members_sh
 from tests.components.gateway.test_nginx import GATE_KEY, gateway

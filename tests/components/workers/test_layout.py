@@ -13,13 +13,13 @@ from pathlib import Path
 
 from components.workers import layout, rollout, spec
 from components.workers.layout import CREATE_FIRST, DELETE_FIRST, Running
+from composition.platform import main as program
 from stacks.config import HostConfig, StackConfig
 from stacks.placement import Placement, place
-from stacks.platform import main as program
-from stacks.synth import Synth, read_stack_file, run
 from tests.components.workers.test_rollout import simulate
 from tests.helpers import valid_config
 from tests.support.docker_engine import require_engine
+from tools.synth import Synth, read_stack_file, run
 
 CONTAINER = "docker:index/container:Container"
 EMPTY_TAR = b"\0" * 1024  # a tar archive with no entries: two zero blocks

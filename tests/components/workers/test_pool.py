@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 
 from components import hardening
+from composition.loader import load
+from composition.platform import build
 from stacks import provider_rules
-from stacks.loader import load
-from stacks.platform import build
-from stacks.synth import Synth, run
 from tests.helpers import as_pulumi_config, valid_config
+from tools.synth import Synth, run
 
 CONTAINER = "docker:index/container:Container"
 

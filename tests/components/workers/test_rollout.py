@@ -12,10 +12,10 @@ import pytest
 
 from components.gateway import members
 from components.workers import rollout
+from composition.platform import main as program
 from stacks.errors import ConfigError
-from stacks.loader import validate
-from stacks.platform import main as program
-from stacks.synth import Synth, read_stack_file, run
+from stacks.validation import validate
+from tools.synth import Synth, read_stack_file, run
 
 CONTAINER = "docker:index/container:Container"
 

@@ -1,22 +1,18 @@
-"""Reads the stack's Pulumi config into a validated `StackConfig`, or stops with every problem.
-
-Runs before any resource is registered: a bad config must never half-deploy.
+"""Validates the stack's raw config into a `StackConfig` and its placements, or stops with every
+problem at once. Pure: the composition's loader reads the config and the model files and hands
+them in, before any resource is registered, so a bad config never half-deploys.
 """
 
 from __future__ import annotations
 
 import difflib
 import json
-from collections.abc import Iterable
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Callable, Iterable
 from typing import Any
 
-import pulumi
-from pulumi.runtime import config as runtime_config
 from pydantic import ValidationError
 
-from stacks import secrets, stackfile
+from stacks import secrets
 from stacks.config import SECRET_KEYS, StackConfig
 from stacks.errors import (
     MAYBE_SECRET,
@@ -30,21 +26,9 @@ from stacks.errors import (
     issues_from_validation,
     redact,
 )
-from stacks.model_files import read_cached
+from stacks.model_files import ModelFiles
 from stacks.placement import Placement, place
 from stacks.stackfile import PLACEHOLDER
-
-
-@dataclass(frozen=True)
-class LoadedStack:
-    name: str
-    config: StackConfig
-    placements: list[Placement]
-    secrets: dict[str, pulumi.Output[str]]
-    """Secret config values by key, each still a Pulumi secret."""
-    weaviate_users: list[str]
-    """The user names of `weaviateApiKeys` (names are not secret; their keys are)."""
-
 
 # Namespaces something in this program reads: ours, the providers' own settings, Pulumi's.
 READ_NAMESPACES = {
@@ -63,15 +47,6 @@ def split_config(config: dict[str, Any], secret: Iterable[str]) -> tuple[dict[st
     values = {k[len(prefix) :]: v for k, v in config.items() if k.startswith(prefix)}
     secret_keys = {k[len(prefix) :] for k in secret if k.startswith(prefix)}
     return values, secret_keys, sorted(k for k in config if not k.startswith(prefix))
-
-
-def raw_config() -> tuple[dict[str, Any], set[str], list[str]]:
-    """`split_config` of the config Pulumi hands to the program."""
-    merged: dict[str, Any] = dict(runtime_config.get_config_env())
-    merged.update(runtime_config.CONFIG.get())
-    secret = {k for k in merged if runtime_config.is_config_secret(k)}
-    secret |= set(runtime_config.get_config_secret_keys_env())
-    return split_config(merged, secret)
 
 
 def _namespace_issues(foreign: Iterable[str]) -> list[ConfigIssue]:
@@ -175,9 +150,15 @@ def _under(path: str, roots: list[str]) -> bool:
 
 
 def validate(
-    stack: str, values: dict[str, Any], secret_keys: set[str], foreign: Iterable[str] = ()
+    stack: str,
+    values: dict[str, Any],
+    secret_keys: set[str],
+    foreign: Iterable[str] = (),
+    read_model_files: Callable[[StackConfig], ModelFiles] | None = None,
 ) -> tuple[StackConfig, list[Placement]]:
-    """Pure validation of the raw key/value config. Raises ConfigError listing every problem."""
+    """Validation of the raw key/value config. Raises ConfigError listing every problem.
+    `read_model_files` is the loader's read of the models' cached files (placement reads them
+    itself when it is None)."""
     issues: list[ConfigIssue] = _namespace_issues(foreign)
     structured = field_aliases(StackConfig)
     data: dict[str, Any] = {}
@@ -216,7 +197,7 @@ def validate(
         issues += issues_from_validation(StackConfig, error)
     placements: list[Placement] = []
     if cfg is not None:
-        placements, more = place(cfg, read_cached(cfg))
+        placements, more = place(cfg, None if read_model_files is None else read_model_files(cfg))
         issues += more
 
     hidden = {f"{NAMESPACE}:{k}" for k in secret_keys}
@@ -226,18 +207,3 @@ def validate(
     if issues or cfg is None:
         raise ConfigError(stack, issues)
     return cfg, placements
-
-
-def load() -> LoadedStack:
-    stack = pulumi.get_stack()
-    # The CLI hands over config already parsed, so a key given twice in the stack file has
-    # lost its first value by now; the file itself still shows it.
-    stack_file = Path(f"Pulumi.{stack}.yaml")
-    if stack_file.is_file():
-        stackfile.parse(stack_file.read_text(), stack_file.name)
-    values, secret_keys, foreign = raw_config()
-    cfg, placements = validate(stack, values, secret_keys, foreign)
-    conf = pulumi.Config(NAMESPACE)
-    secret_values = {key: conf.require_secret(key) for key in SECRET_KEYS if key in values}
-    users = list(secrets.parse_weaviate_keys(values["weaviateApiKeys"])) if "weaviateApiKeys" in values else []
-    return LoadedStack(stack, cfg, placements, secret_values, users)

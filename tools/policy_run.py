@@ -33,7 +33,7 @@ from pulumi_policy.proxy import UNKNOWN_STRING_VALUE, UnknownValueError, unknown
 
 from policy.pack import POLICIES
 from stacks.errors import ConfigError
-from stacks.synth import Synth, synth_stack
+from tools.synth import Synth, synth_stack
 
 CONFIG_DIR = Path(__file__).with_name("config")
 UNKNOWN_IN_SYNTH = "[unknown]"

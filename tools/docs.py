@@ -1,7 +1,7 @@
 """The README's config reference, generated from the schema so the two never drift.
 
-python -m stacks.docs --write README.md    rewrite the section between the markers
-python -m stacks.docs --check README.md    exit 1 when the README is stale (a test runs this)
+python -m tools.docs --write README.md    rewrite the section between the markers
+python -m tools.docs --check README.md    exit 1 when the README is stale (a test runs this)
 """
 
 from __future__ import annotations
@@ -174,8 +174,8 @@ DIAGRAM_END = "<!-- diagram:end -->"
 
 
 def dev_diagram() -> str:
-    from stacks.render import diagram
-    from stacks.synth import synth_stack
+    from tools.render import diagram
+    from tools.synth import synth_stack
 
     return f"{DIAGRAM_START}\n```mermaid\n{diagram(synth_stack('dev'))}```\n{DIAGRAM_END}"
 

@@ -1,8 +1,8 @@
 """Which extra vLLM flags a stack may pass, checked against the pinned release (vLLM 0.32).
 
 An allowlist rather than a pass-through: a misspelt flag makes vLLM exit at start, which on a
-fleet means every worker crash-loops after a long image pull. `tests/components/workers/
-test_vllm_flags.py` proves every flag here exists in `vllm serve --help=all` of 0.32.
+fleet means every worker crash-loops after a long image pull. `tests/stacks/test_vllm_flags.py`
+proves every flag here exists in `vllm serve --help=all` of 0.32.
 
 Each allowed flag also has the grammar of what follows it, from how vLLM 0.32 builds its parser
 (vllm/engine/arg_utils.py `_compute_kwargs`): a `bool` field becomes an argparse
@@ -202,7 +202,7 @@ def _name_problem(arg: str) -> FlagProblem | None:
         return FlagProblem(arg, f"`{name}` is refused: {DENIED[name]}", "remove it")
     if name not in ALLOWED:
         close = difflib.get_close_matches(name, sorted(ALLOWED | set(MANAGED)), n=1, cutoff=0.7)
-        hint = f"did you mean `{close[0]}`?" if close else "see FLAGS in components/workers/vllm_flags.py"
+        hint = f"did you mean `{close[0]}`?" if close else "see FLAGS in stacks/vllm_flags.py"
         return FlagProblem(arg, f"`{name}` is not a vLLM {VLLM_RELEASE} flag on the allowlist", hint)
     return None
 

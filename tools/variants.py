@@ -23,7 +23,7 @@ import yaml
 
 from stacks import stackfile
 from stacks.errors import ConfigError
-from stacks.synth import ROOT
+from tools.synth import ROOT
 
 CPU_IMAGE = "public.ecr.aws/q9t5s3a7/vllm-cpu-release-repo:v0.32.0"
 _KEPT_TOP_LEVEL = ("secretsprovider", "encryptedkey", "encryptionsalt")

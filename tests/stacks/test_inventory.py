@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from components.hosts.inventory import InventoryError, parse_inventory
+from stacks.inventory import InventoryError, parse_inventory
 
-FIXTURES = Path(__file__).parents[2] / "fixtures/nvidia-smi"
+FIXTURES = Path(__file__).parents[1] / "fixtures/nvidia-smi"
 
 
 def h100_line() -> str:

@@ -21,8 +21,8 @@ from components.observability.tracing import OTLP_GRPC_PORT, Tracing, TracingArg
 from components.workers import layout, rollout, spec
 from components.workers.canary import GateTarget, local_url
 from components.workers.pool import VllmWorkerPool, VllmWorkerPoolArgs
+from composition.loader import LoadedStack, load
 from stacks.config import ModelConfig, StackConfig, WorkerGroup
-from stacks.loader import LoadedStack, load
 from stacks.placement import Placement, canary_pool
 
 

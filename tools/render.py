@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from stacks.errors import ConfigError
-from stacks.synth import ROOT, Synth, synth_stack
+from tools.synth import ROOT, Synth, synth_stack
 
 
 def diagram(synth: Synth) -> str:

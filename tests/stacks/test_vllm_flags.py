@@ -5,11 +5,12 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from components.workers import spec, vllm_flags
+from components.workers import spec
+from stacks import vllm_flags
 from stacks.config import WorkerGroup
 from tests.helpers import VALID_MODEL
 
-HELP = Path(__file__).parents[2] / "fixtures/vllm-0.32.0-serve-help.txt"
+HELP = Path(__file__).parents[1] / "fixtures/vllm-0.32.0-serve-help.txt"
 
 
 def real_flags() -> set[str]:

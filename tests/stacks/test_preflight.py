@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from components.hosts.inventory import Gpu
-from components.hosts.preflight import (
+from stacks.config import WorkerGroup
+from stacks.inventory import Gpu
+from stacks.preflight import (
     CUDA_MIN_DRIVER,
     driver_problem,
     memory_fit,
     shape_from_config_json,
     worker_problems,
 )
-from stacks.config import WorkerGroup
 
 MIB = 1024 * 1024
 H100 = Gpu(

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from components.hosts.inventory import Gpu
 from stacks.config import ModelShape, WorkerGroup
+from stacks.inventory import Gpu
 
 MIB = 1024 * 1024
 
@@ -81,7 +81,7 @@ def driver_problem(driver: str, cuda: str) -> str | None:
     """None when `driver` can run `cuda`; else what is wrong."""
     needed = CUDA_MIN_DRIVER.get(cuda)
     if needed is None:
-        return f"CUDA {cuda} is not in the driver table (components/hosts/preflight.py)"
+        return f"CUDA {cuda} is not in the driver table (stacks/preflight.py)"
     if _version(driver) < _version(needed):
         return f"driver {driver} is older than {needed}, the minimum for CUDA {cuda}"
     return None

@@ -17,8 +17,8 @@ import pytest
 import yaml
 
 from components import inline
-from stacks import render
-from stacks.synth import ROOT, Synth, synth_stack
+from tools import render
+from tools.synth import ROOT, Synth, synth_stack
 
 COMMANDS = ("command:remote:Command", "command:local:Command")
 SHIPPED = {p.name: p for p in (ROOT / "components").rglob("*") if p.suffix in (".sh", ".py")}
@@ -141,12 +141,12 @@ def test_a_synth_closes_every_event_loop_it_made() -> None:
     assert [str(w.message) for w in seen if issubclass(w.category, ResourceWarning)] == []
 
 
-@pytest.mark.parametrize("module", ["stacks.render", "policy.run"])
+@pytest.mark.parametrize("module", ["tools.render", "tools.policy_run"])
 def test_a_good_run_prints_nothing_on_stderr(module: str, tmp_path: Path) -> None:
     # `always::ResourceWarning` makes every unclosed loop, socket or file print, not only the
     # occasional one whose finalizer failed: one run shows what 20 plain runs might not.
     for stack in ("dev", "prod"):
-        args = ["--stack", stack] + (["--out", str(tmp_path / stack)] if module == "stacks.render" else [])
+        args = ["--stack", stack] + (["--out", str(tmp_path / stack)] if module == "tools.render" else [])
         proc = subprocess.run(
             [sys.executable, "-W", "always::ResourceWarning", "-m", module, *args],
             cwd=ROOT,

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stacks import render
+from composition.loader import load
 from stacks.errors import ConfigError
-from stacks.loader import load
-from stacks.synth import ROOT, _Mocks, _RecordingMonitor, read_stack_file, run, synth_stack
 from tests.helpers import as_pulumi_config, valid_config
+from tools import render
+from tools.synth import ROOT, _Mocks, _RecordingMonitor, read_stack_file, run, synth_stack
 
 
 def tree(path: Path) -> dict[str, bytes]:
@@ -27,7 +27,7 @@ def test_render_is_byte_identical_across_runs(stack: str, tmp_path: Path) -> Non
     for i in range(2):
         # A separate interpreter each time: nothing may depend on hash seeds or process state.
         subprocess.run(
-            [sys.executable, "-m", "stacks.render", "--stack", stack, "--out", str(tmp_path / str(i))],
+            [sys.executable, "-m", "tools.render", "--stack", stack, "--out", str(tmp_path / str(i))],
             cwd=ROOT,
             check=True,
             capture_output=True,

@@ -1,5 +1,5 @@
 """`make backup-check` against moto: in-process (`mock_aws`, calling `check`, `successful_backups`
-and `main`) and as an operator runs it, `python -m components.data.backup_check` as a subprocess
+and `main`) and as an operator runs it, `python -m tools.backup_check` as a subprocess
 talking to a real `moto_server` on 127.0.0.1.
 
 The bucket holds what Weaviate's backup-s3 module writes (docs/data-services-facts.md, B.3):
@@ -27,11 +27,11 @@ import yaml
 from botocore.config import Config  # type: ignore[import-untyped]
 from moto import mock_aws
 
-from components.data import backup_check
-from components.data.backup_check import Backup, _parse_time, check, successful_backups
-from stacks.synth import ROOT
 from tests.support.moto import isolated_aws_env
 from tests.support.moto import moto_server as start_moto_server
+from tools import backup_check
+from tools.backup_check import Backup, _parse_time, check, successful_backups
+from tools.synth import ROOT
 
 REGION = "eu-west-1"
 PREFIX = "weaviate/prod"
@@ -159,7 +159,7 @@ def backend(
 
         def run_module(args: list[str]) -> Result:
             proc = subprocess.run(
-                [sys.executable, "-m", "components.data.backup_check", *args, "--endpoint-url", url],
+                [sys.executable, "-m", "tools.backup_check", *args, "--endpoint-url", url],
                 capture_output=True,
                 text=True,
                 timeout=RUN_TIMEOUT,

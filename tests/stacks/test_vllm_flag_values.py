@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from components.workers import vllm_flags
+from stacks import vllm_flags
 
-HELP = Path(__file__).parents[2] / "fixtures/vllm-0.32.0-serve-help.txt"
+HELP = Path(__file__).parents[1] / "fixtures/vllm-0.32.0-serve-help.txt"
 
 
 def usage() -> dict[str, str]:

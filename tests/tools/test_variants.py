@@ -6,8 +6,8 @@ from pathlib import Path
 
 import yaml
 
-from stacks import variants
-from stacks.synth import ROOT, synth_stack
+from tools import variants
+from tools.synth import ROOT, synth_stack
 
 
 def test_cpu_variant_of_dev_is_valid_and_gpu_free(tmp_path: Path) -> None:

@@ -258,7 +258,7 @@ def synth_stack(
     stack: str, stack_file: Path | None = None, secrets: dict[str, str] | None = None, reveal: bool = False
 ) -> Synth:
     """`secrets` (short key to value) are set as secret config, as `pulumi config set --secret` would."""
-    from stacks.platform import main
+    from composition.platform import main
 
     config, secret_keys = read_stack_file(stack_file or ROOT / f"Pulumi.{stack}.yaml")
     for key, value in (secrets or {}).items():

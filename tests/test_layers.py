@@ -1,0 +1,47 @@
+"""The folders are the layers, and imports run one way: the stack model at the bottom, then the
+components, the composition, the policy pack and the offline tools. A module imports only from
+its own folder or from a layer below; any import counts, at module level or inside a function."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+# Lower first. `__main__.py` is the program's entry point: it may import the composition.
+LAYERS = ["stacks", "components", "composition", "policy", "tools"]
+
+
+def imports(path: Path) -> list[tuple[int, str]]:
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.append((node.lineno, node.module))
+    return found
+
+
+def upward_imports() -> list[str]:
+    bad = []
+    for rank, layer in enumerate(LAYERS):
+        for path in sorted((ROOT / layer).rglob("*.py")):
+            if "actionlint" in path.parts or "node_modules" in path.parts:
+                continue
+            for line, module in imports(path):
+                top = module.split(".")[0]
+                if top in LAYERS and LAYERS.index(top) > rank:
+                    bad.append(f"{path.relative_to(ROOT)}:{line} imports {module} ({top} is above {layer})")
+                if top in ("tests", "benchmarks"):
+                    bad.append(f"{path.relative_to(ROOT)}:{line} imports {module} (program code never imports {top})")
+    return bad
+
+
+def test_no_module_imports_a_layer_above_its_own() -> None:
+    assert upward_imports() == []
+
+
+def test_the_check_sees_an_upward_import(tmp_path: Path) -> None:
+    path = tmp_path / "m.py"
+    path.write_text("def f():\n    from composition.platform import main\n")
+    assert imports(path) == [(2, "composition.platform")]
