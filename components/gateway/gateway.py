@@ -13,7 +13,7 @@ import pulumi_random as random
 from components import inline
 from components.gateway import members, nginx, status_metrics
 from components.hardening import Health, in_place, settings, timeouts
-from components.hosts.host import GpuHost
+from components.hosts.base import Host
 from stacks.config import GatewayConfig
 from stacks.secrets import GATE_CLIENT, GENERATED_CLIENT, RESERVED_CLIENTS
 
@@ -31,7 +31,7 @@ def gateway_grace_seconds(gw: GatewayConfig) -> int:
 @dataclass(frozen=True)
 class GatewayArgs:
     config: GatewayConfig
-    host: GpuHost
+    host: Host
     """The host the gateway runs on; its workers are reached over the container network."""
     routes: list[nginx.Route]
     worker_key: pulumi.Output[str]
@@ -61,7 +61,7 @@ class Membership:
     """What a worker pool needs to put its workers into the gateway and take them out
     (`members.py`): the commands run on the gateway's host, inside this container."""
 
-    host: GpuHost
+    host: Host
     container: docker.Container
     container_name: str
     config: GatewayConfig
