@@ -19,7 +19,7 @@ from pathlib import Path
 from components.gateway import nginx
 from stacks.config import GatewayConfig
 
-SCRIPT = Path(__file__).with_name("members.sh")
+SCRIPT = Path(__file__).with_name("files") / "members.sh"
 SCRIPT_PATH = "/opt/inference-stack/members.sh"
 MEMBERS_DIR = f"{nginx.SECRETS_DIR}/members"
 # The drain of a worker whose gateway is already gone (a destroy, a replaced gateway host) has

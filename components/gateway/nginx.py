@@ -15,7 +15,7 @@ from components.gateway import status_metrics
 from stacks.config import GatewayConfig
 from stacks.secrets import GATE_CLIENT, TOKEN68, check_client_keys
 
-TEMPLATE = Path(__file__).with_name("nginx.conf.template")
+TEMPLATE = Path(__file__).with_name("files") / "nginx.conf.template"
 SECRETS_DIR = "/etc/nginx/inference-stack"
 CONFIG_PATH = "/etc/nginx/nginx.conf"
 LISTEN_PORT = 8080
