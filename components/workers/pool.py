@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from dataclasses import dataclass, field
 
@@ -11,9 +10,8 @@ import pulumi_docker as docker
 
 from components.gateway import members
 from components.gateway.gateway import Membership
-from components.hardening import settings, timeouts
 from components.hosts.host import GpuHost
-from components.workers import canary, layout, rollout, spec
+from components.workers import canary, container, layout, rollout
 from stacks.config import LmCacheConfig, WorkerGroup
 from stacks.inventory import Gpu
 from stacks.placement import Placement
@@ -50,6 +48,21 @@ class VllmWorkerPoolArgs:
     unlisted workers stay on their own GPUs and name, delete-before-replace."""
 
 
+def check(args: VllmWorkerPoolArgs) -> None:
+    """What the pool refuses, before it registers anything: found in the loop instead, a missing
+    gateway would fail the pool with its canary containers already registered."""
+    group = args.group
+    if group.canary is not None and (args.membership is None or args.gate is None):
+        raise ValueError(f"group {group.name}: a canary needs the gateway and the gate's target")
+    for p in args.placements:
+        if p.host.name not in args.hosts:
+            raise ValueError(f"worker `{p.name}`: no prepared host `{p.host.name}`")
+        if p.name not in args.fingerprints:
+            raise ValueError(f"worker `{p.name}`: no spec fingerprint")
+        if args.lmcache is not None and p.host.name not in args.redis_urls:
+            raise ValueError(f"worker `{p.name}`: KV offload needs a Redis URL for host `{p.host.name}`")
+
+
 class VllmWorkerPool(pulumi.ComponentResource):
     """vLLM OpenAI-compatible workers, one container per placement.
 
@@ -81,23 +94,10 @@ class VllmWorkerPool(pulumi.ComponentResource):
     api_key: pulumi.Output[str]
 
     def __init__(self, name: str, args: VllmWorkerPoolArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        check(args)
         super().__init__("inference-stack:workers:VllmWorkerPool", name, None, opts)
         group = args.group
-        uploads = [
-            docker.ContainerUploadArgs(file=spec.PROBE_PATH, content=spec.probe_source(), permissions="0555"),
-            docker.ContainerUploadArgs(file=spec.ENTRYPOINT_PATH, content=spec.entrypoint_source(), permissions="0555"),
-            docker.ContainerUploadArgs(
-                file=spec.API_KEY_PATH, content=pulumi.Output.secret(args.api_key), permissions="0400"
-            ),
-        ]
-        if args.hf_token is not None:
-            uploads.append(
-                docker.ContainerUploadArgs(
-                    file=spec.HF_TOKEN_PATH,
-                    content=pulumi.Output.secret(args.hf_token),
-                    permissions="0400",
-                )
-            )
+        uploads = container.shared_uploads(args.api_key, args.hf_token)
         containers: dict[str, docker.Container] = {}
         self.admits: list[tuple[list[str], pulumi.Resource]] = []
         self.rollout_plan = rollout.plan(args.placements, group.rollout.max_unavailable, args.seats)
@@ -107,133 +107,57 @@ class VllmWorkerPool(pulumi.ComponentResource):
         gated: list[pulumi.Resource] | None = None
         for step in self.rollout_plan:
             placement = by_name[step.worker]
-            worker_group = placement.group
-            base = placement.container_name(args.stack)
-            seat = args.seats.get(placement.name) or layout.Seat(base, placement.devices, rollout.DELETE_FIRST, "")
-            # Where it runs now: its own GPUs, or the spare ones it moved to.
-            placed = dataclasses.replace(placement, devices=seat.devices)
             if not placement.canary and gated is None and group.canary is not None:
                 # Every canary worker is in the plan before the rest: gate them, then raise their
                 # weight or (at 100 %) promote them, before the rest of the group may roll.
                 gated = self._canary(name, group, canary_containers, args)
-            host = args.hosts[placement.host.name]
-            on_host = host.options(self)
             # The previous wave must be healthy and back in the gateway before this one goes.
-            on_host = pulumi.ResourceOptions.merge(
-                on_host,
-                pulumi.ResourceOptions(
-                    depends_on=[joined[w] for w in step.after] + (gated or []),
-                    delete_before_replace=step.strategy == rollout.DELETE_FIRST,
-                ),
-            )
+            after = [joined[w] for w in step.after] + (gated or [])
             worker = f"{name}-{placement.host.name}-{placement.index}"
-            container_name = seat.name
-            ports = None
-            if placement.published_port is not None:
-                ports = [
-                    docker.ContainerPortArgs(
-                        internal=worker_group.port,
-                        external=placement.published_port,
-                        ip=placement.host.private_address,
-                    )
-                ]
-            device_requests = None
-            if worker_group.accelerator == "nvidia":
-                device_requests = [
-                    docker.ContainerDeviceRequestArgs(
-                        driver="nvidia",
-                        device_ids=list(placed.devices),
-                        capabilities=["gpu"],
-                    )
-                ]
-            offload = args.lmcache is not None
-            tracing = args.tracing.get(placement.host.name, ())
-            all_labels = {
-                **args.labels,
-                **spec.labels(placed, args.stack),
-                layout.SLOT_LABEL: placement.name,
-                layout.SPEC_LABEL: args.fingerprints[placement.name],
-            }
-            worker_uploads = list(uploads)
-            if args.lmcache is not None:
-                lm = args.lmcache
-                url = args.redis_urls[placement.host.name]
-                worker_uploads.append(
-                    docker.ContainerUploadArgs(
-                        file=spec.LMCACHE_CONFIG_PATH,
-                        content=pulumi.Output.secret(url.apply(functools.partial(spec.lmcache_yaml, lm))),
-                        permissions="0400",
-                    )
-                )
-            wait_seconds = spec.wait_timeout_seconds(worker_group)
-            container = docker.Container(
-                worker,
-                name=container_name,
-                hostname=container_name,
-                image=self._checked_image(placed, host),
-                entrypoints=["/bin/sh", spec.ENTRYPOINT_PATH],
-                command=spec.vllm_args(worker_group, kv_offload=offload, tracing=tracing),
-                envs=spec.worker_env(worker_group, kv_offload=offload),
-                device_requests=device_requests,
-                mounts=[
-                    docker.ContainerMountArgs(
-                        type="volume",
-                        source=host.model_cache_volume,
-                        target=spec.HF_HOME,
-                        read_only=worker_group.model.offline(),
-                    ),
-                ],
-                # A host directory per worker on fast storage; Docker creates it when missing.
-                volumes=[
-                    docker.ContainerVolumeArgs(
-                        # The slot's directory, whichever of its two names runs: a moved worker
-                        # keeps its compiled graphs (the old one only reads them meanwhile).
-                        host_path=f"{placement.host.compile_cache_path}/{base}",
-                        container_path=spec.VLLM_CACHE_ROOT,
-                    )
-                ],
-                uploads=worker_uploads,
-                shm_size=spec.shm_size_mb(worker_group),
-                cpu_shares=int(worker_group.resources.cpu_reservation * 1024),
-                memory_reservation=worker_group.resources.memory_reservation_mb,
-                max_retry_count=worker_group.max_restarts,
-                networks_advanced=[
-                    docker.ContainerNetworksAdvancedArgs(
-                        name=host.network_name,
-                        # The slot's name too, for Prometheus: it scrapes the slot, wherever it runs.
-                        aliases=list(dict.fromkeys([base, container_name])),
-                    )
-                ],
-                ports=ports,
-                wait=True,
-                wait_timeout=wait_seconds,
-                stop_signal="SIGTERM",
-                **settings(
-                    cpus=worker_group.resources.cpus,
-                    memory_mb=worker_group.resources.memory_mb,
-                    logs=(worker_group.logs.max_size, worker_group.logs.max_file),
-                    health=spec.health(worker_group),
-                    # The gateway drained the worker first (its member's delete); what still runs
-                    # after that drain timed out gets this long, as vLLM finishes requests on SIGTERM.
-                    grace_seconds=spec.GRACE_SECONDS,
-                    labels=all_labels,
-                    restart="on-failure",
-                ),
-                opts=timeouts(on_host, wait_seconds=wait_seconds, grace_seconds=spec.GRACE_SECONDS),
-            )
-            containers[placement.name] = container
+            seat = container.seat_of(placement, args.stack, args.seats)
+            made = self._worker(worker, placement, seat, step, after, uploads, args)
+            containers[placement.name] = made
             if placement.canary:
-                canary_containers.append(container)
-            address = placement.address(args.stack)
-            if placement.published_port is None:
-                address = f"{container_name}:{worker_group.port}"
-            joined[placement.name] = self._membership(worker, container, placement, address, args) or container
+                canary_containers.append(made)
+            address = container.gateway_address(placement, seat, args.stack)
+            joined[placement.name] = self._membership(worker, made, placement, address, args) or made
         self.containers = [containers[p.name] for p in args.placements]
         self.urls = pulumi.Output.from_input([f"http://{p.address(args.stack)}" for p in args.placements])
         self.compile_cache_dirs = [f"{p.host.compile_cache_path}/{args.stack}-{p.name}" for p in args.placements]
         self.container_names = pulumi.Output.all(*[c.name for c in self.containers]).apply(list)
         self.api_key = pulumi.Output.secret(args.api_key)
         self.register_outputs({"urls": self.urls, "containerNames": self.container_names})
+
+    def _worker(
+        self,
+        worker: str,
+        placement: Placement,
+        seat: layout.Seat,
+        step: rollout.Step,
+        after: list[pulumi.Resource],
+        uploads: list[docker.ContainerUploadArgs],
+        args: VllmWorkerPoolArgs,
+    ) -> docker.Container:
+        host = args.hosts[placement.host.name]
+        on_host = pulumi.ResourceOptions.merge(
+            host.options(self),
+            pulumi.ResourceOptions(depends_on=after, delete_before_replace=step.strategy == rollout.DELETE_FIRST),
+        )
+        placed = container.seated(placement, seat)
+        worker_uploads = list(uploads)
+        if args.lmcache is not None:
+            worker_uploads.append(container.lmcache_upload(args.lmcache, args.redis_urls[placement.host.name]))
+        made_of = container.WorkerSpec(
+            placement=placement,
+            seat=seat,
+            stack=args.stack,
+            image=self._checked_image(placed, host),
+            uploads=worker_uploads,
+            labels=container.container_labels(placed, args.stack, args.fingerprints[placement.name], args.labels),
+            kv_offload=args.lmcache is not None,
+            tracing=args.tracing.get(placement.host.name, ()),
+        )
+        return container.worker_container(worker, made_of, host, on_host)
 
     def _membership(
         self, worker: str, container: docker.Container, placement: Placement, address: str, args: VllmWorkerPoolArgs
@@ -266,8 +190,8 @@ class VllmWorkerPool(pulumi.ComponentResource):
         """The gate, then the split (below 100 %) or the promotion (at 100 %), as `canary.py` says.
         Returns what the rest of the group waits for before it rolls: the promotion, or nothing."""
         m, target, release = args.membership, args.gate, group.canary
-        if m is None or target is None or release is None:
-            raise ValueError(f"group {group.name}: a canary needs the gateway and the gate's target")
+        # `check` refused a canary without them before any resource was made.
+        assert m is not None and target is not None and release is not None
         params = canary.gate_params(group, target)
         gate = m.host.run_command(
             f"{name}-canary-gate",

@@ -4,13 +4,16 @@ Pulumi.dev.yaml and Pulumi.prod.yaml under Pulumi's mock runtime."""
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
+import pulumi
 import pytest
 
 from components import hardening
+from components.workers.pool import VllmWorkerPool, VllmWorkerPoolArgs
 from composition.loader import load
-from composition.platform import build
+from composition.platform import build, build_hosts
 from stacks import provider_rules
 from tests.helpers import as_pulumi_config, valid_config
 from tools.synth import Synth, run
@@ -185,3 +188,46 @@ def test_component_tree(stack: str, request: pytest.FixtureRequest) -> None:
     pools = synth.of_type("inference-stack:workers:VllmWorkerPool")
     hosts = synth.of_type("inference-stack:hosts:GpuHost")
     assert pools and hosts
+
+
+def test_a_canary_without_the_gateway_is_refused_before_the_pool_registers_anything() -> None:
+    values = valid_config()
+    values["workers"][0]["canary"] = {"revision": "1" * 40, "weightPercent": 10}
+
+    def program() -> None:
+        stack = load()
+        args = VllmWorkerPoolArgs(
+            group=stack.config.workers[0],
+            placements=stack.placements,
+            hosts={},
+            api_key=pulumi.Output.secret("key"),
+        )
+        with pytest.raises(ValueError, match="chat: a canary needs the gateway and the gate's target"):
+            VllmWorkerPool("chat", args)
+
+    assert run("test", as_pulumi_config(values), [], program).resources == []
+
+
+@pytest.mark.parametrize(
+    ("drop", "message"),
+    [
+        ("hosts", "worker `chat-gpu-a-0`: no prepared host `gpu-a`"),
+        ("fingerprints", "worker `chat-gpu-a-0`: no spec fingerprint"),
+    ],
+)
+def test_a_worker_without_its_host_or_fingerprint_is_refused_up_front(drop: str, message: str) -> None:
+    def program() -> None:
+        stack = load()
+        hosts = build_hosts(stack)
+        args = VllmWorkerPoolArgs(
+            group=stack.config.workers[0],
+            placements=stack.placements,
+            hosts={} if drop == "hosts" else hosts,
+            api_key=pulumi.Output.secret("key"),
+            fingerprints={} if drop == "fingerprints" else {p.name: "f" for p in stack.placements},
+        )
+        with pytest.raises(ValueError, match=re.escape(message)):
+            VllmWorkerPool("chat", args)
+
+    registered = run("test", as_pulumi_config(valid_config()), [], program)
+    assert "inference-stack:workers:VllmWorkerPool" not in {r["type"] for r in registered.resources}
