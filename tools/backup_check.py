@@ -32,7 +32,7 @@ class Backup:
     completed_at: datetime
 
 
-def _parse_time(text: str) -> datetime:
+def parse_time(text: str) -> datetime:
     # Weaviate writes RFC 3339 with nanoseconds; Python takes at most microseconds.
     head, dot, rest = text.replace("Z", "+00:00").partition(".")
     if dot:
@@ -53,7 +53,7 @@ def successful_backups(client: Any, bucket: str, prefix: str) -> list[Backup]:
                 continue
             doc = json.loads(client.get_object(Bucket=bucket, Key=key)["Body"].read())
             if doc.get("status") == "SUCCESS" and doc.get("completedAt"):
-                found.append(Backup(doc.get("id") or key.split("/")[-2], _parse_time(doc["completedAt"])))
+                found.append(Backup(doc.get("id") or key.split("/")[-2], parse_time(doc["completedAt"])))
     return sorted(found, key=lambda b: b.completed_at)
 
 

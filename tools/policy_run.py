@@ -28,7 +28,6 @@ from pulumi_policy import (
     StackValidationArgs,
     StackValidationPolicy,
 )
-from pulumi_policy.policy import _NotApplicableError
 from pulumi_policy.proxy import UNKNOWN_STRING_VALUE, UnknownValueError, unknown_checking_proxy
 
 from policy.pack import POLICIES
@@ -37,6 +36,24 @@ from tools.synth import Synth, synth_stack
 
 CONFIG_DIR = Path(__file__).with_name("config")
 UNKNOWN_IN_SYNTH = "[unknown]"
+
+
+class NotApplicableError(Exception):
+    """A policy called `args.not_applicable(...)`: it does not apply to what it was handed."""
+
+
+# pulumi_policy's args raise the SDK's private `_NotApplicableError` (pulumi_policy/policy.py),
+# which it does not export; the runner hands policies these subclasses, whose `not_applicable`
+# raises a public error of ours instead. The pack's validations are synchronous, so the SDK's
+# wrapping of errors from awaited validations never sees it.
+class _ResourceArgs(ResourceValidationArgs):
+    def not_applicable(self, reason: str | None = None) -> None:
+        raise NotApplicableError(reason)
+
+
+class _StackArgs(StackValidationArgs):
+    def not_applicable(self, reason: str | None = None) -> None:
+        raise NotApplicableError(reason)
 
 
 @dataclass(frozen=True)
@@ -97,20 +114,20 @@ def _violations(policy: Any, resources: list[PolicyResource], config: dict[str, 
     names = {r.urn: r.name for r in resources}
     if isinstance(policy, ResourceValidationPolicy):
         for r in resources:
-            args = ResourceValidationArgs(r.resource_type, r.props, r.urn, r.name, r.opts, None, config)
+            args = _ResourceArgs(r.resource_type, r.props, r.urn, r.name, r.opts, None, config)
 
             def on_resource(message: str, urn: str | None = None, name: str = r.name) -> None:
                 found.append((name, message))
 
-            with contextlib.suppress(UnknownValueError, _NotApplicableError):
+            with contextlib.suppress(UnknownValueError, NotApplicableError):
                 policy.validate(args, on_resource)
     elif isinstance(policy, StackValidationPolicy):
 
         def on_stack(message: str, urn: str | None = None) -> None:
             found.append((names.get(urn) if urn else None, message))
 
-        with contextlib.suppress(UnknownValueError, _NotApplicableError):
-            policy.validate(StackValidationArgs(resources, config), on_stack)
+        with contextlib.suppress(UnknownValueError, NotApplicableError):
+            policy.validate(_StackArgs(resources, config), on_stack)
     return found
 
 

@@ -21,7 +21,6 @@ from google.protobuf import json_format
 from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.runtime import settings
 from pulumi.runtime.stack import run_pulumi_func
-from pulumi.runtime.sync_await import _sync_await
 
 from components import inline
 from stacks.errors import NAMESPACE
@@ -128,7 +127,7 @@ class Synth:
         return out
 
 
-class _Mocks(pulumi.runtime.Mocks):
+class Mocks(pulumi.runtime.Mocks):
     """Echo inputs back as state, with deterministic ids and the few computed outputs the
     program reads (Docker object names, random passwords). `stdout` maps command resource names
     to what the command prints, to simulate a host's measured GPU inventory; unlisted commands
@@ -160,7 +159,7 @@ class _Mocks(pulumi.runtime.Mocks):
         return {}, []
 
 
-class _RecordingMonitor(pulumi_mocks.MockMonitor):
+class RecordingMonitor(pulumi_mocks.MockMonitor):
     def __init__(self, mocks: pulumi.runtime.Mocks) -> None:
         super().__init__(mocks)
         self.records: list[tuple[str, str, str, str, Any]] = []
@@ -201,7 +200,7 @@ def run(
     config: dict[str, str],
     secret_keys: list[str],
     program: Callable[[], Any],
-    monitor: _RecordingMonitor | None = None,
+    monitor: RecordingMonitor | None = None,
     stdout: dict[str, str] | None = None,
     reveal: bool = False,
     runs: dict[str, str] | None = None,
@@ -214,12 +213,14 @@ def run(
     thread_loops: list[asyncio.AbstractEventLoop] = []
     executor = ThreadPoolExecutor(thread_name_prefix="synth", initializer=_give_loop, initargs=(thread_loops,))
     loop.set_default_executor(executor)
-    mocks = _Mocks(stdout, runs)
-    monitor = monitor or _RecordingMonitor(mocks)
+    mocks = Mocks(stdout, runs)
+    monitor = monitor or RecordingMonitor(mocks)
     try:
         pulumi.runtime.set_all_config(config, secret_keys)
         pulumi.runtime.set_mocks(mocks, project=NAMESPACE, stack=stack, preview=False, monitor=monitor)
-        _sync_await(run_pulumi_func(program))
+        # The loop is ours and idle: run_until_complete is what the SDK's private _sync_await
+        # (pulumi/runtime/sync_await.py) does with a loop that is not running.
+        loop.run_until_complete(run_pulumi_func(program))
     finally:
         # A failed program (a config or preflight error) leaves registrations in flight.
         pending = asyncio.all_tasks(loop)

@@ -156,13 +156,13 @@ def api(
         return payload.decode(errors="replace")
 
 
-def _api_version() -> tuple[int, int]:
+def api_version() -> tuple[int, int]:
     version = api("GET", "/version")["ApiVersion"]
     major, minor = version.split(".")
     return int(major), int(minor)
 
 
-def _get(path: str) -> dict[str, Any] | None:
+def get_or_none(path: str) -> dict[str, Any] | None:
     try:
         result: dict[str, Any] = api("GET", path)
     except EngineError as err:
@@ -838,7 +838,7 @@ def _own(kind: str, existing: dict[str, Any] | None, name: str) -> None:
 
 def _create_network(res: dict[str, Any], state: State) -> str:
     body = _network_body(res)
-    existing = _get(f"/networks/{urllib.parse.quote(body['Name'])}")
+    existing = get_or_none(f"/networks/{urllib.parse.quote(body['Name'])}")
     _own("network", existing, body["Name"])
     if existing is not None:
         if res["name"] in state.entries:
@@ -851,7 +851,7 @@ def _create_network(res: dict[str, Any], state: State) -> str:
 
 def _create_volume(res: dict[str, Any], state: State) -> str:
     body = _volume_body(res)
-    existing = _get(f"/volumes/{urllib.parse.quote(body['Name'])}")
+    existing = get_or_none(f"/volumes/{urllib.parse.quote(body['Name'])}")
     _own("volume", existing, body["Name"])
     if existing is not None and res["name"] in state.entries:
         raise HarnessError(f"{res['name']}: volume {body['Name']} is replaced create-first and its name is taken")
@@ -866,7 +866,7 @@ def _build_image(res: dict[str, Any]) -> str:
     result = subprocess.run(argv, capture_output=True, text=True, timeout=1800, check=False)
     if result.returncode != 0:
         raise HarnessError(f"{res['name']}: {shlex.join(argv)} failed:\n{(result.stdout + result.stderr)[-4000:]}")
-    image = _get(f"/images/{urllib.parse.quote(tag, safe='')}/json")
+    image = get_or_none(f"/images/{urllib.parse.quote(tag, safe='')}/json")
     assert image is not None
     return str(image["Id"])
 
@@ -894,11 +894,11 @@ def _create_container(
     res: dict[str, Any], inputs: dict[str, Any], supported: bool, uploads: str, applied: Applied, state: State
 ) -> None:
     image = str(inputs["image"])
-    if _get(f"/images/{urllib.parse.quote(image, safe='')}/json") is None:
+    if get_or_none(f"/images/{urllib.parse.quote(image, safe='')}/json") is None:
         raise HarnessError(f"{res['name']}: image {image} is not on the engine (see tests/integration/images)")
     plan = plan_container({**res, "inputs": inputs}, image, start_interval_supported=supported, uploads=uploads)
     applied.notes.extend(plan.notes)
-    existing = _get(f"/containers/{urllib.parse.quote(plan.name)}/json")
+    existing = get_or_none(f"/containers/{urllib.parse.quote(plan.name)}/json")
     if existing is not None:
         _own("container", existing["Config"], plan.name)
         _remove_container(existing["Id"])  # left by an earlier process, in no state
@@ -1073,7 +1073,7 @@ def apply(
             applied.actions[res["name"]] = "skipped"
         else:
             resources.append(res)
-    supported = _api_version() >= (1, 44)
+    supported = api_version() >= (1, 44)
     for res in resources:
         # Checked before anything is created: a mapping error must not leave half a stack.
         if res["type"] == CONTAINER:
@@ -1279,10 +1279,10 @@ def ensure_stack_images(synth: Any = None) -> dict[str, float]:
 
     timings = ensure_images()
     workers = {str(r["inputs"]["image"]) for r in _workers(synth)} if synth is not None else {PINNED_VLLM}
-    source = _get(f"/images/{urllib.parse.quote(VLLM_IMAGE, safe='')}/json")
+    source = get_or_none(f"/images/{urllib.parse.quote(VLLM_IMAGE, safe='')}/json")
     assert source is not None
     for name in sorted(workers):
-        target = _get(f"/images/{urllib.parse.quote(name, safe='')}/json")
+        target = get_or_none(f"/images/{urllib.parse.quote(name, safe='')}/json")
         if target is None or target["Id"] != source["Id"]:
             repo, tag = name.rsplit(":", 1)
             api("POST", f"/images/{urllib.parse.quote(VLLM_IMAGE, safe='')}/tag", params={"repo": repo, "tag": tag})

@@ -35,7 +35,7 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def base_image() -> str:
     require_engine()
-    if harness._get(f"/images/{BASE.replace('/', '%2F')}/json") is None:
+    if harness.get_or_none(f"/images/{BASE.replace('/', '%2F')}/json") is None:
         from tests.integration.images import BASE_IMAGE, ensure_images
 
         ensure_images({"base": BASE_IMAGE})
@@ -296,8 +296,8 @@ def test_an_unmapped_input_raises_before_anything_is_created(
         container["healthcheck"]["jitter"] = "1s"
     with pytest.raises(harness.UnmappedInputError, match="frobnicate" if where == "top" else r"healthcheck.*jitter"):
         harness.apply(_synth(resources), state=cleanup.state)
-    assert harness._get(f"/networks/it-net-{suffix}") is None
-    assert harness._get(f"/containers/it-probe-{suffix}/json") is None
+    assert harness.get_or_none(f"/networks/it-net-{suffix}") is None
+    assert harness.get_or_none(f"/containers/it-probe-{suffix}/json") is None
 
 
 def test_an_unknown_resource_type_raises(base_image: str) -> None:

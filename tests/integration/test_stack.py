@@ -480,7 +480,7 @@ def test_the_daemon_model_predicts_the_engines_read_back(stack: harness.Applied,
     """`plan.engine_inspect`, which judges the dev and prod stacks without an engine
     (tests/stacks/test_second_up.py), gives the provider's Read the same state as the real
     `docker inspect` of every ci container."""
-    api = harness._api_version()
+    api = harness.api_version()
     mismatches = {}
     for res in synth.of_type(harness.CONTAINER):
         inputs = harness.STATE.entries[res["name"]].inputs
@@ -954,7 +954,7 @@ def test_teardown_removes_containers_and_networks_but_keeps_named_volumes(stack:
     removed = harness.teardown(graceful=True, only=stack)
     assert set(stack.names.values()) <= set(removed)
     for container in stack.containers.values():
-        assert harness._get(f"/containers/{container}/json") is None
+        assert harness.get_or_none(f"/containers/{container}/json") is None
     existing = {v["Name"] for v in harness.api("GET", "/volumes")["Volumes"] or []}
     assert volumes and volumes <= existing, volumes - existing
 

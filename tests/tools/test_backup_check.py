@@ -30,7 +30,7 @@ from moto import mock_aws
 from tests.support.moto import isolated_aws_env
 from tests.support.moto import moto_server as start_moto_server
 from tools import backup_check
-from tools.backup_check import Backup, _parse_time, check, successful_backups
+from tools.backup_check import Backup, check, parse_time, successful_backups
 from tools.synth import ROOT
 
 REGION = "eu-west-1"
@@ -246,12 +246,12 @@ def bucket(monkeypatch: pytest.MonkeyPatch) -> Iterator[Bucket]:
 
 
 def test_nanosecond_timestamps_parse() -> None:
-    assert _parse_time("2026-11-26T03:00:01.123456789Z") == datetime(2026, 11, 26, 3, 0, 1, 123456, tzinfo=UTC)
-    assert _parse_time("2026-11-26T03:00:01.1Z") == datetime(2026, 11, 26, 3, 0, 1, 100000, tzinfo=UTC)
-    assert _parse_time("2026-11-26T03:00:01Z") == datetime(2026, 11, 26, 3, 0, 1, tzinfo=UTC)
+    assert parse_time("2026-11-26T03:00:01.123456789Z") == datetime(2026, 11, 26, 3, 0, 1, 123456, tzinfo=UTC)
+    assert parse_time("2026-11-26T03:00:01.1Z") == datetime(2026, 11, 26, 3, 0, 1, 100000, tzinfo=UTC)
+    assert parse_time("2026-11-26T03:00:01Z") == datetime(2026, 11, 26, 3, 0, 1, tzinfo=UTC)
     # Weaviate writes UTC (`time.Now().UTC()`), but RFC 3339 allows an offset: it must not be lost.
-    assert _parse_time("2026-11-26T05:00:01.123456789+02:00") == datetime(2026, 11, 26, 3, 0, 1, 123456, tzinfo=UTC)
-    assert _parse_time("2026-11-25T22:00:01.5-05:00") == datetime(2026, 11, 26, 3, 0, 1, 500000, tzinfo=UTC)
+    assert parse_time("2026-11-26T05:00:01.123456789+02:00") == datetime(2026, 11, 26, 3, 0, 1, 123456, tzinfo=UTC)
+    assert parse_time("2026-11-25T22:00:01.5-05:00") == datetime(2026, 11, 26, 3, 0, 1, 500000, tzinfo=UTC)
 
 
 def test_successful_backups_reads_descriptors_in_order(bucket: Bucket) -> None:

@@ -14,7 +14,7 @@ from composition.loader import load
 from stacks.errors import ConfigError
 from tests.helpers import as_pulumi_config, valid_config
 from tools import render
-from tools.synth import ROOT, _Mocks, _RecordingMonitor, read_stack_file, run, synth_stack
+from tools.synth import ROOT, Mocks, RecordingMonitor, read_stack_file, run, synth_stack
 
 
 def tree(path: Path) -> dict[str, bytes]:
@@ -75,7 +75,7 @@ def test_invalid_config_exits_nonzero_and_writes_nothing(tmp_path: Path, capsys:
 def test_config_error_registers_no_resource() -> None:
     values = valid_config()
     values["workers"][0]["image"] = "vllm/vllm-openai:latest"
-    monitor = _RecordingMonitor(_Mocks())
+    monitor = RecordingMonitor(Mocks())
     with pytest.raises(ConfigError):
         run("test", as_pulumi_config(values), [], lambda: load() and None, monitor=monitor)
     assert monitor.records == []

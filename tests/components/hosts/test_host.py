@@ -13,7 +13,7 @@ import pytest
 
 from composition.platform import main as program
 from stacks.preflight import PreflightError
-from tools.synth import Synth, _Mocks, _RecordingMonitor, read_stack_file, run
+from tools.synth import Mocks, RecordingMonitor, Synth, read_stack_file, run
 
 FIXTURES = Path(__file__).parents[2] / "fixtures/nvidia-smi"
 PROD_CHAIN = ["toolkit", "runtime", "verify", "storage", "tools", "weights-mistral-7b-instruct", "images"]
@@ -145,9 +145,9 @@ def inventory(driver: str = "580.159.04", memory: int = 81559, count: int = 4) -
     return "\n".join([*lines, "uvm=ok"]) + "\n"
 
 
-def prod_with_inventory(stdout: dict[str, str]) -> tuple[Synth | None, _RecordingMonitor, BaseException | None]:
+def prod_with_inventory(stdout: dict[str, str]) -> tuple[Synth | None, RecordingMonitor, BaseException | None]:
     config, secret_keys = read_stack_file(Path("Pulumi.prod.yaml"))
-    monitor = _RecordingMonitor(_Mocks(stdout))
+    monitor = RecordingMonitor(Mocks(stdout))
     try:
         return run("prod", config, secret_keys, program, monitor=monitor, stdout=stdout), monitor, None
     except PreflightError as err:
