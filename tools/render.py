@@ -23,11 +23,12 @@ from tools.synth import ROOT, Synth, synth_stack
 
 
 def diagram(synth: Synth) -> str:
-    """Mermaid flowchart: components as subgraphs, custom resources as nodes."""
+    """Mermaid flowchart: components as subgraphs, custom resources (and their children) as nodes."""
     children: dict[str | None, list[dict[str, Any]]] = {}
     for res in synth.resources:
         children.setdefault(res["parent"], []).append(res)
     lines = ["flowchart LR"]
+    names = [res["name"] for res in synth.resources]
 
     def node_id(name: str) -> str:
         return "n_" + "".join(c if c.isalnum() else "_" for c in name)
@@ -41,6 +42,10 @@ def diagram(synth: Synth) -> str:
                 lines.append(f"{indent}end")
             elif not res["type"].startswith("pulumi:providers:"):
                 lines.append(f'{indent}{node_id(res["name"])}["{short}<br/>{res["name"]}"]')
+                # A custom resource's children (a worker's gateway membership) sit beside it; parents
+                # are known by name only, so a name two resources share has none of its own.
+                if names.count(res["name"]) == 1:
+                    emit(res["name"], indent)
 
     emit(None, "  ")
     for res in synth.of_type("docker:index/container:Container"):

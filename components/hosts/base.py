@@ -35,6 +35,7 @@ class Host(Protocol):
         depends_on: list[pulumi.Resource],
         delete: list[str] | None = None,
         stdin: pulumi.Input[str] | None = None,
+        aliases: list[pulumi.Alias] | None = None,
     ) -> command.remote.Command | command.local.Command:
         """Runs `argv` on this host whenever a trigger changes."""
         ...

@@ -217,12 +217,13 @@ class GpuHost(pulumi.ComponentResource):
         depends_on: list[pulumi.Resource],
         delete: list[str] | None = None,
         stdin: pulumi.Input[str] | None = None,
+        aliases: list[pulumi.Alias] | None = None,
     ) -> command.remote.Command | command.local.Command:
         """Runs `argv` on this host (as root over SSH) whenever a trigger changes, and `delete`
         (when given) before the command is deleted or replaced. `stdin` (may be secret) is
-        written to the command's standard input."""
+        written to the command's standard input. `aliases`: the URNs it had before a move."""
         host = self._args.host
-        opts = pulumi.ResourceOptions(parent=parent, depends_on=depends_on)
+        opts = pulumi.ResourceOptions(parent=parent, depends_on=depends_on, aliases=aliases)
         if host.ssh is not None:
             return command.remote.Command(
                 name,

@@ -175,7 +175,10 @@ class VllmWorkerPool(pulumi.ComponentResource):
             f"{worker}-member",
             admit,
             triggers=[container.id],
-            parent=self,
+            # Under the worker it admits, where the tree shows it; it was the pool's child before,
+            # and the alias keeps that URN, so existing stacks neither drain nor re-admit.
+            parent=container,
+            aliases=[pulumi.Alias(parent=self)],
             depends_on=[container, m.container],
             delete=members.drain_argv(
                 m.container_name, placement.pool, address, placement.group.rollout.drain_timeout_seconds

@@ -40,6 +40,7 @@ class StubHost(pulumi.ComponentResource):
         depends_on: list[pulumi.Resource],
         delete: list[str] | None = None,
         stdin: pulumi.Input[str] | None = None,
+        aliases: list[pulumi.Alias] | None = None,
     ) -> command.remote.Command | command.local.Command:
         return command.local.Command(
             name,
@@ -47,5 +48,5 @@ class StubHost(pulumi.ComponentResource):
             delete=shlex.join(delete) if delete else None,
             triggers=triggers,
             stdin=stdin,
-            opts=pulumi.ResourceOptions(parent=parent, depends_on=depends_on),
+            opts=pulumi.ResourceOptions(parent=parent, depends_on=depends_on, aliases=aliases),
         )

@@ -69,7 +69,7 @@ def test_workers_join_the_gateway_through_member_commands(prod: Synth) -> None:
         assert not prod.depends_on("gateway-nginx", worker), "the gateway starts first; workers join it"
         member = prod.named(f"{worker}-member")
         assert member["type"] == "command:remote:Command"  # the gateway host is an SSH host in prod
-        assert member["parent"] == "mistral"
+        assert member["parent"] == worker  # under its worker (alias: the pool, its old parent)
         assert prod.depends_on(member["name"], worker) and prod.depends_on(member["name"], "gateway-nginx")
         # A replaced worker replaces its member: drained first, admitted again after.
         assert member["inputs"]["triggers"] == [f"{worker}-id"]

@@ -231,3 +231,22 @@ def test_a_worker_without_its_host_or_fingerprint_is_refused_up_front(drop: str,
 
     registered = run("test", as_pulumi_config(valid_config()), [], program)
     assert "inference-stack:workers:VllmWorkerPool" not in {r["type"] for r in registered.resources}
+
+
+def test_a_membership_sits_under_its_worker_and_keeps_the_urn_it_had_under_the_pool(dev: Synth) -> None:
+    (member,) = [r for r in dev.resources if r["name"].endswith("-member")]
+    assert member["parent"] == "chat-local-0" and dev.named("chat-local-0")["parent"] == "chat"
+    captured: dict[str, Any] = {}
+
+    async def program() -> None:
+        pool = build(load())["chat"]
+        (command,) = [c for _, c in pool.admits if c.pulumi_resource_name == "chat-gpu-a-0-member"]
+        captured["pool"] = await pulumi.Output.from_input(pool.urn).future()
+        # The SDK's own resolution of `opts.aliases` to URNs (pulumi/resource.py, Resource.__init__).
+        captured["aliases"] = [await pulumi.Output.from_input(a).future() for a in command._aliases]
+
+    run("test", as_pulumi_config(valid_config()), [], program)
+    # A child's URN is its parent's qualified type, `$`, its own type and its name: under the pool,
+    # as the membership was registered before it moved.
+    pool_type = str(captured["pool"]).rsplit("::", 1)[0]
+    assert captured["aliases"] == [f"{pool_type}$command:local:Command::chat-gpu-a-0-member"]
