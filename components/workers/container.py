@@ -36,7 +36,7 @@ def shared_uploads(
 ) -> list[docker.ContainerUploadArgs]:
     """The files every worker of the pool gets: the probe, the entrypoint and the secrets."""
     uploads = [
-        docker.ContainerUploadArgs(file=spec.PROBE_PATH, content=spec.probe_source(), permissions="0555"),
+        docker.ContainerUploadArgs(file=spec.HEALTHCHECK_PATH, content=spec.healthcheck_source(), permissions="0555"),
         docker.ContainerUploadArgs(file=spec.ENTRYPOINT_PATH, content=spec.entrypoint_source(), permissions="0555"),
         docker.ContainerUploadArgs(file=spec.API_KEY_PATH, content=pulumi.Output.secret(api_key), permissions="0400"),
     ]

@@ -21,13 +21,14 @@ HF_HOME = "/root/.cache/huggingface"
 VLLM_CACHE_ROOT = "/root/.cache/vllm"
 # A worker's stop grace after its drain: what a drain that timed out left running may finish.
 GRACE_SECONDS = 60
-PROBE_PATH = f"{APP_DIR}/healthcheck.py"
+# The two-tier healthcheck has one name: its file, its path in the container, its upload.
+HEALTHCHECK_PATH = f"{APP_DIR}/healthcheck.py"
 ENTRYPOINT_PATH = f"{APP_DIR}/entrypoint.sh"
 API_KEY_PATH = f"{SECRETS_DIR}/vllm-api-key"
 HF_TOKEN_PATH = f"{SECRETS_DIR}/hf-token"
 
 
-def probe_source() -> str:
+def healthcheck_source() -> str:
     return (HERE / "healthcheck.py").read_text()
 
 
@@ -118,7 +119,7 @@ def healthcheck_test(group: WorkerGroup) -> list[str]:
     return [
         "CMD",
         "python3",
-        PROBE_PATH,
+        HEALTHCHECK_PATH,
         "--url",
         f"http://127.0.0.1:{group.port}",
         "--model",
@@ -177,6 +178,6 @@ def fingerprint(group: WorkerGroup, kv_offload: bool = False, tracing: Sequence[
         "health": [healthcheck_test(group), group.health.model_dump(), group.start_period()],
         "limits": [group.resources.model_dump(), shm_size_mb(group), group.max_restarts, group.logs.model_dump()],
         "port": group.port,
-        "scripts": [probe_source(), entrypoint_source()],
+        "scripts": [healthcheck_source(), entrypoint_source()],
     }
     return hashlib.sha256(json.dumps(made_of, sort_keys=True).encode()).hexdigest()[:16]

@@ -17,7 +17,7 @@ import pytest
 from components.workers import canary_gate, healthcheck, spec
 from tests.support.model_server import near_ties, require_model_server, vllm_server
 
-PROBE = Path(spec.__file__).parent / "healthcheck.py"
+HEALTHCHECK = spec.HERE / "healthcheck.py"
 
 
 class Scripted:
@@ -90,7 +90,7 @@ def server_factory() -> Iterator[Callable[..., Scripted]]:
 def probe(
     url: str, tmp_path: Path, *extra: str, timeout: str = "5", model: str = "m", state: str = "probe.ok"
 ) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, str(PROBE), "--url", url, "--model", model, "--timeout", timeout]
+    command = [sys.executable, str(HEALTHCHECK), "--url", url, "--model", model, "--timeout", timeout]
     command += ["--state-file", str(tmp_path / state), "--api-key-file", str(tmp_path / "key"), *extra]
     return subprocess.run(command, capture_output=True, text=True, timeout=120)
 
