@@ -8,28 +8,28 @@ import json
 import pulumi
 import pulumi_random as random
 
-from components.data.redis import PORT as REDIS_PORT
 from components.data.redis import Redis, RedisArgs
 from components.data.weaviate import Weaviate, WeaviateArgs
 from components.gateway import first_request
 from components.gateway.gateway import Gateway, GatewayArgs
 from components.gateway.nginx import Pool, Route
 from components.hosts.host import GpuHost, GpuHostArgs, s3_credentials
-from components.observability.monitoring import DCGM_PORT, Monitoring, MonitoringArgs
+from components.observability.monitoring import Monitoring, MonitoringArgs
 from components.observability.prometheus import Target
-from components.observability.tracing import OTLP_GRPC_PORT, Tracing, TracingArgs, otlp_endpoint
+from components.observability.tracing import Tracing, TracingArgs
 from components.workers import layout, rollout, spec
 from components.workers.canary import GateTarget, local_url
 from components.workers.pool import VllmWorkerPool, VllmWorkerPoolArgs
 from composition.loader import LoadedStack, load
-from stacks.config import ModelConfig, StackConfig, WorkerGroup
+from stacks import network
+from stacks.config import ModelConfig, StackConfig
 from stacks.placement import Placement, canary_pool
 
 
 def build_hosts(stack: LoadedStack) -> dict[str, GpuHost]:
     cfg = stack.config
     multi_host = len(cfg.hosts) > 1
-    gateway = cfg.host(cfg.gateway_host())
+    firewall = network.firewall_ports(cfg, stack.placements)
     secrets = stack.secrets
     creds = None
     if "s3AccessKeyId" in secrets and "s3SecretAccessKey" in secrets:
@@ -53,12 +53,8 @@ def build_hosts(stack: LoadedStack) -> dict[str, GpuHost]:
                 verify_gpus=any(g.accelerator == "nvidia" for g in groups),
                 images=[g.image for g in groups],
                 prefetch=list(prefetch.values()),
-                published_ports=[p.published_port for p in here if p.published_port is not None]
-                + ([REDIS_PORT] if host.name == gateway.name and redis_published(stack) else [])
-                + ([OTLP_GRPC_PORT] if host.name == gateway.name and tracing_published(stack) else [])
-                # Prometheus on the gateway host scrapes this host's DCGM exporter.
-                + ([DCGM_PORT] if host.name != gateway.name and dcgm_scraped(stack, groups) else []),
-                gateway_address=gateway.private_address,
+                published_ports=firewall[host.name],
+                gateway_address=cfg.host(cfg.gateway_host()).private_address,
                 ssh_private_key=secrets.get("sshPrivateKey"),
                 hf_token=secrets.get("hfToken"),
                 s3_credentials=creds,
@@ -81,26 +77,6 @@ def routes(cfg: StackConfig, placements: list[Placement], stack: str) -> list[Ro
     return result
 
 
-def redis_published(stack: LoadedStack) -> bool:
-    """Redis publishes (on the gateway host's private address) only for offloading workers elsewhere."""
-    cfg = stack.config
-    return (
-        cfg.redis.enabled
-        and cfg.redis.kv_cache_offload
-        and any(p.host.name != cfg.gateway_host() for p in stack.placements)
-    )
-
-
-def dcgm_scraped(stack: LoadedStack, groups: list[WorkerGroup]) -> bool:
-    return stack.config.observability.enabled and any(g.accelerator == "nvidia" for g in groups)
-
-
-def tracing_published(stack: LoadedStack) -> bool:
-    """Jaeger's OTLP port publishes (on the gateway host's private address) only for workers elsewhere."""
-    cfg = stack.config
-    return cfg.observability.tracing.enabled and any(p.host.name != cfg.gateway_host() for p in stack.placements)
-
-
 def worker_tracing(stack: LoadedStack) -> dict[str, list[str]]:
     """Each host's vLLM tracing flags: Jaeger by name beside it, or across hosts at the gateway
     host's private address."""
@@ -108,12 +84,9 @@ def worker_tracing(stack: LoadedStack) -> dict[str, list[str]]:
     tracing = cfg.observability.tracing
     if not tracing.enabled:
         return {}
-    gateway = cfg.host(cfg.gateway_host())
-    remote = None if gateway.private_address is None else str(gateway.private_address)
     return {
         host.name: spec.tracing_args(
-            otlp_endpoint(stack.name, None if host.name == gateway.name else remote),
-            tracing.collect_detailed_traces,
+            network.host_otlp_endpoint(cfg, stack.name, host.name), tracing.collect_detailed_traces
         )
         for host in cfg.hosts
     }
@@ -135,24 +108,21 @@ def build_redis(stack: LoadedStack, hosts: dict[str, GpuHost]) -> Redis | None:
             host=hosts[gateway_host],
             password=password,
             stack=stack.name,
-            publish_address=address if redis_published(stack) else None,
+            publish_address=address if network.redis_published(cfg, stack.placements) else None,
         ),
     )
 
 
 def redis_urls(stack: LoadedStack, redis: Redis) -> dict[str, pulumi.Output[str]]:
-    """How each host's workers reach Redis: by name on its own host, at the private address elsewhere."""
+    """How each host's workers reach Redis: Redis's own URL beside it, the gateway host's private
+    address elsewhere."""
     cfg = stack.config
-    gateway = cfg.host(cfg.gateway_host())
-    urls: dict[str, pulumi.Output[str]] = {}
-    for host in cfg.hosts:
-        target = f"{stack.name}-redis" if host.name == gateway.name else str(gateway.private_address)
-        urls[host.name] = pulumi.Output.secret(redis.password.apply(functools.partial(_redis_url, target)))
-    return urls
-
-
-def _redis_url(target: str, password: str) -> str:
-    return f"redis://:{password}@{target}:6379"
+    return {
+        host.name: redis.url
+        if host.name == cfg.gateway_host()
+        else redis.url_at(network.redis_target(cfg, stack.name, host.name))
+        for host in cfg.hosts
+    }
 
 
 def build_data_services(stack: LoadedStack, hosts: dict[str, GpuHost]) -> Weaviate | None:
@@ -313,13 +283,14 @@ def build(stack: LoadedStack) -> dict[str, VllmWorkerPool]:
     tracing = None
     if cfg.observability.tracing.enabled:
         gateway_host = cfg.host(cfg.gateway_host())
+        published = network.tracing_published(cfg, stack.placements)
         tracing = Tracing(
             "tracing",
             TracingArgs(
                 config=cfg.observability.tracing,
                 host=hosts[gateway_host.name],
                 bind_address=cfg.observability.bind_address,
-                private_address=str(gateway_host.private_address) if tracing_published(stack) else None,
+                private_address=str(gateway_host.private_address) if published else None,
                 edge_network=gateway.edge_network,
                 stack=stack.name,
             ),

@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from stacks.config import HostConfig, StackConfig, WorkerGroup
 from stacks.errors import ConfigIssue, did_you_mean, key_path
 from stacks.model_files import ModelFiles, model_len_issues, read_cached, read_snapshot, snapshot_dir
+from stacks.network import Published, published
 from stacks.preflight import MEMORY_FIX, cuda_of, driver_problem, memory_fit, shape_from_config_json
 from stacks.vllm_flags import check_extra_args
 
@@ -487,132 +488,6 @@ def _place_on_host(
             )
         placements.append(Placement(group, host, w, ids, None))
     return placements, issues
-
-
-# The fixed host ports, as the components publish them (tests/stacks/test_refused_ports.py checks
-# these against components/): Redis and Jaeger's OTLP gRPC on the gateway host's private address,
-# the DCGM exporter on each other GPU host's.
-REDIS_PORT = 6379
-OTLP_GRPC_PORT = 4317
-DCGM_PORT = 9400
-
-
-@dataclass(frozen=True)
-class Published:
-    """One host address and port a container (or sshd) listens on."""
-
-    host: str
-    address: str
-    port: int
-    service: str
-    loc: tuple[str | int, ...]
-    """The key that chose the port, or the address for a fixed port."""
-    value: object
-    fixed: bool = False
-    """The port is not configurable (Redis, OTLP, DCGM, sshd's own)."""
-
-
-def published(cfg: StackConfig, placements: list[Placement]) -> list[Published]:
-    """Every host port the stack publishes, fixed ones first so that a clash is reported on the
-    key that can move. What publishes where follows composition/platform.py and components/."""
-    gateway = next((h for h in cfg.hosts if h.name == cfg.gateway_host()), None)
-    if gateway is None:
-        return []  # `network.gatewayHost` names no host, refused on its own.
-    return _fixed_ports(cfg, placements, gateway) + _chosen_ports(cfg, placements, gateway)
-
-
-def _fixed_ports(cfg: StackConfig, placements: list[Placement], gateway: HostConfig) -> list[Published]:
-    found = []
-    for i, host in enumerate(cfg.hosts):
-        if host.ssh is not None:
-            # sshd listens on every address unless its `ListenAddress` says otherwise.
-            for anywhere in ("0.0.0.0", "::"):
-                found.append(
-                    Published(
-                        host.name,
-                        anywhere,
-                        host.ssh.port,
-                        "sshd",
-                        ("hosts", i, "ssh", "port"),
-                        host.ssh.port,
-                        fixed=True,
-                    )
-                )
-    private, at_gateway = gateway.private_address, ("hosts", cfg.hosts.index(gateway), "privateAddress")
-    remote = any(p.host.name != gateway.name for p in placements)
-    if private is not None and remote and cfg.redis.enabled and cfg.redis.kv_cache_offload:
-        found.append(Published(gateway.name, private, REDIS_PORT, "Redis", at_gateway, private, fixed=True))
-    if private is not None and remote and cfg.observability.tracing.enabled:
-        found.append(
-            Published(gateway.name, private, OTLP_GRPC_PORT, "Jaeger's OTLP receiver", at_gateway, private, fixed=True)
-        )
-    for i, host in enumerate(cfg.hosts):
-        gpus_here = any(p.host.name == host.name and p.group.accelerator == "nvidia" for p in placements)
-        if cfg.observability.enabled and gpus_here and host.name != gateway.name and host.private_address:
-            found.append(
-                Published(
-                    host.name,
-                    host.private_address,
-                    DCGM_PORT,
-                    "the DCGM exporter",
-                    ("hosts", i, "privateAddress"),
-                    host.private_address,
-                    fixed=True,
-                )
-            )
-    return found
-
-
-def _chosen_ports(cfg: StackConfig, placements: list[Placement], gateway: HostConfig) -> list[Published]:
-    obs, gw, here = cfg.observability, cfg.gateway, gateway.name
-    found = [Published(here, gw.listen_address, gw.port, "the gateway", ("gateway", "port"), gw.port)]
-    if obs.enabled:
-        found.append(
-            Published(
-                here,
-                obs.bind_address,
-                obs.prometheus_port,
-                "Prometheus",
-                ("observability", "prometheusPort"),
-                obs.prometheus_port,
-            )
-        )
-        if obs.grafana:
-            found.append(
-                Published(
-                    here,
-                    obs.bind_address,
-                    obs.grafana_port,
-                    "Grafana",
-                    ("observability", "grafanaPort"),
-                    obs.grafana_port,
-                )
-            )
-    if obs.tracing.enabled:
-        found.append(
-            Published(
-                here,
-                obs.bind_address,
-                obs.tracing.ui_port,
-                "the Jaeger UI",
-                ("observability", "tracing", "uiPort"),
-                obs.tracing.ui_port,
-            )
-        )
-    groups = {w.name: i for i, w in enumerate(cfg.workers)}
-    for p in placements:
-        if p.published_port is not None and p.host.private_address is not None:
-            found.append(
-                Published(
-                    p.host.name,
-                    p.host.private_address,
-                    p.published_port,
-                    f"worker `{p.name}`",
-                    ("workers", groups[p.group.name], "port"),
-                    p.group.port,
-                )
-            )
-    return found
 
 
 def _overlap(a: str, b: str) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,13 +13,13 @@ import pulumi_docker as docker
 from components.hardening import Health, in_place, settings
 from components.hosts.host import GpuHost
 from stacks.config import RedisConfig
+from stacks.network import REDIS_PORT, redis_container, redis_url
 
 TEMPLATE = Path(__file__).with_name("redis.conf.template")
 CONF_PATH = "/usr/local/etc/redis/redis.conf"
 ACL_PATH = "/run/secrets/redis-acl.conf"
 PASSWORD_PATH = "/run/secrets/redis-password"
 DATA_DIR = "/data"
-PORT = 6379
 REDIS_UID = "999"  # the official image's `redis` user
 # Its shutdown: the AOF fsync and, with `save` lines, one RDB of at most maxmemory. Ample for both.
 GRACE_SECONDS = 60
@@ -82,13 +83,13 @@ class Redis(pulumi.ComponentResource):
     password: pulumi.Output[str]
     """Secret."""
     url: pulumi.Output[str]
-    """`redis://:<password>@host:port`, secret, for LMCache and applications."""
+    """`redis://:<password>@host:port` on the platform network, secret, for LMCache and applications."""
 
     def __init__(self, name: str, args: RedisArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("inference-stack:data:Redis", name, None, opts)
         cfg, host = args.config, args.host
         on_host = host.options(self)
-        container_name = f"{args.stack}-redis"
+        container_name = redis_container(args.stack)
         mounts = []
         tmpfs = None
         if cfg.persistence == "aof":
@@ -99,7 +100,7 @@ class Redis(pulumi.ComponentResource):
         secret_password: pulumi.Output[str] = pulumi.Output.secret(args.password)
         ports = None
         if args.publish_address is not None:
-            ports = [docker.ContainerPortArgs(internal=PORT, external=PORT, ip=args.publish_address)]
+            ports = [docker.ContainerPortArgs(internal=REDIS_PORT, external=REDIS_PORT, ip=args.publish_address)]
         files = [
             docker.ContainerUploadArgs(file=CONF_PATH, content=render_redis_conf(cfg), permissions="0444"),
             docker.ContainerUploadArgs(
@@ -142,8 +143,12 @@ class Redis(pulumi.ComponentResource):
             ),
             opts=in_place(on_host),
         )
-        self.address = pulumi.Output.from_input(f"{container_name}:{PORT}")
+        self.address = pulumi.Output.from_input(f"{container_name}:{REDIS_PORT}")
         self.password = secret_password
-        self.url = pulumi.Output.secret(secret_password.apply(lambda p: f"redis://:{p}@{container_name}:{PORT}"))
+        self.url = self.url_at(f"{container_name}:{REDIS_PORT}")
         self.container = container
         self.register_outputs({"address": self.address, "password": self.password})
+
+    def url_at(self, target: str) -> pulumi.Output[str]:
+        """The URL with Redis reached at `target` (`host:port`, `stacks.network.redis_target`), secret."""
+        return pulumi.Output.secret(self.password.apply(functools.partial(redis_url, target)))

@@ -13,10 +13,10 @@ from components.hosts.host import GpuHost
 from components.observability import grafana
 from components.observability.prometheus import RULES_PATH, Target, render_prometheus_yml, render_rules
 from stacks.config import ObservabilityConfig
+from stacks.network import DCGM_PORT
 
 CONFIG_PATH = "/etc/prometheus/prometheus.yml"
 DATA_PATH = "/prometheus"
-DCGM_PORT = 9400
 NGINX_EXPORTER_PORT = 9113
 
 

@@ -11,12 +11,12 @@ import yaml
 from components.hardening import Health, in_place, settings
 from components.hosts.host import GpuHost
 from stacks.config import TracingConfig
+from stacks.network import OTLP_GRPC_PORT, jaeger_container
 
 CONFIG_PATH = "/etc/jaeger/config.yaml"
 # The image declares /tmp a volume with mode 1777, and Docker copies that mode into an empty
 # named volume mounted there: the image's uid 10001 can then write without a chown step.
 DATA_PATH = "/tmp/jaeger"
-OTLP_GRPC_PORT = 4317
 OTLP_HTTP_PORT = 4318
 UI_PORT = 16686
 HEALTH_PORT = 13133
@@ -75,16 +75,6 @@ def render_jaeger_config(cfg: TracingConfig) -> str:
     )
 
 
-def otlp_endpoint(stack: str, remote_address: str | None) -> str:
-    """Where a worker sends its spans (OTLP gRPC, vLLM's default protocol): Jaeger by name on the
-    gateway host, the gateway host's private address from any other."""
-    return f"http://{remote_address or container_name(stack)}:{OTLP_GRPC_PORT}"
-
-
-def container_name(stack: str) -> str:
-    return f"{stack}-jaeger"
-
-
 @dataclass(frozen=True)
 class TracingArgs:
     config: TracingConfig
@@ -127,7 +117,7 @@ class Tracing(pulumi.ComponentResource):
             ports.append(
                 docker.ContainerPortArgs(internal=OTLP_GRPC_PORT, external=OTLP_GRPC_PORT, ip=args.private_address)
             )
-        jaeger = container_name(args.stack)
+        jaeger = jaeger_container(args.stack)
         files = [docker.ContainerUploadArgs(file=CONFIG_PATH, content=render_jaeger_config(cfg), permissions="0444")]
         docker.Container(
             f"{name}-jaeger",

@@ -179,14 +179,14 @@ def test_distinct_addresses_and_ports_pass(mutate: Mutation) -> None:
 
 
 def test_the_fixed_ports_are_the_ones_the_components_publish() -> None:
-    from components.data import redis
-    from components.observability import monitoring
-    from components.observability import tracing as jaeger
-    from stacks import placement
+    """The rule and the components read the same constants (stacks/network.py), and the render
+    publishes them."""
+    from stacks import network
+    from tools.synth import synth_stack
 
-    assert placement.REDIS_PORT == redis.PORT
-    assert placement.OTLP_GRPC_PORT == jaeger.OTLP_GRPC_PORT
-    assert placement.DCGM_PORT == monitoring.DCGM_PORT
+    containers = synth_stack("prod").of_type("docker:index/container:Container")
+    rendered = {port["external"] for c in containers for port in c["inputs"].get("ports") or []}
+    assert {network.OTLP_GRPC_PORT, network.DCGM_PORT} <= rendered
 
 
 def test_the_gateway_tmpfs_is_the_size_the_rules_assume() -> None:
