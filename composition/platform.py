@@ -47,7 +47,7 @@ def build_hosts(stack: LoadedStack) -> dict[str, GpuHost]:
             GpuHostArgs(
                 host=host,
                 provisioning=cfg.provisioning,
-                network_name=f"{stack.name}-workers",
+                network_name=network.workers_network(stack.name),
                 # No route out once nothing needs one: weights are local and nothing publishes.
                 internal_network=not multi_host and all(g.model.offline() for g in groups),
                 verify_gpus=any(g.accelerator == "nvidia" for g in groups),

@@ -19,14 +19,66 @@ OTLP_GRPC_PORT = 4317
 """OTLP over gRPC, vLLM's default protocol for `--otlp-traces-endpoint`."""
 DCGM_PORT = 9400
 """dcgm-exporter's default listen port."""
+PROMETHEUS_PORT = 9090
+"""Prometheus's listen port inside its container."""
+JAEGER_UI_PORT = 16686
+"""Jaeger's query API and UI inside its container."""
+WEAVIATE_PORT = 8080
+"""Weaviate's REST port inside its container."""
+
+
+def workers_network(stack: str) -> str:
+    """Each host's Docker network for its workers and the services beside them."""
+    return f"{stack}-workers"
 
 
 def redis_container(stack: str) -> str:
     return f"{stack}-redis"
 
 
+def weaviate_container(stack: str) -> str:
+    return f"{stack}-weaviate"
+
+
 def jaeger_container(stack: str) -> str:
     return f"{stack}-jaeger"
+
+
+def prometheus_container(stack: str) -> str:
+    return f"{stack}-prometheus"
+
+
+def grafana_container(stack: str) -> str:
+    return f"{stack}-grafana"
+
+
+def nginx_exporter_container(stack: str) -> str:
+    return f"{stack}-nginx-exporter"
+
+
+def dcgm_container(stack: str, host: str) -> str:
+    return f"{stack}-dcgm-{host}"
+
+
+def prometheus_url(stack: str) -> str:
+    """Prometheus as Grafana reaches it, on the gateway's network."""
+    return f"http://{prometheus_container(stack)}:{PROMETHEUS_PORT}"
+
+
+def jaeger_query_url(stack: str) -> str:
+    """Jaeger's query API as Grafana reaches it."""
+    return f"http://{jaeger_container(stack)}:{JAEGER_UI_PORT}"
+
+
+def weaviate_url(stack: str) -> str:
+    """Weaviate on the platform network."""
+    return f"http://{weaviate_container(stack)}:{WEAVIATE_PORT}"
+
+
+def dcgm_target(stack: str, host: str, private_address: str | None) -> str:
+    """`host:port` of a host's DCGM exporter as Prometheus reaches it: by name on the gateway
+    host, at the host's private address elsewhere."""
+    return f"{private_address or dcgm_container(stack, host)}:{DCGM_PORT}"
 
 
 def _remote_workers(cfg: StackConfig, placements: Sequence[Placement]) -> bool:

@@ -11,13 +11,14 @@ import pulumi_docker as docker
 from components.hardening import Health, in_place, settings
 from components.hosts.host import GpuHost
 from stacks.config import WeaviateConfig
+from stacks.network import WEAVIATE_PORT, weaviate_container, weaviate_url
 from stacks.secrets import S3_CREDENTIAL, parse_weaviate_keys
 
 START_SCRIPT = Path(__file__).with_name("weaviate-start.sh")
 START_PATH = "/opt/inference-stack/weaviate-start.sh"
 SECRETS_PATH = "/run/secrets/weaviate.env"
 DATA_PATH = "/var/lib/weaviate"
-PORT = 8080
+READY_URL = f"http://127.0.0.1:{WEAVIATE_PORT}/v1/.well-known/ready"
 
 
 def weaviate_env(cfg: WeaviateConfig, users: list[str]) -> dict[str, str]:
@@ -92,7 +93,7 @@ class Weaviate(pulumi.ComponentResource):
         super().__init__("inference-stack:data:Weaviate", name, None, opts)
         cfg, host = args.config, args.host
         on_host = host.options(self)
-        container_name = f"{args.stack}-weaviate"
+        container_name = weaviate_container(args.stack)
         volume = host.data_volume(f"{name}-data", f"{args.stack}-weaviate-data", self)
         creds = [args.backup_access_key_id, args.backup_secret_access_key]
         secrets = pulumi.Output.all(args.api_keys, *[c for c in creds if c is not None]).apply(
@@ -123,14 +124,12 @@ class Weaviate(pulumi.ComponentResource):
                 memory_mb=cfg.memory_mb,
                 logs=("50m", 3),
                 # Alpine's busybox wget; the readiness endpoint needs no key.
-                health=Health(
-                    ["CMD", "wget", "-q", "--spider", f"http://127.0.0.1:{PORT}/v1/.well-known/ready"], 10, 5, 6, 30
-                ),
+                health=Health(["CMD", "wget", "-q", "--spider", READY_URL], 10, 5, 6, 30),
                 # Weaviate flushes its LSM stores on SIGTERM; give it time.
                 grace_seconds=60,
             ),
             opts=in_place(on_host),
         )
-        self.address = pulumi.Output.from_input(f"http://{container_name}:{PORT}")
+        self.address = pulumi.Output.from_input(weaviate_url(args.stack))
         self.container = container
         self.register_outputs({"address": self.address})

@@ -12,8 +12,9 @@ from components.hardening import Health, in_place, settings
 from components.hosts.host import GpuHost
 from components.observability import grafana
 from components.observability.prometheus import RULES_PATH, Target, render_prometheus_yml, render_rules
+from stacks import network
 from stacks.config import ObservabilityConfig
-from stacks.network import DCGM_PORT
+from stacks.network import DCGM_PORT, PROMETHEUS_PORT
 
 CONFIG_PATH = "/etc/prometheus/prometheus.yml"
 DATA_PATH = "/prometheus"
@@ -56,7 +57,7 @@ class Monitoring(pulumi.ComponentResource):
         cfg, host = args.config, args.host
         gpu_targets = []
         for host_name, (gpu_host, private_address) in sorted(args.gpu_hosts.items()):
-            exporter = f"{args.stack}-dcgm-{host_name}"
+            exporter = network.dcgm_container(args.stack, host_name)
             ports = None
             if private_address is not None:
                 ports = [docker.ContainerPortArgs(internal=DCGM_PORT, external=DCGM_PORT, ip=private_address)]
@@ -77,11 +78,11 @@ class Monitoring(pulumi.ComponentResource):
                     pulumi.ResourceOptions(parent=self, provider=gpu_host.provider, depends_on=gpu_host.ready)
                 ),
             )
-            address = f"{private_address}:{DCGM_PORT}" if private_address else f"{exporter}:{DCGM_PORT}"
+            address = network.dcgm_target(args.stack, host_name, private_address)
             gpu_targets.append(Target(address, {"host": host_name}))
 
         on_host = host.options(self)
-        nginx_exporter = f"{args.stack}-nginx-exporter"
+        nginx_exporter = network.nginx_exporter_container(args.stack)
         docker.Container(
             f"{name}-nginx-exporter",
             name=nginx_exporter,
@@ -108,14 +109,14 @@ class Monitoring(pulumi.ComponentResource):
         ]
         docker.Container(
             f"{name}-prometheus",
-            name=f"{args.stack}-prometheus",
+            name=network.prometheus_container(args.stack),
             image=cfg.prometheus_image,
             command=[
                 f"--config.file={CONFIG_PATH}",
                 f"--storage.tsdb.path={DATA_PATH}",
                 f"--storage.tsdb.retention.time={cfg.retention_time}",
                 f"--storage.tsdb.retention.size={cfg.retention_size}",
-                "--web.listen-address=:9090",
+                f"--web.listen-address=:{PROMETHEUS_PORT}",
             ],
             uploads=prometheus_files,
             mounts=[docker.ContainerMountArgs(type="volume", source=volume.name, target=DATA_PATH)],
@@ -123,28 +124,31 @@ class Monitoring(pulumi.ComponentResource):
                 docker.ContainerNetworksAdvancedArgs(name=host.network_name),
                 docker.ContainerNetworksAdvancedArgs(name=args.edge_network),
             ],
-            ports=[docker.ContainerPortArgs(internal=9090, external=cfg.prometheus_port, ip=cfg.bind_address)],
+            ports=[
+                docker.ContainerPortArgs(internal=PROMETHEUS_PORT, external=cfg.prometheus_port, ip=cfg.bind_address)
+            ],
             # Not read-only: pulumi-docker copies `uploads` in at "/", which Docker refuses on a read-only
             # root filesystem (tests/components/test_uploads.py).
             **settings(
                 cpus=1,
                 memory_mb=2048,
                 logs=("50m", 3),
-                health=Health(["CMD", "wget", "-q", "--spider", "http://127.0.0.1:9090/-/ready"], 15, 5, 4, 30),
+                health=Health(
+                    ["CMD", "wget", "-q", "--spider", f"http://127.0.0.1:{PROMETHEUS_PORT}/-/ready"], 15, 5, 4, 30
+                ),
                 # SIGTERM writes the TSDB head out; killed at once, the next start replays the WAL.
                 grace_seconds=60,
             ),
             opts=in_place(on_host),
         )
-        prometheus_name = f"{args.stack}-prometheus"
         self.url = pulumi.Output.from_input(f"http://{cfg.bind_address}:{cfg.prometheus_port}")
         self.grafana_url = None
         if cfg.grafana:
-            self._grafana(name, args, prometheus_name)
+            self._grafana(name, args)
             self.grafana_url = pulumi.Output.from_input(f"http://{cfg.bind_address}:{cfg.grafana_port}")
         self.register_outputs({"url": self.url, "grafanaUrl": self.grafana_url})
 
-    def _grafana(self, name: str, args: MonitoringArgs, prometheus_name: str) -> None:
+    def _grafana(self, name: str, args: MonitoringArgs) -> None:
         cfg, host = args.config, args.host
         if args.grafana_password is None:
             raise ValueError("Grafana needs an admin password")
@@ -153,7 +157,7 @@ class Monitoring(pulumi.ComponentResource):
         files = [
             docker.ContainerUploadArgs(
                 file=f"{grafana.PROVISIONING_DIR}/datasources/datasources.yaml",
-                content=grafana.render_datasources(f"http://{prometheus_name}:9090", args.jaeger_url),
+                content=grafana.render_datasources(network.prometheus_url(args.stack), args.jaeger_url),
                 permissions="0444",
             ),
             docker.ContainerUploadArgs(
@@ -176,7 +180,7 @@ class Monitoring(pulumi.ComponentResource):
         ]
         docker.Container(
             f"{name}-grafana",
-            name=f"{args.stack}-grafana",
+            name=network.grafana_container(args.stack),
             image=cfg.grafana_image,
             envs=[f"{k}={v}" for k, v in sorted(grafana.grafana_env().items())],
             uploads=files,

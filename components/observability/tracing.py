@@ -11,14 +11,13 @@ import yaml
 from components.hardening import Health, in_place, settings
 from components.hosts.host import GpuHost
 from stacks.config import TracingConfig
-from stacks.network import OTLP_GRPC_PORT, jaeger_container
+from stacks.network import JAEGER_UI_PORT, OTLP_GRPC_PORT, jaeger_container, jaeger_query_url
 
 CONFIG_PATH = "/etc/jaeger/config.yaml"
 # The image declares /tmp a volume with mode 1777, and Docker copies that mode into an empty
 # named volume mounted there: the image's uid 10001 can then write without a chown step.
 DATA_PATH = "/tmp/jaeger"
 OTLP_HTTP_PORT = 4318
-UI_PORT = 16686
 HEALTH_PORT = 13133
 METRICS_PORT = 8888
 STORE = "traces"
@@ -112,7 +111,7 @@ class Tracing(pulumi.ComponentResource):
             mounts.append(docker.ContainerMountArgs(type="volume", source=volume.name, target="/tmp"))
         else:
             tmpfs = {"/tmp": "rw,size=64m"}
-        ports = [docker.ContainerPortArgs(internal=UI_PORT, external=cfg.ui_port, ip=args.bind_address)]
+        ports = [docker.ContainerPortArgs(internal=JAEGER_UI_PORT, external=cfg.ui_port, ip=args.bind_address)]
         if args.private_address is not None:
             ports.append(
                 docker.ContainerPortArgs(internal=OTLP_GRPC_PORT, external=OTLP_GRPC_PORT, ip=args.private_address)
@@ -148,5 +147,5 @@ class Tracing(pulumi.ComponentResource):
             opts=in_place(on_host),
         )
         self.ui_url = pulumi.Output.from_input(f"http://{args.bind_address}:{cfg.ui_port}")
-        self.query_url = f"http://{jaeger}:{UI_PORT}"
+        self.query_url = jaeger_query_url(args.stack)
         self.register_outputs({"uiUrl": self.ui_url})

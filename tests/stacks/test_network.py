@@ -90,8 +90,35 @@ def test_every_published_port_of_prod_is_in_the_clash_rule() -> None:
 
 
 def test_container_names_are_the_rendered_ones() -> None:
+    networks = {n["inputs"]["name"] for n in synth("prod").of_type("docker:index/network:Network")}
+    assert network.workers_network("prod") in networks
     names = {c["inputs"]["name"] for c in synth("prod").of_type(CONTAINER)}
-    assert {network.redis_container("prod"), network.jaeger_container("prod")} <= names
+    assert {
+        network.redis_container("prod"),
+        network.weaviate_container("prod"),
+        network.jaeger_container("prod"),
+        network.prometheus_container("prod"),
+        network.grafana_container("prod"),
+        network.nginx_exporter_container("prod"),
+        network.dcgm_container("prod", "gpu-a"),
+        network.dcgm_container("prod", "gpu-b"),
+    } <= names
+
+
+def test_grafana_reaches_prometheus_and_jaeger_at_their_internal_urls() -> None:
+    assert network.prometheus_url("prod") == "http://prod-prometheus:9090"
+    assert network.jaeger_query_url("prod") == "http://prod-jaeger:16686"
+    datasources = synth("prod").files()["monitoring-grafana/etc/grafana/provisioning/datasources/datasources.yaml"]
+    assert f"url: {network.prometheus_url('prod')}" in datasources
+    assert f"url: {network.jaeger_query_url('prod')}" in datasources
+
+
+def test_prometheus_scrapes_dcgm_by_name_beside_it_and_by_address_elsewhere() -> None:
+    assert network.dcgm_target("prod", "gpu-a", None) == "prod-dcgm-gpu-a:9400"
+    assert network.dcgm_target("prod", "gpu-b", "10.20.0.12") == "10.20.0.12:9400"
+    config = synth("prod").files()["monitoring-prometheus/etc/prometheus/prometheus.yml"]
+    assert "- prod-dcgm-gpu-a:9400" in config
+    assert "- 10.20.0.12:9400" in config
 
 
 def test_workers_reach_redis_and_jaeger_by_name_beside_them_and_by_address_elsewhere() -> None:
