@@ -6,7 +6,7 @@ Three paths to the same fake OpenAI workers, at 1, 16 and 64 concurrent streams,
 
 - direct: the client round-robins the workers itself (the baseline);
 - gateway: Debian's nginx on the config `render_nginx_conf` generates, run unmodified by the
-  tests' harness (tests/support/nginx.py), with a client key and a rate limit too high to bite;
+  tests' harness (tools/local_nginx.py), with a client key and a rate limit too high to bite;
 - litellm: LiteLLM's proxy (`litellm --config`, a subprocess from its own venv, `make bench`
   installs benchmarks/requirements.txt there) with the workers as `openai/` backends and a
   master key.
@@ -57,8 +57,8 @@ from benchmarks import report, results
 from components.gateway import members
 from components.gateway.nginx import Pool, Route, render_clients_map, render_nginx_conf, render_worker_auth
 from stacks.config import GatewayConfig, RateLimit
-from tests.support.nginx import Nginx, run_nginx
-from tests.support.processes import stop as stop_process
+from tools.local_nginx import Nginx, run_nginx
+from tools.processes import stop as stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 NETNS_MARK = "INFERENCE_STACK_BENCH_NETNS"

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import report, results
 from composition.platform import main as program
-from tests.helpers import VALID_MODEL, as_pulumi_config
+from tools.fixtures import VALID_MODEL, as_pulumi_config
 from tools.synth import Synth, run
 
 GPUS_PER_HOST = 8

@@ -7,16 +7,11 @@ import json
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from tools.fixtures import VALID_MODEL as VALID_MODEL  # re-exported: the tests' one import of both
+from tools.fixtures import as_pulumi_config as as_pulumi_config
+
 if TYPE_CHECKING:
     from stacks.errors import ConfigError
-
-VALID_MODEL: dict[str, Any] = {
-    "id": "HuggingFaceTB/SmolLM2-1.7B-Instruct",
-    "revision": "31b70e2e869a7173562077fd711b654946d38674",
-    "servedName": "smollm2-1.7b",
-    "coldStartSeconds": 60,
-    "weights": "download",
-}
 
 
 def valid_config() -> dict[str, Any]:
@@ -27,11 +22,6 @@ def valid_config() -> dict[str, Any]:
             "workers": [{"name": "chat", "image": "vllm/vllm-openai:v0.32.0", "model": dict(VALID_MODEL)}],
         }
     )
-
-
-def as_pulumi_config(values: dict[str, Any]) -> dict[str, str]:
-    """What the Pulumi CLI hands the program: namespaced keys, structured values as JSON."""
-    return {f"inference-stack:{k}": v if isinstance(v, str) else json.dumps(v) for k, v in values.items()}
 
 
 def validate_values(cfg: dict[str, Any], secret_keys: Iterable[str] = ()) -> None:

@@ -10,9 +10,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from tests.support.nginx import free_port
-from tests.support.processes import stop
 from tests.support.tools import require_tool
+from tools.local_nginx import free_port
+from tools.processes import stop
 
 
 def isolated_aws_env(home: Path, **extra: str) -> dict[str, str]:

@@ -21,8 +21,8 @@ from components.gateway import members
 from components.gateway.nginx import WEIGHTS_DIR, Pool, Route
 from tests.components.gateway.fakes import FakeWorker, call, read_sse
 from tests.components.gateway.test_nginx import GATE_KEY, KEY_A, OPEN, gateway
-from tests.support.nginx import Nginx
 from tests.support.tools import require_tool
+from tools.local_nginx import Nginx
 
 CHAT = "/v1/chat/completions"
 

@@ -1,6 +1,6 @@
 """The gateway's generated nginx config, run by a real nginx against real upstream servers.
 
-Debian's nginx 1.22 runs the config unmodified (tests/support/nginx.py). The production image is
+Debian's nginx 1.22 runs the config unmodified (tools/local_nginx.py). The production image is
 nginx 1.28 (alpine); the config uses nothing newer than 1.22, so 1.22 checks and runs all of it.
 Upstreams are fake workers on 127.0.0.2-127.0.0.9 (tests/components/gateway/fakes.py), and one
 real vLLM (CPU, SmolLM2-135M) for the OpenAI client test. All traffic stays on 127.0.0.0/8.
@@ -40,7 +40,8 @@ from stacks.config import GatewayConfig, RateLimit
 from stacks.secrets import GATE_CLIENT
 from tests.components.gateway.fakes import FakeWorker, call, read_sse, worker_process
 from tests.support.model_server import SERVED_MODEL_NAME, require_model_server, vllm_server
-from tests.support.nginx import Nginx, free_port, nginx_test, run_nginx
+from tests.support.nginx import nginx_test, run_nginx
+from tools.local_nginx import Nginx, free_port
 from tools.synth import Synth
 
 WORKER_KEY = "worker-key-0123456789abcdefXYZ"

@@ -1,6 +1,6 @@
 """The gateway's responses by HTTP status, end to end through the real consumers.
 
-Debian's nginx runs the generated config unmodified (tests/support/nginx.py) and sends its status
+Debian's nginx runs the generated config unmodified (tools/local_nginx.py) and sends its status
 log line over UDP syslog to Debian's mtail 3.0.0~rc50 (the package the image installs) running
 the program from components/gateway/mtail/; the container name of mtail resolves, as in the
 gateway's container, through /etc/hosts in nginx's mount namespace. Then Debian's Prometheus
@@ -39,9 +39,10 @@ from components.observability.prometheus import (
 from stacks.config import GatewayConfig, RateLimit, SloConfig
 from tests.components.gateway.fakes import FakeWorker, call
 from tests.components.observability.test_prometheus import get_json, metric_names, parse_exposition, prometheus, query
-from tests.support.nginx import Nginx, free_port, nginx_test, run_nginx
-from tests.support.processes import stop
+from tests.support.nginx import nginx_test, run_nginx
 from tests.support.tools import require_tool
+from tools.local_nginx import Nginx, free_port
+from tools.processes import stop
 
 WORKER_KEY = "worker-key-0123456789abcdefXYZ"
 CLIENT_KEYS = {

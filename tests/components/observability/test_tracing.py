@@ -28,7 +28,7 @@ from stacks.vllm_flags import check_extra_args
 from tests.components.gateway.fakes import call
 from tests.components.gateway.test_nginx import KEY_A, WORKER_KEY, gateway, single
 from tests.support.model_server import SERVED_MODEL_NAME, model_cache_dir, require_model_server, vllm_server
-from tests.support.processes import stop
+from tools.processes import stop
 from tools.synth import Synth
 
 CONTAINER = "docker:index/container:Container"

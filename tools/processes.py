@@ -1,4 +1,4 @@
-"""Stopping the servers tests start, politely first."""
+"""Stopping the servers tests and benchmarks start, politely first."""
 
 from __future__ import annotations
 
