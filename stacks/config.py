@@ -720,7 +720,7 @@ class CanaryProbe(Schema):
 
 
 class CanaryGate(Schema):
-    """What the canary must pass before its weight rises (`components/workers/canary_gate.py`).
+    """What the canary must pass before its weight rises (`components/workers/files/canary_gate.py`).
     The gate always asks the health probe's "What is 2 + 2? Answer in digits." and requires a 4,
     like the workers' healthcheck."""
 

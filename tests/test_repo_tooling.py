@@ -11,7 +11,11 @@ from pathlib import Path
 from tests.support.tools import require_tool
 from tools.synth import ROOT
 
-SHELL_SCRIPTS = [ROOT / ".ci/run", *sorted((ROOT / "scripts").glob("*.sh")), ROOT / "components/workers/entrypoint.sh"]
+SHELL_SCRIPTS = [
+    ROOT / ".ci/run",
+    *sorted((ROOT / "scripts").glob("*.sh")),
+    ROOT / "components/workers/files/entrypoint.sh",
+]
 
 
 def test_workflows_pass_actionlint() -> None:

@@ -7,7 +7,7 @@ import ipaddress
 import json
 import shlex
 
-from components.workers.healthcheck import QUESTION
+from components.workers.files.healthcheck import QUESTION
 
 # Written where a stack has no generated key: the commands then need one of its `gatewayApiKeys`.
 KEY_PLACEHOLDER = "<a key from gatewayApiKeys>"

@@ -30,7 +30,7 @@ from components.gateway import members
 from stacks.config import WorkerGroup
 from stacks.placement import canary_pool
 
-GATE_SCRIPT = Path(__file__).with_name("canary_gate.py")
+GATE_SCRIPT = Path(__file__).with_name("files") / "canary_gate.py"
 GATE_ARGV = ["python3", "-"]
 
 

@@ -14,7 +14,7 @@ from components.hardening import Health
 from stacks.config import LmCacheConfig, WorkerGroup
 from stacks.placement import Placement
 
-HERE = Path(__file__).parent
+HERE = Path(__file__).parent / "files"
 APP_DIR = "/opt/inference-stack"
 SECRETS_DIR = "/run/secrets"
 HF_HOME = "/root/.cache/huggingface"

@@ -41,7 +41,7 @@ import yaml
 from components import hardening
 from components.observability.grafana import dashboard_exprs
 from components.observability.prometheus import alert_rules, recording_rules
-from components.workers import canary_gate, healthcheck
+from components.workers.files import canary_gate, healthcheck
 from stacks import provider_rules
 from tests.components.observability.test_prometheus import RECORDED, SLO, get_json, metric_names, query
 from tests.integration import harness, plan

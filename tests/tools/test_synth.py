@@ -43,7 +43,7 @@ def test_render_layout(tmp_path: Path) -> None:
     resources = json.loads((tmp_path / "dev" / "resources.json").read_text())
     assert all(set(r) == {"type", "name", "parent", "inputs"} for r in resources)
     probe = tmp_path / "dev/files/chat-local-0/opt/inference-stack/healthcheck.py"
-    assert probe.read_text() == (ROOT / "components/workers/healthcheck.py").read_text()
+    assert probe.read_text() == (ROOT / "components/workers/files/healthcheck.py").read_text()
     assert (tmp_path / "dev/files/chat-local-0/run/secrets/vllm-api-key").read_text() == "[secret]"
 
 

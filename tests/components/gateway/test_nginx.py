@@ -35,7 +35,7 @@ from components.gateway.nginx import (
     render_nginx_conf,
     render_worker_auth,
 )
-from components.workers import healthcheck
+from components.workers.files import healthcheck
 from stacks.config import GatewayConfig, RateLimit
 from stacks.secrets import GATE_CLIENT
 from tests.components.gateway.fakes import FakeWorker, call, read_sse, worker_process

@@ -1,4 +1,4 @@
-"""The canary gate (components/workers/canary_gate.py) as its Pulumi command runs it: `python3 -`
+"""The canary gate (components/workers/files/canary_gate.py) as its Pulumi command runs it: `python3 -`
 with the program and its parameters on stdin, against the generated nginx config (real nginx)
 with fake workers behind it. The TTFT check runs the gate's own queries against Debian's real
 Prometheus scraping vLLM-shaped TTFT histograms of known counts, labelled as the stack labels its
@@ -21,8 +21,9 @@ import pytest
 from components.gateway import members
 from components.gateway.nginx import Pool, Route
 from components.observability.prometheus import RULES_PATH, Target, render_prometheus_yml
-from components.workers import canary, canary_gate
-from components.workers.canary_gate import TTFT
+from components.workers import canary
+from components.workers.files import canary_gate
+from components.workers.files.canary_gate import TTFT
 from composition.platform import scrape_targets
 from stacks.config import StackConfig, WorkerGroup
 from stacks.placement import place

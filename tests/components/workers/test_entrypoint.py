@@ -15,7 +15,7 @@ import pytest
 from components.workers import spec
 from tests.support.tools import require_tool
 
-ENTRYPOINT = Path(spec.__file__).parent / "entrypoint.sh"
+ENTRYPOINT = spec.HERE / "entrypoint.sh"
 
 FAKE_VLLM = """#!/bin/sh
 python3 -c 'import json, os, sys; json.dump({"argv": sys.argv[1:], "key": os.environ.get("VLLM_API_KEY"),

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from components.workers import canary_gate, healthcheck, spec
+from components.workers import spec
+from components.workers.files import canary_gate, healthcheck
 from tests.support.model_server import near_ties, require_model_server, vllm_server
 
 HEALTHCHECK = spec.HERE / "healthcheck.py"
