@@ -56,9 +56,29 @@ def check_client_keys(client_keys: dict[str, str], own_included: bool = False) -
             raise ValueError(f"gatewayApiKeys: the client name `{name}` is the gateway's own; rename that client")
 
 
-def parse_weaviate_keys(text: str) -> dict[str, str]:
+def _decoded(text: object, shape: str) -> object:
+    """The JSON a key-map secret holds; the message names its shape, never its text."""
+    if not isinstance(text, str):
+        return text
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        raise ValueError(shape) from None
+
+
+def parse_client_keys(text: object) -> dict[str, str]:
+    """`gatewayApiKeys`: a JSON object of client name to key, each fit for the nginx map."""
+    shape = "gatewayApiKeys must be a JSON object of client name to key"
+    keys = _decoded(text, shape)
+    if not isinstance(keys, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in keys.items()):
+        raise ValueError(shape)
+    check_client_keys(keys)
+    return keys
+
+
+def parse_weaviate_keys(text: object) -> dict[str, str]:
     """`weaviateApiKeys`: a JSON object of user to key."""
-    keys = json.loads(text)
+    keys = _decoded(text, "weaviateApiKeys must be a JSON object of user to key")
     if not isinstance(keys, dict) or not keys:
         raise ValueError("weaviateApiKeys must be a non-empty JSON object of user to key")
     for user, key in keys.items():

@@ -74,41 +74,21 @@ def _namespace_issues(foreign: Iterable[str]) -> list[ConfigIssue]:
     return issues
 
 
-def _client_keys_issues(value: Any) -> list[ConfigIssue]:
-    """The client keys are a secret, so problems name the rule but never echo a value."""
+# The secrets that hold a JSON map, each with its parser and an example for the fix.
+_KEY_MAPS: dict[str, tuple[Callable[[object], dict[str, str]], str]] = {
+    "gatewayApiKeys": (secrets.parse_client_keys, '{"team-a": "<key of 16+ characters>"}'),
+    "weaviateApiKeys": (secrets.parse_weaviate_keys, '{"app": "<key of 16+ characters>"}'),
+}
+
+
+def _key_map_issues(key: str, value: Any) -> list[ConfigIssue]:
+    """A key map is a secret, so problems name the rule but never echo a value."""
+    parse, example = _KEY_MAPS[key]
     try:
-        try:
-            keys = json.loads(value) if isinstance(value, str) else value
-        except json.JSONDecodeError:
-            keys = None
-        if not isinstance(keys, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in keys.items()):
-            raise ValueError("gatewayApiKeys must be a JSON object of client name to key")
-        secrets.check_client_keys(keys)
+        parse(value)
     except ValueError as err:
-        return [
-            ConfigIssue(
-                f"{NAMESPACE}:gatewayApiKeys",
-                SECRET_VALUE,
-                str(err).split(": ", 1)[-1] if str(err).startswith("gatewayApiKeys") else str(err),
-                'pulumi config set --secret gatewayApiKeys \'{"team-a": "<key of 16+ characters>"}\'',
-            )
-        ]
-    return []
-
-
-def _weaviate_keys_issues(value: Any) -> list[ConfigIssue]:
-    try:
-        secrets.parse_weaviate_keys(value)
-    except (ValueError, TypeError) as err:
-        rule = str(err).removeprefix("weaviateApiKeys: ") if isinstance(err, ValueError) else "not a JSON object"
-        return [
-            ConfigIssue(
-                f"{NAMESPACE}:weaviateApiKeys",
-                SECRET_VALUE,
-                rule if "Expecting" not in rule else "weaviateApiKeys must be a JSON object of user to key",
-                'pulumi config set --secret weaviateApiKeys \'{"app": "<key of 16+ characters>"}\'',
-            )
-        ]
+        rule = str(err).removeprefix(f"{key}: ")
+        return [ConfigIssue(f"{NAMESPACE}:{key}", SECRET_VALUE, rule, f"pulumi config set --secret {key} '{example}'")]
     return []
 
 
@@ -123,10 +103,8 @@ def _secret_issues(key: str, value: Any, secret_keys: set[str]) -> list[ConfigIs
                 f"pulumi config rm {key} && pulumi config set --secret {key} <value>",
             )
         ]
-    if key == "gatewayApiKeys":
-        return _client_keys_issues(value)
-    if key == "weaviateApiKeys":
-        return _weaviate_keys_issues(value)
+    if key in _KEY_MAPS:
+        return _key_map_issues(key, value)
     # Offline (render, policy) the plaintext is not there, only the stand-in for it.
     if not isinstance(value, str) or value == PLACEHOLDER:
         return []
