@@ -9,7 +9,7 @@ import pulumi
 from components.gateway import nginx
 from components.gateway.gateway import Gateway, GatewayArgs
 from stacks.config import GatewayConfig
-from tests.support.stub_host import StubHost
+from tests.support.stub_host import stub_host
 from tools.synth import SECRET, Synth, run
 
 CONFIG = GatewayConfig(port=18081, listen_address="127.0.0.1")
@@ -23,7 +23,7 @@ def build(**extra: object) -> Synth:
             "gw",
             GatewayArgs(
                 config=CONFIG,
-                host=StubHost(),
+                host=stub_host(),
                 routes=ROUTES,
                 worker_key=pulumi.Output.secret("worker-key-0123456789abcdef"),
                 client_keys=pulumi.Output.secret(json.dumps(CLIENTS)),
