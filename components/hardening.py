@@ -89,16 +89,39 @@ def recreate_digest(health: Health | None, tmpfs: dict[str, str] | None) -> str:
     return hashlib.sha256(json.dumps(recorded_only, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def log_opts(max_size: str, max_file: int) -> dict[str, str]:
+@dataclass(frozen=True)
+class LogSize:
+    """A json-file log's bound: `max_file` files of `max_size` each, the most it takes on disk."""
+
+    max_size: str
+    max_file: int
+
+
+# Four tiers, sized by what each container writes and who reads it after an incident. Summed over
+# one host's containers they stay far below a data disk's free-space alerts.
+# The edge writes one JSON line per request, the record an incident review reads first: the most
+# lines, kept longest (500 MB).
+REQUEST_LOG = LogSize("100m", 5)
+# Stateful services log startup, persistence, compaction and slow-query lines, read after a crash
+# or a restore (150 MB).
+STATE_LOG = LogSize("50m", 3)
+# Sidecars and UIs (Grafana, Jaeger, DCGM, the status exporter) log their start and their errors
+# (60 MB).
+SIDECAR_LOG = LogSize("20m", 3)
+# The nginx exporter logs one line at start and a line per failed scrape (30 MB).
+EXPORTER_LOG = LogSize("10m", 3)
+
+
+def log_opts(logs: LogSize) -> dict[str, str]:
     """The complete json-file options: a size-bounded log that no daemon default changes."""
-    return {**LOG_DEFAULTS, "max-size": max_size, "max-file": str(max_file)}
+    return {**LOG_DEFAULTS, "max-size": logs.max_size, "max-file": str(logs.max_file)}
 
 
 def settings(
     *,
     cpus: float,
     memory_mb: int,
-    logs: tuple[str, int],
+    logs: LogSize,
     health: Health | None = None,
     tmpfs: dict[str, str] | None = None,
     grace_seconds: int = 0,
@@ -122,7 +145,7 @@ def settings(
         "memory": memory_mb,
         "memory_swap": memory_mb,
         "log_driver": "json-file",
-        "log_opts": log_opts(*logs),
+        "log_opts": log_opts(logs),
         "restart": restart,
         "labels": [docker.ContainerLabelArgs(label=k, value=v) for k, v in sorted(all_labels.items())],
     }

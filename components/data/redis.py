@@ -10,7 +10,7 @@ from pathlib import Path
 import pulumi
 import pulumi_docker as docker
 
-from components.hardening import Health, in_place, settings
+from components.hardening import STATE_LOG, Health, in_place, settings
 from components.hosts.host import GpuHost
 from stacks.config import RedisConfig
 from stacks.network import REDIS_PORT, redis_container, redis_url
@@ -131,7 +131,7 @@ class Redis(pulumi.ComponentResource):
             **settings(
                 cpus=cfg.cpus,
                 memory_mb=cfg.memory_mb,
-                logs=("50m", 3),
+                logs=STATE_LOG,
                 # `redis-cli ping` exits 0 even on an auth error; only PONG means healthy.
                 health=Health(
                     ["CMD-SHELL", f'REDISCLI_AUTH="$(cat {PASSWORD_PATH})" redis-cli ping | grep -q PONG'], 10, 3, 3, 10

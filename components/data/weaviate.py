@@ -8,7 +8,7 @@ from pathlib import Path
 import pulumi
 import pulumi_docker as docker
 
-from components.hardening import Health, in_place, settings
+from components.hardening import STATE_LOG, Health, in_place, settings
 from components.hosts.host import GpuHost
 from stacks.config import WeaviateConfig
 from stacks.network import WEAVIATE_PORT, weaviate_container, weaviate_url
@@ -122,7 +122,7 @@ class Weaviate(pulumi.ComponentResource):
             **settings(
                 cpus=cfg.cpus,
                 memory_mb=cfg.memory_mb,
-                logs=("50m", 3),
+                logs=STATE_LOG,
                 # Alpine's busybox wget; the readiness endpoint needs no key.
                 health=Health(["CMD", "wget", "-q", "--spider", READY_URL], 10, 5, 6, 30),
                 # Weaviate flushes its LSM stores on SIGTERM; give it time.

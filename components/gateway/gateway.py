@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shlex
 from dataclasses import dataclass
 
@@ -12,10 +11,10 @@ import pulumi_random as random
 
 from components import inline
 from components.gateway import members, nginx, status_metrics
-from components.hardening import Health, in_place, settings, timeouts
+from components.hardening import REQUEST_LOG, SIDECAR_LOG, Health, in_place, settings, timeouts
 from components.hosts.base import Host
 from stacks.config import GatewayConfig
-from stacks.secrets import GATE_CLIENT, GENERATED_CLIENT, RESERVED_CLIENTS
+from stacks.secrets import GATE_CLIENT, GENERATED_CLIENT, parse_client_keys
 
 HEALTHZ = f"http://127.0.0.1:{nginx.LISTEN_PORT}/healthz"
 # nginx's own exit after its last stream, and the provider's stop call around it.
@@ -47,13 +46,11 @@ class GatewayArgs:
     """Also accept a generated key (client `generated`, `Gateway.client_key`), for first requests."""
 
 
-def with_own_keys(client_keys: dict[str, str], gate_key: str, generated_key: str) -> dict[str, str]:
-    """The stack's client keys plus the gateway's own: the canary gate's and the generated one."""
+def with_own_keys(client_keys: str, gate_key: str, generated_key: str) -> dict[str, str]:
+    """The stack's client keys (`gatewayApiKeys`' JSON, checked by the model's parser, which
+    refuses the gateway's own names) plus the gateway's own: the canary gate's and the generated one."""
     own = {GATE_CLIENT: gate_key, GENERATED_CLIENT: generated_key}
-    for name in RESERVED_CLIENTS:
-        if name in client_keys:
-            raise ValueError(f"gatewayApiKeys: the client name `{name}` is the gateway's own; rename that client")
-    return {**client_keys, **{name: key for name, key in own.items() if key}}
+    return {**parse_client_keys(client_keys), **{name: key for name, key in own.items() if key}}
 
 
 @dataclass(frozen=True)
@@ -119,7 +116,7 @@ class Gateway(pulumi.ComponentResource):
             )
             self.client_key = pulumi.Output.secret(password.result)
         clients = pulumi.Output.all(args.client_keys or "{}", args.gate_key or "", self.client_key or "").apply(
-            lambda v: nginx.render_clients_map(with_own_keys(json.loads(v[0]), v[1], v[2]))
+            lambda v: nginx.render_clients_map(with_own_keys(v[0], v[1], v[2]))
         )
         container_name = f"{args.stack}-gateway"
         grace = gateway_grace_seconds(gw)
@@ -163,7 +160,7 @@ class Gateway(pulumi.ComponentResource):
             **settings(
                 cpus=gw.cpus,
                 memory_mb=gw.memory_mb,
-                logs=("100m", 5),
+                logs=REQUEST_LOG,
                 health=Health(["CMD", "wget", "-q", "-O", "/dev/null", HEALTHZ], 10, 3, 3, 5),
                 # Request bodies over 1 MiB spill here (up to clientMaxBodySize each).
                 tmpfs={"/tmp": "rw,size=256m"},
@@ -238,7 +235,7 @@ class Gateway(pulumi.ComponentResource):
             command=status_metrics.command(),
             networks_advanced=[docker.ContainerNetworksAdvancedArgs(name=edge.name)],
             read_only=True,
-            **settings(cpus=0.5, memory_mb=128, logs=("20m", 3), labels={"inference-stack.role": "gateway-status"}),
+            **settings(cpus=0.5, memory_mb=128, logs=SIDECAR_LOG, labels={"inference-stack.role": "gateway-status"}),
             opts=in_place(on_host),
         )
         return container, mtail_name

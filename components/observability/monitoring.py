@@ -8,7 +8,7 @@ import pulumi
 import pulumi_docker as docker
 
 from components.gateway import nginx
-from components.hardening import Health, in_place, settings
+from components.hardening import EXPORTER_LOG, SIDECAR_LOG, STATE_LOG, Health, in_place, settings
 from components.hosts.host import GpuHost
 from components.observability import grafana
 from components.observability.prometheus import RULES_PATH, Target, render_prometheus_yml, render_rules
@@ -73,7 +73,7 @@ class Monitoring(pulumi.ComponentResource):
                 device_requests=[docker.ContainerDeviceRequestArgs(driver="nvidia", count=-1, capabilities=["gpu"])],
                 networks_advanced=[docker.ContainerNetworksAdvancedArgs(name=gpu_host.network_name)],
                 ports=ports,
-                **settings(cpus=1, memory_mb=512, logs=("20m", 3)),
+                **settings(cpus=1, memory_mb=512, logs=SIDECAR_LOG),
                 opts=in_place(
                     pulumi.ResourceOptions(parent=self, provider=gpu_host.provider, depends_on=gpu_host.ready)
                 ),
@@ -91,7 +91,7 @@ class Monitoring(pulumi.ComponentResource):
                 lambda gw: [f"--nginx.scrape-uri=http://{gw}:{nginx.STATUS_PORT}/stub_status"]
             ),
             networks_advanced=[docker.ContainerNetworksAdvancedArgs(name=args.edge_network)],
-            **settings(cpus=0.25, memory_mb=64, logs=("10m", 3)),
+            **settings(cpus=0.25, memory_mb=64, logs=EXPORTER_LOG),
             read_only=True,
             opts=in_place(on_host),
         )
@@ -132,7 +132,7 @@ class Monitoring(pulumi.ComponentResource):
             **settings(
                 cpus=1,
                 memory_mb=2048,
-                logs=("50m", 3),
+                logs=STATE_LOG,
                 health=Health(
                     ["CMD", "wget", "-q", "--spider", f"http://127.0.0.1:{PROMETHEUS_PORT}/-/ready"], 15, 5, 4, 30
                 ),
@@ -188,6 +188,6 @@ class Monitoring(pulumi.ComponentResource):
             networks_advanced=[docker.ContainerNetworksAdvancedArgs(name=args.edge_network)],
             ports=[docker.ContainerPortArgs(internal=3000, external=cfg.grafana_port, ip=cfg.bind_address)],
             # Its SQLite database is on the data volume: a clean stop closes it.
-            **settings(cpus=1, memory_mb=512, logs=("20m", 3), grace_seconds=30),
+            **settings(cpus=1, memory_mb=512, logs=SIDECAR_LOG, grace_seconds=30),
             opts=in_place(on_host),
         )

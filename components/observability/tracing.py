@@ -8,7 +8,7 @@ import pulumi
 import pulumi_docker as docker
 import yaml
 
-from components.hardening import Health, in_place, settings
+from components.hardening import SIDECAR_LOG, Health, in_place, settings
 from components.hosts.host import GpuHost
 from stacks.config import TracingConfig
 from stacks.network import JAEGER_UI_PORT, OTLP_GRPC_PORT, jaeger_container, jaeger_query_url
@@ -135,7 +135,7 @@ class Tracing(pulumi.ComponentResource):
             **settings(
                 cpus=1,
                 memory_mb=cfg.memory_mb,
-                logs=("20m", 3),
+                logs=SIDECAR_LOG,
                 health=Health(
                     ["CMD", "wget", "-q", "-O", "/dev/null", f"http://127.0.0.1:{HEALTH_PORT}/status"], 15, 5, 4, 20
                 ),

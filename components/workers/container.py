@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import pulumi
 import pulumi_docker as docker
 
-from components.hardening import settings, timeouts
+from components.hardening import LogSize, settings, timeouts
 from components.hosts.host import GpuHost
 from components.workers import layout, rollout, spec
 from stacks.config import LmCacheConfig
@@ -156,7 +156,7 @@ def worker_container(name: str, w: WorkerSpec, host: GpuHost, opts: pulumi.Resou
         **settings(
             cpus=group.resources.cpus,
             memory_mb=group.resources.memory_mb,
-            logs=(group.logs.max_size, group.logs.max_file),
+            logs=LogSize(group.logs.max_size, group.logs.max_file),
             health=spec.health(group),
             # The gateway drained the worker first (its member's delete); what still runs
             # after that drain timed out gets this long, as vLLM finishes requests on SIGTERM.

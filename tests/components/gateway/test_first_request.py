@@ -79,11 +79,11 @@ def test_generate_client_key_defaults_to_stacks_without_keys(
 @pytest.mark.parametrize("reserved", [GATE_CLIENT, GENERATED_CLIENT])
 def test_a_client_may_not_take_a_name_the_gateway_keeps_for_itself(reserved: str) -> None:
     with pytest.raises(ValueError, match=f"`{reserved}` is the gateway's own"):
-        with_own_keys({reserved: "k" * 20}, "gate-key-0123456789", "generated-key-0123456789")
+        with_own_keys(json.dumps({reserved: "k" * 20}), "gate-key-0123456789", "generated-key-0123456789")
     # Reserved even where the stack generates no key, so turning it on later cannot take a name.
     with pytest.raises(ValueError, match=f"`{reserved}` is the gateway's own"):
-        with_own_keys({reserved: "k" * 20}, "", "")
-    assert with_own_keys({"team-a": "k" * 20}, "g" * 20, "") == {"team-a": "k" * 20, GATE_CLIENT: "g" * 20}
+        with_own_keys(json.dumps({reserved: "k" * 20}), "", "")
+    assert with_own_keys(json.dumps({"team-a": "k" * 20}), "g" * 20, "") == {"team-a": "k" * 20, GATE_CLIENT: "g" * 20}
 
 
 @pytest.mark.parametrize(
