@@ -15,7 +15,7 @@ from components.hosts.host import GpuHost
 from stacks.config import RedisConfig
 from stacks.network import REDIS_PORT, redis_container, redis_url
 
-TEMPLATE = Path(__file__).with_name("redis.conf.template")
+TEMPLATE = Path(__file__).parent / "files" / "redis.conf.template"
 CONF_PATH = "/usr/local/etc/redis/redis.conf"
 ACL_PATH = "/run/secrets/redis-acl.conf"
 PASSWORD_PATH = "/run/secrets/redis-password"

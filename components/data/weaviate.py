@@ -14,7 +14,7 @@ from stacks.config import WeaviateConfig
 from stacks.network import WEAVIATE_PORT, weaviate_container, weaviate_url
 from stacks.secrets import S3_CREDENTIAL, parse_weaviate_keys
 
-START_SCRIPT = Path(__file__).with_name("weaviate-start.sh")
+START_SCRIPT = Path(__file__).parent / "files" / "weaviate-start.sh"
 START_PATH = "/opt/inference-stack/weaviate-start.sh"
 SECRETS_PATH = "/run/secrets/weaviate.env"
 DATA_PATH = "/var/lib/weaviate"

@@ -28,7 +28,7 @@ from tests.support.tools import require_tool
 from tools.synth import Synth, run
 
 CONTAINER = "docker:index/container:Container"
-SCRIPT = Path(weaviate.__file__).with_name("weaviate-start.sh")
+SCRIPT = weaviate.START_SCRIPT
 KEYS = {"app": "wv-TOPSECRET-app-key-0123456789", "reader": "wv-TOPSECRET-reader+key/=abcdef"}
 ACCESS_KEY = "AKIATOPSECRET0ACCESS"
 SECRET_KEY = "TOPSECRET/backup+Secret=Key0123456789abcdef"
