@@ -1,7 +1,7 @@
 """What a model's own files say about it, from the Hugging Face cache on this machine.
 
 `read_cached` is the one filesystem read: the loader calls it and hands the result to the pure
-rules (`placement.place`). Only hosts without `ssh` are this machine, so only their caches are
+rules (`rules.check`). Only hosts without `ssh` are this machine, so only their caches are
 read; a model whose revision is in none of them is not checked here (vLLM still refuses it when
 the worker starts).
 """

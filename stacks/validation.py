@@ -27,7 +27,8 @@ from stacks.errors import (
     redact,
 )
 from stacks.model_files import ModelFiles
-from stacks.placement import Placement, place
+from stacks.placement import Placement
+from stacks.rules import check
 from stacks.stackfile import PLACEHOLDER
 
 # Namespaces something in this program reads: ours, the providers' own settings, Pulumi's.
@@ -135,8 +136,8 @@ def validate(
     read_model_files: Callable[[StackConfig], ModelFiles] | None = None,
 ) -> tuple[StackConfig, list[Placement]]:
     """Validation of the raw key/value config. Raises ConfigError listing every problem.
-    `read_model_files` is the loader's read of the models' cached files (placement reads them
-    itself when it is None)."""
+    `read_model_files` is the loader's read of the models' cached files; without it nothing is
+    read, and the checks that need a model's own `config.json` are skipped."""
     issues: list[ConfigIssue] = _namespace_issues(foreign)
     structured = field_aliases(StackConfig)
     data: dict[str, Any] = {}
@@ -175,7 +176,7 @@ def validate(
         issues += issues_from_validation(StackConfig, error)
     placements: list[Placement] = []
     if cfg is not None:
-        placements, more = place(cfg, None if read_model_files is None else read_model_files(cfg))
+        placements, more = check(cfg, {} if read_model_files is None else read_model_files(cfg))
         issues += more
 
     hidden = {f"{NAMESPACE}:{k}" for k in secret_keys}

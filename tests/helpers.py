@@ -25,10 +25,13 @@ def valid_config() -> dict[str, Any]:
 
 
 def validate_values(cfg: dict[str, Any], secret_keys: Iterable[str] = ()) -> None:
-    """The loader's validation of `cfg` (our keys to Python values), as the CLI would hand it over."""
+    """The loader's validation of `cfg` (our keys to Python values), as the CLI would hand it over,
+    with the loader's one read of the local model caches."""
+    from stacks.model_files import read_cached
     from stacks.validation import validate
 
-    validate("test", {k: v if isinstance(v, str) else json.dumps(v) for k, v in cfg.items()}, set(secret_keys))
+    values = {k: v if isinstance(v, str) else json.dumps(v) for k, v in cfg.items()}
+    validate("test", values, set(secret_keys), read_model_files=read_cached)
 
 
 def refused(cfg: dict[str, Any], secret_keys: Iterable[str] = ()) -> ConfigError:

@@ -22,7 +22,7 @@ from stacks.preflight import PreflightError, worker_problems
 class VllmWorkerPoolArgs:
     group: WorkerGroup
     placements: list[Placement]
-    """Where each worker runs (from `stacks.placement.place`)."""
+    """Where each worker runs (from `stacks.rules.check`)."""
     hosts: dict[str, GpuHost]
     """The prepared Docker hosts, by host name."""
     api_key: pulumi.Output[str]

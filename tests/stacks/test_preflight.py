@@ -149,19 +149,26 @@ def test_shape_from_mistral_config_json() -> None:
 
 def test_cached_config_json_enables_the_memory_check(tmp_path) -> None:
     from stacks.config import HostConfig
+    from stacks.model_files import CachedModel, read_snapshot, snapshot_dir
     from stacks.placement import with_cached_shape
 
     group = mistral_awq(64)
     group = group.model_copy(update={"model": group.model.model_copy(update={"shape": None})})
     host = HostConfig.model_validate({"name": "local", "modelCachePath": str(tmp_path)})
-    assert with_cached_shape(group, host).model.shape is None
+
+    def read() -> dict[tuple[str, str], CachedModel]:
+        """The loader's read (`model_files.read_cached`) of this one host's cache."""
+        cached = read_snapshot(snapshot_dir(host, group.model.id, group.model.revision))
+        return {} if cached is None else {(group.model.id, group.model.revision): cached}
+
+    assert with_cached_shape(group, host, read()).model.shape is None
     snapshot = tmp_path / "hub/models--solidrust--Mistral-7B-Instruct-v0.3-AWQ/snapshots"
     (snapshot / group.model.revision).mkdir(parents=True)
     (snapshot / group.model.revision / "config.json").write_text(
         '{"hidden_size": 4096, "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8,'
         ' "intermediate_size": 14336, "vocab_size": 32768}'
     )
-    shaped = with_cached_shape(group, host)
+    shaped = with_cached_shape(group, host, read())
     assert shaped.model.shape is not None and shaped.model.shape.kv_heads == 8
     fit = memory_fit(shaped, 24576)
     assert fit is not None and not fit.fits

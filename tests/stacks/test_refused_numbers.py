@@ -14,7 +14,7 @@ import pytest
 from components.workers import spec
 from stacks.config import GATEWAY_TMP_MIB, StackConfig
 from stacks.model_files import CachedModel, context_limit, read_cached
-from stacks.placement import place, shm_mib
+from stacks.rules import check, shm_mib
 from stacks.validation import validate
 from tests.helpers import VALID_MODEL, assert_refused_at, refused, valid_config, validate_values
 
@@ -494,12 +494,12 @@ def test_a_remote_hosts_cache_is_not_read(tmp_path: Path) -> None:
 
 
 def test_the_rule_is_pure_given_what_was_read(tmp_path: Path) -> None:
-    """The loader reads once (`read_cached`) and hands it to `place`; `place` then reads nothing."""
+    """The loader reads once (`read_cached`) and hands it to `check`; `check` then reads nothing."""
     cfg = StackConfig.model_validate(local_cache(tmp_path, 16384))
     files = {(VALID_MODEL["id"], REVISION): CachedModel(dict(SMOLLM2))}
-    _, issues = place(cfg, files)
+    _, issues = check(cfg, files)
     assert [i.path for i in issues] == [LEN]
-    assert place(cfg, {})[1] == []
+    assert check(cfg, {})[1] == []
 
 
 def test_the_limit_matches_vllms_for_the_ci_model() -> None:

@@ -26,7 +26,7 @@ from components.workers.files import canary_gate
 from components.workers.files.canary_gate import TTFT
 from composition.platform import scrape_targets
 from stacks.config import StackConfig, WorkerGroup
-from stacks.placement import place
+from stacks.rules import check
 from tests.components.gateway.fakes import FakeWorker
 from tests.components.gateway.test_members import members_sh
 from tests.components.gateway.test_nginx import GATE_KEY, gateway
@@ -158,7 +158,7 @@ def scrape_config(addresses: dict[tuple[str, str], str]) -> str:
     raw = valid_config()
     raw["workers"][0].update(replicasPerHost=2, canary={"revision": "b" * 40, "weightPercent": 10})
     cfg = StackConfig.model_validate(raw)
-    placements, issues = place(cfg)
+    placements, issues = check(cfg, {})
     assert not issues, issues
     (stable, canary_target) = sorted(scrape_targets(cfg, placements, "dev"), key=lambda t: t.labels["role"] == "canary")
     targets = [

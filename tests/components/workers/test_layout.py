@@ -15,7 +15,8 @@ from components.workers import layout, rollout, spec
 from components.workers.layout import CREATE_FIRST, DELETE_FIRST, Running
 from composition.platform import main as program
 from stacks.config import HostConfig, StackConfig
-from stacks.placement import Placement, place
+from stacks.placement import Placement
+from stacks.rules import check
 from tests.components.workers.test_rollout import simulate
 from tests.helpers import valid_config
 from tests.support.docker_engine import require_engine
@@ -30,7 +31,7 @@ def three_workers_on(gpus: int) -> tuple[StackConfig, list[Placement]]:
     raw["hosts"][0]["gpus"] = {"count": gpus}
     raw["workers"][0].update(replicasPerHost=3)
     cfg = StackConfig.model_validate(raw)
-    placements, issues = place(cfg)
+    placements, issues = check(cfg, {})
     assert not issues
     return cfg, placements
 
