@@ -224,21 +224,20 @@ def gate_target(cfg: StackConfig, key: pulumi.Output[str]) -> GateTarget:
     )
 
 
-def build(stack: LoadedStack) -> dict[str, VllmWorkerPool]:
-    hosts = build_hosts(stack)
-    api_key = stack.secrets.get("vllmApiKey")
-    if api_key is None:
-        # Workers only ever talk to the gateway, so nobody needs to know this key up front;
-        # generating it beats leaving the API open. RandomPassword results are secret in state.
-        api_key = random.RandomPassword("vllm-api-key", length=48, special=False).result
+def worker_api_key(stack: LoadedStack) -> pulumi.Output[str]:
+    key = stack.secrets.get("vllmApiKey")
+    if key is not None:
+        return key
+    # Workers only ever talk to the gateway, so nobody needs to know this key up front;
+    # generating it beats leaving the API open. RandomPassword results are secret in state.
+    return random.RandomPassword("vllm-api-key", length=48, special=False).result
 
+
+def build_gateway(
+    stack: LoadedStack, hosts: dict[str, GpuHost], api_key: pulumi.Output[str], gate_key: pulumi.Output[str]
+) -> Gateway:
     cfg = stack.config
-    build_data_services(stack, hosts)
-    redis = build_redis(stack, hosts)
-    # Always there, so the first canary does not change the gateway's key files (and replace it).
-    gate_key = random.RandomPassword("canary-gate-key", length=48, special=False).result
-    # The gateway first: workers join it one by one as they become healthy.
-    gateway = Gateway(
+    return Gateway(
         "gateway",
         GatewayArgs(
             config=cfg.gateway,
@@ -252,12 +251,23 @@ def build(stack: LoadedStack) -> dict[str, VllmWorkerPool]:
             generate_client_key=generates_client_key(stack),
         ),
     )
-    pools = {}
+
+
+def build_pools(
+    stack: LoadedStack,
+    hosts: dict[str, GpuHost],
+    api_key: pulumi.Output[str],
+    gate_key: pulumi.Output[str],
+    redis: Redis | None,
+    gateway: Gateway,
+) -> dict[str, VllmWorkerPool]:
+    cfg = stack.config
     traced = worker_tracing(stack)
     fingerprints = worker_fingerprints(stack, traced)
     seats = worker_seats(stack, fingerprints)
-    for group in stack.config.workers:
-        pools[group.name] = VllmWorkerPool(
+    offload = redis is not None and cfg.redis.kv_cache_offload
+    return {
+        group.name: VllmWorkerPool(
             group.name,
             VllmWorkerPoolArgs(
                 group=group,
@@ -266,9 +276,7 @@ def build(stack: LoadedStack) -> dict[str, VllmWorkerPool]:
                 api_key=api_key,
                 hf_token=stack.secrets.get("hfToken") if group.model.weights == "download" else None,
                 stack=stack.name,
-                lmcache=stack.config.redis.lmcache
-                if redis is not None and stack.config.redis.kv_cache_offload
-                else None,
+                lmcache=cfg.redis.lmcache if offload else None,
                 redis_urls=redis_urls(stack, redis) if redis is not None else {},
                 tracing=traced,
                 membership=gateway.membership,
@@ -277,52 +285,81 @@ def build(stack: LoadedStack) -> dict[str, VllmWorkerPool]:
                 fingerprints=fingerprints,
             ),
         )
+        for group in cfg.workers
+    }
+
+
+def build_tracing(stack: LoadedStack, hosts: dict[str, GpuHost], gateway: Gateway) -> Tracing | None:
+    cfg = stack.config
+    if not cfg.observability.tracing.enabled:
+        return None
+    gateway_host = cfg.host(cfg.gateway_host())
+    published = network.tracing_published(cfg, stack.placements)
+    tracing = Tracing(
+        "tracing",
+        TracingArgs(
+            config=cfg.observability.tracing,
+            host=hosts[gateway_host.name],
+            bind_address=cfg.observability.bind_address,
+            private_address=str(gateway_host.private_address) if published else None,
+            edge_network=gateway.edge_network,
+            stack=stack.name,
+        ),
+    )
+    pulumi.export("jaegerUrl", tracing.ui_url)
+    return tracing
+
+
+def build_monitoring(
+    stack: LoadedStack, hosts: dict[str, GpuHost], gateway: Gateway, tracing: Tracing | None
+) -> Monitoring | None:
+    cfg = stack.config
+    if not cfg.observability.enabled:
+        return None
+    grafana_password = stack.secrets.get("grafanaAdminPassword")
+    if grafana_password is None and cfg.observability.grafana:
+        grafana_password = random.RandomPassword("grafana-admin-password", length=32, special=False).result
+        pulumi.export("grafanaAdminPassword", grafana_password)
+    monitoring = Monitoring(
+        "monitoring",
+        MonitoringArgs(
+            config=cfg.observability,
+            host=hosts[cfg.gateway_host()],
+            workers=scrape_targets(cfg, stack.placements, stack.name),
+            gpu_hosts={
+                name: (host, None if name == cfg.gateway_host() else cfg.host(name).private_address)
+                for name, host in hosts.items()
+                if host.inventory is not None
+            },
+            gateway_container=gateway.container_name,
+            edge_network=gateway.edge_network,
+            stack=stack.name,
+            grafana_password=grafana_password,
+            gateway_status_exporter=gateway.status_exporter,
+            jaeger_url=tracing.query_url if tracing is not None else None,
+        ),
+    )
+    pulumi.export("prometheusUrl", monitoring.url)
+    if monitoring.grafana_url is not None:
+        pulumi.export("grafanaUrl", monitoring.grafana_url)
+    return monitoring
+
+
+def build(stack: LoadedStack) -> dict[str, VllmWorkerPool]:
+    """The platform in one pass: hosts, data, the gateway, the workers joining it, observability."""
+    hosts = build_hosts(stack)
+    api_key = worker_api_key(stack)
+    build_data_services(stack, hosts)
+    redis = build_redis(stack, hosts)
+    # Always there, so the first canary does not change the gateway's key files (and replace it).
+    gate_key = random.RandomPassword("canary-gate-key", length=48, special=False).result
+    # The gateway first: workers join it one by one as they become healthy.
+    gateway = build_gateway(stack, hosts, api_key, gate_key)
+    pools = build_pools(stack, hosts, api_key, gate_key, redis, gateway)
     gateway.readmit([admit for pool in pools.values() for admit in pool.admits])
     pulumi.export("gatewayUrl", gateway.url)
-    export_first_request(cfg, gateway)
-    tracing = None
-    if cfg.observability.tracing.enabled:
-        gateway_host = cfg.host(cfg.gateway_host())
-        published = network.tracing_published(cfg, stack.placements)
-        tracing = Tracing(
-            "tracing",
-            TracingArgs(
-                config=cfg.observability.tracing,
-                host=hosts[gateway_host.name],
-                bind_address=cfg.observability.bind_address,
-                private_address=str(gateway_host.private_address) if published else None,
-                edge_network=gateway.edge_network,
-                stack=stack.name,
-            ),
-        )
-        pulumi.export("jaegerUrl", tracing.ui_url)
-    if cfg.observability.enabled:
-        grafana_password = stack.secrets.get("grafanaAdminPassword")
-        if grafana_password is None and cfg.observability.grafana:
-            grafana_password = random.RandomPassword("grafana-admin-password", length=32, special=False).result
-            pulumi.export("grafanaAdminPassword", grafana_password)
-        monitoring = Monitoring(
-            "monitoring",
-            MonitoringArgs(
-                config=cfg.observability,
-                host=hosts[cfg.gateway_host()],
-                workers=scrape_targets(cfg, stack.placements, stack.name),
-                gpu_hosts={
-                    name: (host, None if name == cfg.gateway_host() else cfg.host(name).private_address)
-                    for name, host in hosts.items()
-                    if host.inventory is not None
-                },
-                gateway_container=gateway.container_name,
-                edge_network=gateway.edge_network,
-                stack=stack.name,
-                grafana_password=grafana_password,
-                gateway_status_exporter=gateway.status_exporter,
-                jaeger_url=tracing.query_url if tracing is not None else None,
-            ),
-        )
-        pulumi.export("prometheusUrl", monitoring.url)
-        if monitoring.grafana_url is not None:
-            pulumi.export("grafanaUrl", monitoring.grafana_url)
+    export_first_request(stack.config, gateway)
+    build_monitoring(stack, hosts, gateway, build_tracing(stack, hosts, gateway))
     for name, host in hosts.items():
         if host.inventory is not None:
             pulumi.export(f"gpus-{name}", host.inventory.apply(lambda gpus: [g.as_output() for g in gpus or []]))
