@@ -8,170 +8,29 @@ so each can name the exact key path it is about.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import ipaddress
 import re
-import types
-import typing
-from typing import Annotated, Literal
+from typing import Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
-from pydantic.alias_generators import to_camel
-from pydantic_core import PydanticCustomError
+from pydantic import Field, ValidationInfo, field_validator
 
-from stacks.host_paths import host_path_problem, under
-
-# Upper bounds that no host or GPU reaches today: above them a number is a typo (MiB read as
-# bytes, an extra zero), not a size.
-MAX_MEMORY_MB = 16 * 1024 * 1024
-MAX_GPU_MEMORY_MIB = 1024 * 1024
-NAME_PATTERN = r"^[a-z][a-z0-9-]{0,30}[a-z0-9]$"
-
-
-def rule_error(rule: str, fix: str) -> PydanticCustomError:
-    """A validation error whose message carries the rule and the fix, for `stacks.errors`."""
-    return PydanticCustomError("rule", "{rule}", {"rule": rule, "fix": fix})
-
-
-class Schema(BaseModel):
-    # Strict: pydantic's lax mode reads `true` as 1 and `"8"` as 8, so a boolean where a count
-    # belongs would deploy one of something. Strict floats still take ints (`cpus: 2`).
-    model_config = ConfigDict(
-        extra="forbid",
-        alias_generator=to_camel,
-        populate_by_name=True,
-        frozen=True,
-        use_attribute_docstrings=True,
-        strict=True,
-    )
-
-    @model_validator(mode="before")
-    @classmethod
-    def _checked_defaults_by_key(cls, data: object) -> object:
-        """A default that a cross-field rule checks (`validate_default`) is written in under its
-        key, so an error about it names the key the user would add (`memoryMb`), not the Python
-        name pydantic would put in its location (`memory_mb`)."""
-        if not isinstance(data, dict):
-            return data
-        missing = {
-            f.alias: f.default
-            for name, f in cls.model_fields.items()
-            if f.validate_default and f.alias and f.alias not in data and name not in data
-        }
-        return {**data, **missing} if missing else data
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _numbers_are_numbers(cls, value: object, info: ValidationInfo) -> object:
-        """The message strict mode would give (`Input should be a valid integer`), with the reason
-        and the fix, for the number fields; nested lists of numbers fall back to strict mode's."""
-        kind = _number_kind(cls.model_fields[info.field_name or ""].annotation)
-        if kind is None or value is None:
-            return value
-        if isinstance(value, bool):
-            raise rule_error(
-                f"{kind} belongs here, not a boolean: `{str(value).lower()}` is not read as 1 or 0",
-                "write the number itself",
-            )
-        if isinstance(value, str):
-            # `pulumi config set --path` stores decimals as strings unless told otherwise (its
-            # `--help`: "integers are treated as numbers. All other values are treated as strings").
-            raise rule_error(
-                f"{kind} belongs here, not a string",
-                "write it unquoted; with `pulumi config set --path`, add `--type float` (or `--type int`)",
-            )
-        if kind == "a whole number" and isinstance(value, float):
-            raise rule_error(f"{kind} belongs here, not a fraction", f"write a whole number, e.g. `{round(value)}`")
-        return value
-
-
-def _number_kind(annotation: object) -> str | None:
-    """`a whole number` for int fields, `a number` for float ones (optional or not), else None."""
-    options = typing.get_args(annotation) if typing.get_origin(annotation) in (typing.Union, types.UnionType) else ()
-    options = options or (annotation,)
-    if int in options:
-        return "a whole number"
-    if float in options:
-        return "a number"
-    return None
-
-
-Name = Annotated[str, Field(pattern=NAME_PATTERN)]
-
-
-# Docker's image reference grammar, from distribution/reference's regexp.go (the parser the Docker
-# engine uses): `name[:tag][@digest]`, where name is `[domain[:port]/]path` with lowercase path
-# components. Go's `\w` is ASCII, so it is spelled out. Digests are limited to sha256, the one
-# algorithm registries serve (go-digest's sha256 encoding: 64 lowercase hex).
-_DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
-_DOMAIN = rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|\[[a-fA-F0-9:]+\])(?::[0-9]+)?"
-_PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-_IMAGE_NAME = rf"(?:{_DOMAIN}/)?{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*"
-_IMAGE_TAG = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"
-_IMAGE_DIGEST = r"sha256:[a-f0-9]{64}"
-IMAGE_REFERENCE = re.compile(rf"({_IMAGE_NAME})(?::({_IMAGE_TAG}))?(?:@({_IMAGE_DIGEST}))?")
-# distribution/reference's RepositoryNameTotalLengthMax.
-IMAGE_NAME_MAX = 255
-
-
-def _malformed_image(value: str) -> PydanticCustomError:
-    if re.search(r"\s", value):
-        why = "it contains whitespace"
-    elif "@" in value and not re.search(rf"@{_IMAGE_DIGEST}$", value):
-        why = "its digest is not `sha256:` and 64 lowercase hex digits"
-    elif IMAGE_REFERENCE.fullmatch(value.lower()):
-        why = "a repository name must be lowercase"
-    else:
-        why = "it does not follow Docker's `[registry[:port]/]name[:tag][@sha256:digest]` grammar"
-    return rule_error(
-        f"not an image reference Docker can pull: {why}",
-        "write it like `vllm/vllm-openai:v0.32.0`, `registry.example:5000/team/vllm:v0.32.0` or "
-        "`image@sha256:<64 hex>`",
-    )
-
-
-def _uppercase_hub_name(name: str) -> bool:
-    """`Vllm/vllm`: Docker would take `Vllm` for a registry host (normalize.go's splitDockerDomain
-    counts a first component as a domain only with a `.`, a `:`, `localhost` or an uppercase
-    letter); meant is the Docker Hub organisation, whose names are lowercase."""
-    first, slash, _ = name.partition("/")
-    return bool(slash) and not re.search(r"[.:]", first) and first != "localhost" and first != first.lower()
-
-
-def check_pinned_image(value: str) -> str:
-    """Images must be a valid reference that names an immutable version: a tag other than
-    `latest`, or a digest. Docker (`docker pull` in pull-images.sh and the provider's image
-    resolution) receives it as is."""
-    match = IMAGE_REFERENCE.fullmatch(value)
-    if value and (match is None or _uppercase_hub_name(match.group(1))):
-        raise _malformed_image(value)
-    name, tag, digest = match.groups() if match else ("", None, None)
-    if len(name) > IMAGE_NAME_MAX:
-        raise rule_error(
-            f"the repository name is longer than Docker's {IMAGE_NAME_MAX} characters", "use the registry's real name"
-        )
-    if digest is not None:
-        return value
-    if not name or not tag:
-        raise rule_error(
-            "the image has no tag, so Docker pulls `latest` and every host may run a different build",
-            "pin a release tag or a digest, e.g. `vllm/vllm-openai:v0.32.0` or `image@sha256:<digest>`",
-        )
-    if tag == "latest":
-        raise rule_error(
-            "`latest` moves between pulls, so two hosts (or two `pulumi up`s) can run different builds",
-            f"pin a release tag instead, e.g. `{name}:v0.32.0`, or a digest",
-        )
-    return value
-
-
-PinnedImage = Annotated[
-    str,
-    AfterValidator(check_pinned_image),
-    Field(json_schema_extra={"allowed": "`[registry[:port]/]name:tag` or `name@sha256:<64 hex>`; not `latest`"}),
-]
-"""An image reference pinned to a release tag or a digest."""
+from stacks.grammars import (
+    HOST_PATH_ALLOWED,
+    REGION_ALLOWED,
+    S3_PART,
+    S3_SOURCE,
+    PinnedImage,
+    check_host_path,
+    check_region,
+    endpoint_url_ok,
+    hf_repo_problem,
+    host_key_problem,
+    host_port_ok,
+    is_hostname,
+    is_ip_address,
+)
+from stacks.host_paths import under
+from stacks.schema import MAX_GPU_MEMORY_MIB, MAX_MEMORY_MB, Name, Schema, rule_error
 
 
 class GpuInventory(Schema):
@@ -276,76 +135,6 @@ class SshConfig(Schema):
     def url_host(self) -> str:
         """The address as a URL's host: an IPv6 address goes in brackets."""
         return f"[{self.address}]" if ":" in self.address else self.address
-
-
-def is_ip_address(value: str) -> bool:
-    try:
-        ipaddress.ip_address(value)
-    except ValueError:
-        return False
-    return True
-
-
-def is_hostname(value: str) -> bool:
-    """RFC 1123 host name: dot-separated labels of letters, digits and inner `-`, 253 at most,
-    and not all digits (that is an IPv4 address, checked apart)."""
-    label = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-    return (
-        len(value) <= 253
-        and re.fullmatch(rf"{label}(?:\.{label})*\.?", value) is not None
-        and not re.fullmatch(r"[0-9.]+", value)
-    )
-
-
-# Host key algorithms OpenSSH offers (ssh(1) HostKeyAlgorithms, OpenSSH 9.x), certificates aside.
-# DSA is gone from OpenSSH 9.8 on and never pinned here.
-HOST_KEY_TYPES = frozenset(
-    {
-        "ssh-ed25519",
-        "ecdsa-sha2-nistp256",
-        "ecdsa-sha2-nistp384",
-        "ecdsa-sha2-nistp521",
-        "ssh-rsa",
-        "sk-ssh-ed25519@openssh.com",
-        "sk-ecdsa-sha2-nistp256@openssh.com",
-    }
-)
-
-
-def host_key_problem(line: str) -> str | None:
-    """Why `line` is not `<type> <base64 blob> [comment]`, or None. The blob is RFC 4253 section
-    6.6's public key encoding, which starts with the key type as a length-prefixed string: a key
-    pasted under the wrong type, or cut short, is caught here rather than at the first connect."""
-    words = line.split()
-    if len(words) < 2:
-        return "expected `<type> <base64 key>`"
-    kind, blob = words[0], words[1]
-    if kind not in HOST_KEY_TYPES:
-        return f"`{kind}` is not a host key type ({', '.join(sorted(HOST_KEY_TYPES))})"
-    try:
-        raw = base64.b64decode(blob, validate=True)
-    except (binascii.Error, ValueError):
-        return "the key is not base64"
-    length = int.from_bytes(raw[:4], "big") if len(raw) >= 4 else -1
-    embedded = raw[4 : 4 + length] if length > 0 else b""
-    if embedded != kind.encode():
-        return f"the key's own type is not `{kind}`"
-    if len(raw) <= 4 + length:
-        return "the key has no key material after its type"
-    return None
-
-
-HOST_PATH_ALLOWED = "absolute, `[A-Za-z0-9._+-]` between single slashes; not in system or broad directories"
-REGION_ALLOWED = "AWS region (`eu-west-1`); with a custom endpoint, one DNS label"
-
-
-def check_host_path(value: str, receiver: str, fix: str) -> str:
-    """A host directory the stack creates, chowns or binds (stacks/host_paths.py has the list of
-    places it refuses), without its trailing slash."""
-    problem = host_path_problem(value)
-    if problem is not None:
-        raise rule_error(f"the path {problem}; {receiver}", fix)
-    return value.rstrip("/")
 
 
 # What receives each host path, for its rule.
@@ -453,70 +242,6 @@ class ModelShape(Schema):
     """`num_key_value_heads` (the KV heads, not the attention heads: GQA models have fewer)."""
     head_dim: int = Field(ge=1, le=4096)
     """`head_dim`, or `hidden_size / num_attention_heads`."""
-
-
-def hf_repo_problem(repo_id: str) -> str | None:
-    """Why `repo_id` is not `org/name` by huggingface_hub's validate_repo_id, or None. Its regex
-    `^(\\b[\\w\\-.]+\\b/)?\\b[\\w\\-.]{1,96}\\b$` is unicode there; the Hub itself takes ASCII only, so
-    `\\w` is spelled `[A-Za-z0-9_]`. `\\b` on both ends means each part starts and ends with one of
-    those (never `-` or `.`). The stack also needs the `org/` part: the cache layout is
-    `models--org--name`."""
-    part = r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?"
-    org, slash, name = repo_id.partition("/")
-    if not slash or not re.fullmatch(part, org) or not re.fullmatch(part, name):
-        return "expected `org/name` of ASCII letters, digits, `.`, `_`, `-`; no part starts or ends in `-` or `.`"
-    if len(name) > 96:
-        return "the name part is longer than 96 characters"
-    if "--" in repo_id or ".." in repo_id:
-        return "`--` and `..` are not allowed"
-    if repo_id.endswith(".git"):
-        return "it ends in `.git`"
-    return None
-
-
-# s3://bucket/prefix: S3's bucket naming rules, and a prefix of the safe key characters AWS
-# lists (letters, digits, `.`, `_`, `-`) between single slashes, without `.` or `..` parts.
-_S3_PART = r"(?!\.\.?(?:/|$))[A-Za-z0-9._-]+"
-S3_SOURCE = rf"s3://[a-z0-9][a-z0-9.-]{{1,61}}[a-z0-9](?:/(?:{_S3_PART}(?:/{_S3_PART})*/?)?)?"
-
-
-def endpoint_url_ok(url: str) -> bool:
-    """`http(s)://host[:port][/path]`, host a DNS name, IPv4 or bracketed IPv6: what botocore's
-    is_valid_endpoint_url accepts, minus userinfo (a key in a URL ends up in logs), query and
-    fragment."""
-    match = re.fullmatch(r"https?://([^/:\[\]]+|\[[0-9A-Fa-f:.]+\])(?::(\d{1,5}))?(/[A-Za-z0-9._~/-]*)?", url)
-    if match is None or (match.group(2) is not None and not 1 <= int(match.group(2)) <= 65535):
-        return False
-    host = match.group(1)
-    return is_ip_address(host.strip("[]")) if host.startswith("[") else is_hostname(host) or is_ip_address(host)
-
-
-def host_port_ok(value: str) -> bool:
-    """`host[:port]` with a DNS name or IPv4 address and a port in 1-65535."""
-    host, colon, port = value.partition(":")
-    if colon and not (port.isdigit() and 1 <= int(port) <= 65535):
-        return False
-    return is_hostname(host) or (is_ip_address(host) and ":" not in host)
-
-
-# AWS regions: the partitions' regionRegex in botocore's endpoints.json (`^(us|eu|ap|sa|ca|me|af|il|mx)
-# \-\w+\-\d+$`, `^cn\-\w+\-\d+$`, `^us\-gov\-\w+\-\d+$`, `^us\-iso\-\w+\-\d+$`, `^eusc\-(de)\-\w+\-\d+$`...),
-# as one grammar. Another S3 service names its region as it likes; botocore's validate_region_name
-# then only needs a DNS label (the region goes into endpoint host names).
-AWS_REGION = r"[a-z]{2,4}(?:-[a-z]+){1,3}-\d{1,2}"
-ANY_REGION = r"(?![0-9]+$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-
-
-def check_region(value: str | None, custom_endpoint: bool) -> str | None:
-    if value is None:
-        return value
-    if re.fullmatch(AWS_REGION, value) or (custom_endpoint and re.fullmatch(ANY_REGION, value)):
-        return value
-    if custom_endpoint:
-        rule = "a region is one DNS label (letters, digits, inner `-`): boto3 puts it into host names"
-    else:
-        rule = "not an AWS region like `eu-west-1` (botocore's endpoints.json grammar); boto3 puts it into host names"
-    raise rule_error(rule, "use the bucket's region, e.g. `us-east-1`, or what your S3 service calls its region")
 
 
 class ModelConfig(Schema):
@@ -1244,7 +969,7 @@ class WeaviateBackup(Schema):
     @field_validator("path")
     @classmethod
     def _prefix(cls, value: str) -> str:
-        if value and not re.fullmatch(rf"{_S3_PART}(?:/{_S3_PART})*", value):
+        if value and not re.fullmatch(rf"{S3_PART}(?:/{S3_PART})*", value):
             raise rule_error(
                 "the backup prefix must be relative, with no empty, `.` or `..` parts: Weaviate joins it "
                 "into every backup's object keys, and `make backup-check` lists under it",

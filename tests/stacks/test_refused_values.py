@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from stacks.config import HostConfig, StackConfig, check_pinned_image, host_key_problem
+from stacks.config import HostConfig, StackConfig
+from stacks.grammars import check_pinned_image, host_key_problem
 from stacks.host_paths import BROAD_DIRS, SYSTEM_ROOTS, host_path_problem
 from stacks.vllm_flags import check_extra_args
 from tests.helpers import assert_refused_at, valid_config, validate_values
