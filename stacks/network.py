@@ -32,6 +32,16 @@ def workers_network(stack: str) -> str:
     return f"{stack}-workers"
 
 
+def gateway_container(stack: str) -> str:
+    """The gateway's container, and its edge network: the one name clients' traffic enters by."""
+    return f"{stack}-gateway"
+
+
+def gateway_status_container(stack: str) -> str:
+    """mtail, turning the gateway's per-request syslog lines into per-status metrics."""
+    return f"{stack}-gateway-mtail"
+
+
 def redis_container(stack: str) -> str:
     return f"{stack}-redis"
 

@@ -13,6 +13,7 @@ from components import inline
 from components.gateway import members, nginx, status_metrics
 from components.hardening import REQUEST_LOG, SIDECAR_LOG, Health, in_place, settings, timeouts
 from components.hosts.base import Host
+from stacks import network
 from stacks.config import GatewayConfig
 from stacks.secrets import GATE_CLIENT, GENERATED_CLIENT, parse_client_keys
 
@@ -102,7 +103,7 @@ class Gateway(pulumi.ComponentResource):
         on_host = host.options(self)
         edge = docker.Network(
             f"{name}-edge",
-            name=f"{args.stack}-gateway",
+            name=network.gateway_container(args.stack),
             driver="bridge",
             labels=[docker.NetworkLabelArgs(label="inference-stack.role", value="gateway")],
             opts=on_host,
@@ -118,7 +119,7 @@ class Gateway(pulumi.ComponentResource):
         clients = pulumi.Output.all(args.client_keys or "{}", args.gate_key or "", self.client_key or "").apply(
             lambda v: nginx.render_clients_map(with_own_keys(v[0], v[1], v[2]))
         )
-        container_name = f"{args.stack}-gateway"
+        container_name = network.gateway_container(args.stack)
         grace = gateway_grace_seconds(gw)
         mtail = self._status_exporter(name, args, edge) if args.status_metrics else None
         status_syslog = f"{mtail[1]}:{status_metrics.SYSLOG_PORT}" if mtail else None
@@ -225,7 +226,7 @@ class Gateway(pulumi.ComponentResource):
             skip_push=True,
             opts=on_host,
         )
-        mtail_name = f"{args.stack}-gateway-mtail"
+        mtail_name = network.gateway_status_container(args.stack)
         container = docker.Container(
             f"{name}-mtail",
             name=mtail_name,
