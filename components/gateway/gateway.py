@@ -54,6 +54,32 @@ def with_own_keys(client_keys: str, gate_key: str, generated_key: str) -> dict[s
     return {**parse_client_keys(client_keys), **{name: key for name, key in own.items() if key}}
 
 
+def uploads(
+    args: GatewayArgs, generated_key: pulumi.Output[str] | None, status_syslog: str | None
+) -> list[docker.ContainerUploadArgs]:
+    """What the gateway container receives: nginx.conf, the client and worker key files (secret,
+    readable by the master only) and the membership script."""
+    clients = pulumi.Output.all(args.client_keys or "{}", args.gate_key or "", generated_key or "").apply(
+        lambda v: nginx.render_clients_map(with_own_keys(v[0], v[1], v[2]))
+    )
+    return [
+        docker.ContainerUploadArgs(
+            file=nginx.CONFIG_PATH,
+            content=nginx.render_nginx_conf(args.config, args.routes, status_syslog=status_syslog),
+            permissions="0444",
+        ),
+        docker.ContainerUploadArgs(
+            file=f"{nginx.SECRETS_DIR}/clients.map", content=pulumi.Output.secret(clients), permissions="0400"
+        ),
+        docker.ContainerUploadArgs(
+            file=f"{nginx.SECRETS_DIR}/worker-auth.conf",
+            content=pulumi.Output.secret(args.worker_key.apply(nginx.render_worker_auth)),
+            permissions="0400",
+        ),
+        docker.ContainerUploadArgs(file=members.SCRIPT_PATH, content=members.script_source(), permissions="0555"),
+    ]
+
+
 @dataclass(frozen=True)
 class Membership:
     """What a worker pool needs to put its workers into the gateway and take them out
@@ -100,46 +126,57 @@ class Gateway(pulumi.ComponentResource):
         super().__init__("inference-stack:gateway:Gateway", name, None, opts)
         self._name = name
         gw, host = args.config, args.host
-        on_host = host.options(self)
         edge = docker.Network(
             f"{name}-edge",
             name=network.gateway_container(args.stack),
             driver="bridge",
             labels=[docker.NetworkLabelArgs(label="inference-stack.role", value="gateway")],
-            opts=on_host,
+            opts=host.options(self),
         )
-        self.client_key = None
-        if args.generate_client_key:
-            # Letters and digits need no quoting in the printed commands. The provider keeps the
-            # result secret in state; marked here too, so every output derived from it is.
-            password = random.RandomPassword(
-                f"{name}-client-key", length=40, special=False, opts=pulumi.ResourceOptions(parent=self)
-            )
-            self.client_key = pulumi.Output.secret(password.result)
-        clients = pulumi.Output.all(args.client_keys or "{}", args.gate_key or "", self.client_key or "").apply(
-            lambda v: nginx.render_clients_map(with_own_keys(v[0], v[1], v[2]))
-        )
-        container_name = network.gateway_container(args.stack)
-        grace = gateway_grace_seconds(gw)
+        self.client_key = self._generated_key(name) if args.generate_client_key else None
         mtail = self._status_exporter(name, args, edge) if args.status_metrics else None
         status_syslog = f"{mtail[1]}:{status_metrics.SYSLOG_PORT}" if mtail else None
-        files = [
-            docker.ContainerUploadArgs(
-                file=nginx.CONFIG_PATH,
-                content=nginx.render_nginx_conf(gw, args.routes, status_syslog=status_syslog),
-                permissions="0444",
-            ),
-            docker.ContainerUploadArgs(
-                file=f"{nginx.SECRETS_DIR}/clients.map", content=pulumi.Output.secret(clients), permissions="0400"
-            ),
-            docker.ContainerUploadArgs(
-                file=f"{nginx.SECRETS_DIR}/worker-auth.conf",
-                content=pulumi.Output.secret(args.worker_key.apply(nginx.render_worker_auth)),
-                permissions="0400",
-            ),
-            docker.ContainerUploadArgs(file=members.SCRIPT_PATH, content=members.script_source(), permissions="0555"),
-        ]
-        container = docker.Container(
+        files = uploads(args, self.client_key, status_syslog)
+        container = self._nginx(name, args, edge, files, mtail[0] if mtail else None)
+        container_name = network.gateway_container(args.stack)
+        if mtail:
+            # nginx resolved mtail's name when it loaded its config: re-resolve when mtail is replaced.
+            host.run_command(
+                f"{name}-reload",
+                ["docker", "kill", "--signal", "HUP", container_name],
+                triggers=[container.id, mtail[0].id],
+                parent=self,
+                depends_on=[container],
+            )
+        self.membership = Membership(host, container, container_name, gw)
+        self.url = pulumi.Output.from_input(f"http://{gw.listen_address}:{gw.port}")
+        self.container_name = container.name
+        self.edge_network = edge.name
+        self.status_exporter = f"{mtail[1]}:{status_metrics.METRICS_PORT}" if mtail else None
+        self.register_outputs(
+            {"url": self.url, "containerName": self.container_name, "statusExporter": self.status_exporter}
+        )
+
+    def _generated_key(self, name: str) -> pulumi.Output[str]:
+        # Letters and digits need no quoting in the printed commands. The provider keeps the
+        # result secret in state; marked here too, so every output derived from it is.
+        password = random.RandomPassword(
+            f"{name}-client-key", length=40, special=False, opts=pulumi.ResourceOptions(parent=self)
+        )
+        return pulumi.Output.secret(password.result)
+
+    def _nginx(
+        self,
+        name: str,
+        args: GatewayArgs,
+        edge: docker.Network,
+        files: list[docker.ContainerUploadArgs],
+        mtail: docker.Container | None,
+    ) -> docker.Container:
+        gw, host = args.config, args.host
+        container_name = network.gateway_container(args.stack)
+        grace = gateway_grace_seconds(gw)
+        return docker.Container(
             f"{name}-nginx",
             name=container_name,
             hostname=container_name,
@@ -177,28 +214,11 @@ class Gateway(pulumi.ComponentResource):
                     pulumi.ResourceOptions(
                         parent=self,
                         provider=host.provider,
-                        depends_on=[*host.ready, *([mtail[0]] if mtail else [])],
+                        depends_on=[*host.ready, *([mtail] if mtail else [])],
                     )
                 ),
                 grace_seconds=grace,
             ),
-        )
-        if mtail:
-            # nginx resolved mtail's name when it loaded its config: re-resolve when mtail is replaced.
-            host.run_command(
-                f"{name}-reload",
-                ["docker", "kill", "--signal", "HUP", container_name],
-                triggers=[container.id, mtail[0].id],
-                parent=self,
-                depends_on=[container],
-            )
-        self.membership = Membership(host, container, container_name, gw)
-        self.url = pulumi.Output.from_input(f"http://{gw.listen_address}:{gw.port}")
-        self.container_name = container.name
-        self.edge_network = edge.name
-        self.status_exporter = f"{mtail[1]}:{status_metrics.METRICS_PORT}" if mtail else None
-        self.register_outputs(
-            {"url": self.url, "containerName": self.container_name, "statusExporter": self.status_exporter}
         )
 
     def readmit(self, admits: list[tuple[list[str], pulumi.Resource]]) -> None:
