@@ -54,7 +54,23 @@ class Monitoring(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: MonitoringArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("inference-stack:observability:Monitoring", name, None, opts)
-        cfg, host = args.config, args.host
+        cfg = args.config
+        if cfg.grafana and args.grafana_password is None:
+            raise ValueError("Grafana needs an admin password")
+        gpu_targets = self._dcgm_exporters(name, args)
+        nginx_exporter = self._nginx_exporter(name, args)
+        self._prometheus(name, args, gpu_targets, nginx_exporter)
+        self.url = pulumi.Output.from_input(f"http://{cfg.bind_address}:{cfg.prometheus_port}")
+        self.grafana_url = None
+        if cfg.grafana:
+            self._grafana(name, args)
+            self.grafana_url = pulumi.Output.from_input(f"http://{cfg.bind_address}:{cfg.grafana_port}")
+        self.register_outputs({"url": self.url, "grafanaUrl": self.grafana_url})
+
+    def _dcgm_exporters(self, name: str, args: MonitoringArgs) -> list[Target]:
+        """One DCGM exporter per GPU host, on its workers' network; published on the host's
+        private address when Prometheus is elsewhere."""
+        cfg = args.config
         gpu_targets = []
         for host_name, (gpu_host, private_address) in sorted(args.gpu_hosts.items()):
             exporter = network.dcgm_container(args.stack, host_name)
@@ -81,7 +97,12 @@ class Monitoring(pulumi.ComponentResource):
             address = network.dcgm_target(args.stack, host_name, private_address)
             gpu_targets.append(Target(address, {"host": host_name}))
 
-        on_host = host.options(self)
+        return gpu_targets
+
+    def _nginx_exporter(self, name: str, args: MonitoringArgs) -> str:
+        """nginx's stub_status as metrics, on the edge network; returns its scrape address."""
+        cfg = args.config
+        on_host = args.host.options(self)
         nginx_exporter = network.nginx_exporter_container(args.stack)
         docker.Container(
             f"{name}-nginx-exporter",
@@ -95,11 +116,16 @@ class Monitoring(pulumi.ComponentResource):
             read_only=True,
             opts=in_place(on_host),
         )
+        return f"{nginx_exporter}:{NGINX_EXPORTER_PORT}"
+
+    def _prometheus(self, name: str, args: MonitoringArgs, gpu_targets: list[Target], nginx_exporter: str) -> None:
+        cfg, host = args.config, args.host
+        on_host = host.options(self)
         volume = host.data_volume(f"{name}-data", f"{args.stack}-prometheus-data", self)
         config = render_prometheus_yml(
             args.workers,
             gpu_targets,
-            f"{nginx_exporter}:{NGINX_EXPORTER_PORT}",
+            nginx_exporter,
             cfg.scrape_interval,
             status_exporter=args.gateway_status_exporter,
         )
@@ -141,17 +167,9 @@ class Monitoring(pulumi.ComponentResource):
             ),
             opts=in_place(on_host),
         )
-        self.url = pulumi.Output.from_input(f"http://{cfg.bind_address}:{cfg.prometheus_port}")
-        self.grafana_url = None
-        if cfg.grafana:
-            self._grafana(name, args)
-            self.grafana_url = pulumi.Output.from_input(f"http://{cfg.bind_address}:{cfg.grafana_port}")
-        self.register_outputs({"url": self.url, "grafanaUrl": self.grafana_url})
 
     def _grafana(self, name: str, args: MonitoringArgs) -> None:
         cfg, host = args.config, args.host
-        if args.grafana_password is None:
-            raise ValueError("Grafana needs an admin password")
         on_host = host.options(self)
         grafana_volume = host.data_volume(f"{name}-grafana-data", f"{args.stack}-grafana-data", self)
         files = [
