@@ -88,6 +88,8 @@ class Redis(pulumi.ComponentResource):
     def __init__(self, name: str, args: RedisArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("inference-stack:data:Redis", name, None, opts)
         cfg, host = args.config, args.host
+        # Rendered before the first child: a config it refuses registers nothing.
+        conf = render_redis_conf(cfg)
         on_host = host.options(self)
         container_name = redis_container(args.stack)
         mounts = []
@@ -102,7 +104,7 @@ class Redis(pulumi.ComponentResource):
         if args.publish_address is not None:
             ports = [docker.ContainerPortArgs(internal=REDIS_PORT, external=REDIS_PORT, ip=args.publish_address)]
         files = [
-            docker.ContainerUploadArgs(file=CONF_PATH, content=render_redis_conf(cfg), permissions="0444"),
+            docker.ContainerUploadArgs(file=CONF_PATH, content=conf, permissions="0444"),
             docker.ContainerUploadArgs(
                 file=ACL_PATH,
                 content=pulumi.Output.secret(secret_password.apply(render_acl)),
