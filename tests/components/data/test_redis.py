@@ -13,14 +13,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-import yaml
 
 from components.data.redis import PASSWORD_PATH, render_acl, render_redis_conf
 from composition.loader import load
@@ -28,40 +25,11 @@ from composition.platform import build_hosts, build_redis, redis_urls
 from composition.platform import main as program
 from stacks.config import RedisConfig
 from tests.components.data.redis_server import ADAPTED, RedisServer, RespError, adapt_conf
+from tests.components.data.redis_values import CACHE_REDIS, PASSWORD, PROD_REDIS
 from tests.helpers import as_pulumi_config, valid_config
-from tests.support.tools import require_tool
-from tools.synth import ROOT, Synth, run
+from tools.synth import Synth, run
 
 CONTAINER = "docker:index/container:Container"
-# What `random.RandomPassword("redis-password", length=40, special=False)` generates: 40 alphanumerics.
-PASSWORD = "Zq7TOPSECRETredisPassw0rd9xY2wV4uT6sR8pQ"
-PROD_REDIS = RedisConfig.model_validate(
-    yaml.safe_load((ROOT / "Pulumi.prod.yaml").read_text())["config"]["inference-stack:redis"]
-)
-CACHE_REDIS = PROD_REDIS.model_copy(update={"persistence": "none", "maxmemory_policy": "allkeys-lru"})
-HEALTH_TIMEOUT = 10
-
-
-@pytest.fixture
-def redis(tmp_path: Path) -> Iterator[Callable[..., RedisServer]]:
-    exe = require_tool("redis-server")
-    made: list[RedisServer] = []
-
-    def make(cfg: RedisConfig, password: str = PASSWORD) -> RedisServer:
-        server = RedisServer(exe, cfg, password, tmp_path / f"redis-{len(made)}")
-        made.append(server)
-        return server
-
-    yield make
-    for server in made:
-        server.stop()
-
-
-@pytest.fixture
-def prod_server(redis: Callable[..., RedisServer]) -> RedisServer:
-    server = redis(PROD_REDIS)
-    server.start()
-    return server
 
 
 # --- the generated config, for real ---------------------------------------------------------------
@@ -213,38 +181,6 @@ def test_without_persistence_nothing_touches_the_data_dir(redis: Callable[..., R
     assert list(server.data_dir.iterdir()) == []
 
 
-def healthcheck_script(synth: Synth) -> str:
-    test = synth.named("redis")["inputs"]["healthcheck"]["tests"]
-    assert test[0] == "CMD-SHELL" and len(test) == 2
-    script: str = test[1]
-    return script
-
-
-@pytest.mark.parametrize("password_file", ["right", "wrong", "missing"])
-def test_the_healthcheck_passes_only_with_the_right_password(
-    prod: Synth, prod_server: RedisServer, tmp_path: Path, password_file: str
-) -> None:
-    cli = require_tool("redis-cli")
-    script = healthcheck_script(prod)
-    assert script == f'REDISCLI_AUTH="$(cat {PASSWORD_PATH})" redis-cli ping | grep -q PONG'
-    secret = tmp_path / "redis-password"
-    if password_file != "missing":
-        secret.write_text(PASSWORD if password_file == "right" else "not-the-redis-password-at-all")
-    # Adapted: the password file's path, and host/port flags for this server.
-    here = script.replace(PASSWORD_PATH, str(secret)).replace(
-        "redis-cli ping", f"{cli} -h 127.0.0.1 -p {prod_server.port} ping"
-    )
-    result = subprocess.run(["sh", "-c", here], capture_output=True, text=True, timeout=HEALTH_TIMEOUT)
-    assert (result.returncode == 0) == (password_file == "right"), result
-    assert PASSWORD not in result.stdout + result.stderr
-    if password_file == "wrong":
-        # Why the grep: redis-cli itself exits 0 on a refused password.
-        bare = subprocess.run(
-            ["sh", "-c", here.removesuffix(" | grep -q PONG")], capture_output=True, text=True, timeout=HEALTH_TIMEOUT
-        )
-        assert bare.returncode == 0 and "PONG" not in bare.stdout, bare
-
-
 # --- the container the stacks declare --------------------------------------------------------------
 
 
@@ -253,22 +189,13 @@ def container(synth: Synth, name: str = "redis") -> dict[str, Any]:
     return inputs
 
 
-def test_prod_redis_container(prod: Synth) -> None:
+def test_prod_hands_its_redis_block_to_redis_and_publishes_no_port(prod: Synth) -> None:
+    # The container itself, built alone from the same block: tests/components/data/test_redis_alone.py.
     redis = container(prod)
     assert "ports" not in redis or not redis["ports"]
-    assert redis["user"] == "999:999"
-    # Not read-only: the provider's uploads need a writable root (tests/components/test_uploads.py).
-    assert not redis.get("readOnly")
-    assert redis["command"] == ["redis-server", "/usr/local/etc/redis/redis.conf"]
-    assert redis["mounts"] == [{"type": "volume", "source": "prod-redis-data", "target": "/data"}]
-    assert not redis.get("envs")  # nothing (in particular no password) in the environment
     uploads = {u["file"]: u for u in redis["uploads"]}
     assert uploads["/usr/local/etc/redis/redis.conf"]["content"] == render_redis_conf(PROD_REDIS)
-    assert uploads["/usr/local/etc/redis/redis.conf"]["permissions"] == "0444"
-    for secret in ("/run/secrets/redis-acl.conf", PASSWORD_PATH):
-        assert uploads[secret]["content"] == "[secret]"
-        assert uploads[secret]["permissions"] == "0400" and uploads[secret]["owner"] == "999"
-    assert prod.named("redis-data")["type"] == "docker:index/volume:Volume"
+    assert redis["mounts"] == [{"type": "volume", "source": "prod-redis-data", "target": "/data"}]
 
 
 def offload_config(hosts: int) -> dict[str, Any]:

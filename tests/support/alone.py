@@ -1,0 +1,41 @@
+"""What every test that builds one component alone checks the same way: that nothing but the
+component's own children and the stub host's exist, and what the policy pack says of them."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from typing import Any
+
+from tools.policy_run import Finding, evaluate, load_config
+from tools.synth import Synth
+
+CONTAINER = "docker:index/container:Container"
+
+
+def children(synth: Synth, parent: str) -> list[dict[str, Any]]:
+    return [r for r in synth.resources if r["parent"] == parent]
+
+
+def containers(synth: Synth, parent: str) -> dict[str, dict[str, Any]]:
+    """The component's containers by resource name, their inputs."""
+    return {r["name"]: r["inputs"] for r in children(synth, parent) if r["type"] == CONTAINER}
+
+
+def assert_only(synth: Synth, component: str, stub: str = "stub") -> None:
+    """Every resource is the component, the stub host, or a child of one of them."""
+    roots = {r["name"] for r in synth.resources if r["parent"] is None}
+    assert roots == {component, stub}, roots
+    assert {r["parent"] for r in synth.resources} - {None} <= {component, stub}
+
+
+def findings(synth: Synth) -> list[Finding]:
+    """The pack as prod enforces it (`policy/config/prod.json`)."""
+    return evaluate(synth, load_config("prod"))
+
+
+def assert_hardened(synth: Synth, writable: Collection[str] = ()) -> None:
+    """No mandatory violation; the only advisory is a writable root filesystem, for exactly the
+    containers in `writable` (each takes uploads, which Docker refuses on a read-only root)."""
+    found = findings(synth)
+    assert not [f for f in found if f.enforcement == "mandatory"], found
+    assert {(f.policy, f.resource) for f in found} == {("writable-rootfs", name) for name in writable}, found
