@@ -116,29 +116,6 @@ def test_prod_env_is_weaviates_documented_variables(prod: Synth) -> None:
     # No BACKUP_S3_ENDPOINT: AWS (the module's default endpoint, s3.amazonaws.com).
 
 
-def test_prod_container(prod: Synth) -> None:
-    inputs = prod.named("weaviate")["inputs"]
-    assert not inputs.get("ports")
-    assert inputs["entrypoints"] == ["/bin/sh", weaviate.START_PATH]
-    assert "command" not in inputs  # so argv is the script's: `--host 0.0.0.0 --port 8080 --scheme http`
-    uploads = {u["file"]: u for u in inputs["uploads"]}
-    assert uploads[weaviate.START_PATH]["content"] == SCRIPT.read_text()
-    assert uploads[weaviate.SECRETS_PATH] == {
-        "file": "/run/secrets/weaviate.env",
-        "content": "[secret]",
-        "permissions": "0400",
-    }
-    # Readiness needs no key (answered before auth), and Alpine has busybox wget but no curl.
-    assert inputs["healthcheck"]["tests"] == [
-        "CMD",
-        "wget",
-        "-q",
-        "--spider",
-        "http://127.0.0.1:8080/v1/.well-known/ready",
-    ]
-    assert prod.named("weaviate-data")["type"] == "docker:index/volume:Volume"
-
-
 def test_configured_users_and_no_secret_in_plaintext(with_secrets: Synth) -> None:
     dump = json.dumps(with_secrets.resources)
     assert "TOPSECRET" not in dump
