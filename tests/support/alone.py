@@ -21,11 +21,11 @@ def containers(synth: Synth, parent: str) -> dict[str, dict[str, Any]]:
     return {r["name"]: r["inputs"] for r in children(synth, parent) if r["type"] == CONTAINER}
 
 
-def assert_only(synth: Synth, component: str, stub: str = "stub") -> None:
-    """Every resource is the component, the stub host, or a child of one of them."""
+def assert_only(synth: Synth, component: str, stubs: Collection[str] = ("stub",)) -> None:
+    """Every resource is the component, a stub host, or a child of one of them."""
     roots = {r["name"] for r in synth.resources if r["parent"] is None}
-    assert roots == {component, stub}, roots
-    assert {r["parent"] for r in synth.resources} - {None} <= {component, stub}
+    assert roots == {component, *stubs}, roots
+    assert {r["parent"] for r in synth.resources} - {None} <= {component, *stubs}
 
 
 def findings(synth: Synth) -> list[Finding]:
@@ -35,7 +35,7 @@ def findings(synth: Synth) -> list[Finding]:
 
 def assert_hardened(synth: Synth, writable: Collection[str] = ()) -> None:
     """No mandatory violation; the only advisory is a writable root filesystem, for exactly the
-    containers in `writable` (each takes uploads, which Docker refuses on a read-only root)."""
+    containers in `writable`, each for a reason the pack names (`policy/hardening.py`)."""
     found = findings(synth)
     assert not [f for f in found if f.enforcement == "mandatory"], found
     assert {(f.policy, f.resource) for f in found} == {("writable-rootfs", name) for name in writable}, found

@@ -53,13 +53,6 @@ def test_nothing_in_observability_publishes_on_every_interface(prod: Synth, dev:
     assert dcgm_b["inputs"]["ports"][0]["ip"] == "10.20.0.12"
 
 
-def test_retention_by_time_and_size_on_a_volume(prod: Synth) -> None:
-    (prom,) = [c for c in prod.of_type(CONTAINER) if c["name"] == "monitoring-prometheus"]
-    command = prom["inputs"]["command"]
-    assert "--storage.tsdb.retention.time=15d" in command and "--storage.tsdb.retention.size=20GB" in command
-    assert prom["inputs"]["mounts"][0]["target"] == "/prometheus" and prom["inputs"]["mounts"][0]["type"] == "volume"
-
-
 def test_synthesized_config_and_rules_pass_promtool(prod: Synth, tmp_path: Path) -> None:
     promtool = require_tool("promtool")
     files = prod.files()
