@@ -8,11 +8,16 @@ from components.hosts.host import GpuHost, GpuHostArgs
 from stacks.config import HostConfig, ProvisioningConfig
 
 
-def stub_host(name: str = "stub") -> GpuHost:
+def stub_config(name: str = "stub", private_address: str | None = None) -> HostConfig:
+    """The stub host's config, for what else needs it (a worker's placement)."""
+    return HostConfig(name=name, private_address=private_address)
+
+
+def stub_host(name: str = "stub", private_address: str | None = None) -> GpuHost:
     return GpuHost(
         name,
         GpuHostArgs(
-            host=HostConfig(name=name),
+            host=stub_config(name, private_address),
             provisioning=ProvisioningConfig(),
             network_name=f"{name}-workers",
             internal_network=False,

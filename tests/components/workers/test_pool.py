@@ -4,16 +4,14 @@ Pulumi.dev.yaml and Pulumi.prod.yaml under Pulumi's mock runtime."""
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 import pulumi
 import pytest
 
 from components import hardening
-from components.workers.pool import VllmWorkerPool, VllmWorkerPoolArgs
 from composition.loader import load
-from composition.platform import build, build_hosts
+from composition.platform import build
 from stacks import provider_rules
 from tests.helpers import as_pulumi_config, valid_config
 from tools.synth import Synth, run
@@ -135,13 +133,6 @@ def test_prod_publishes_only_off_the_gateway_host_on_its_private_address(prod: S
         assert port["external"] == 8000 + int(w["name"].rsplit("-", 1)[1])
 
 
-def test_secrets_redacted_in_synth(dev: Synth) -> None:
-    (w,) = containers(dev)
-    key = next(u for u in w["inputs"]["uploads"] if u["file"] == "/run/secrets/vllm-api-key")
-    assert key["content"] == "[secret]" and key["permissions"] == "0400"
-    assert not any("KEY" in e or "TOKEN" in e for e in w["inputs"]["envs"])
-
-
 def test_configured_secrets_stay_secret_everywhere() -> None:
     values = valid_config()
     values["workers"][0]["model"]["weights"] = "download"
@@ -188,49 +179,6 @@ def test_component_tree(stack: str, request: pytest.FixtureRequest) -> None:
     pools = synth.of_type("inference-stack:workers:VllmWorkerPool")
     hosts = synth.of_type("inference-stack:hosts:GpuHost")
     assert pools and hosts
-
-
-def test_a_canary_without_the_gateway_is_refused_before_the_pool_registers_anything() -> None:
-    values = valid_config()
-    values["workers"][0]["canary"] = {"revision": "1" * 40, "weightPercent": 10}
-
-    def program() -> None:
-        stack = load()
-        args = VllmWorkerPoolArgs(
-            group=stack.config.workers[0],
-            placements=stack.placements,
-            hosts={},
-            api_key=pulumi.Output.secret("key"),
-        )
-        with pytest.raises(ValueError, match="chat: a canary needs the gateway and the gate's target"):
-            VllmWorkerPool("chat", args)
-
-    assert run("test", as_pulumi_config(values), [], program).resources == []
-
-
-@pytest.mark.parametrize(
-    ("drop", "message"),
-    [
-        ("hosts", "worker `chat-gpu-a-0`: no prepared host `gpu-a`"),
-        ("fingerprints", "worker `chat-gpu-a-0`: no spec fingerprint"),
-    ],
-)
-def test_a_worker_without_its_host_or_fingerprint_is_refused_up_front(drop: str, message: str) -> None:
-    def program() -> None:
-        stack = load()
-        hosts = build_hosts(stack)
-        args = VllmWorkerPoolArgs(
-            group=stack.config.workers[0],
-            placements=stack.placements,
-            hosts={} if drop == "hosts" else hosts,
-            api_key=pulumi.Output.secret("key"),
-            fingerprints={} if drop == "fingerprints" else {p.name: "f" for p in stack.placements},
-        )
-        with pytest.raises(ValueError, match=re.escape(message)):
-            VllmWorkerPool("chat", args)
-
-    registered = run("test", as_pulumi_config(valid_config()), [], program)
-    assert "inference-stack:workers:VllmWorkerPool" not in {r["type"] for r in registered.resources}
 
 
 def test_a_membership_sits_under_its_worker_and_keeps_the_urn_it_had_under_the_pool(dev: Synth) -> None:
