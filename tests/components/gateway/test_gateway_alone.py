@@ -17,22 +17,22 @@ ROUTES = [nginx.Route(model="m", stable=nginx.Pool(group="chat", servers=[]))]
 CLIENTS = {"team-a": "sk-team-a-0123456789abcdef"}
 
 
-def build(**extra: object) -> Synth:
+def build(stack: str = "test", config: GatewayConfig = CONFIG, **extra: object) -> Synth:
     def program() -> None:
         Gateway(
             "gw",
             GatewayArgs(
-                config=CONFIG,
+                config=config,
                 host=stub_host(),
                 routes=ROUTES,
                 worker_key=pulumi.Output.secret("worker-key-0123456789abcdef"),
                 client_keys=pulumi.Output.secret(json.dumps(CLIENTS)),
-                stack="test",
+                stack=stack,
                 **extra,  # type: ignore[arg-type]
             ),
         )
 
-    return run("test", {}, [], program)
+    return run(stack, {}, [], program)
 
 
 def test_the_gateway_alone_publishes_only_its_port_on_its_address() -> None:
@@ -56,3 +56,17 @@ def test_its_nginx_conf_is_the_renderer_s_and_its_keys_stay_secret() -> None:
 def test_without_a_generated_key_it_has_no_random_password() -> None:
     assert not build().of_type("random:index/randomPassword:RandomPassword")
     assert build(generate_client_key=True).of_type("random:index/randomPassword:RandomPassword")
+
+
+def test_gateway_hardening() -> None:
+    # dev's gateway: no `gateway` block in Pulumi.dev.yaml, so the defaults.
+    synth = build(stack="dev", config=GatewayConfig())
+    (nginx_container,) = [c for c in synth.of_type("docker:index/container:Container") if c["parent"] == "gw"]
+    inputs = nginx_container["inputs"]
+    # Writable root filesystem: see tests/components/test_uploads.py for why it cannot be read-only.
+    assert "/tmp" in inputs["tmpfs"]
+    assert inputs["healthcheck"]["tests"][:2] == ["CMD", "wget"]
+    assert inputs["image"] == "nginx:1.28.0-alpine"
+    assert inputs["stopSignal"] == "SIGQUIT"
+    # Its edge network, and the network of the host its workers run on.
+    assert {n["name"] for n in inputs["networksAdvanced"]} == {"dev-gateway", "stub-workers"}
