@@ -1,6 +1,8 @@
 """Monitoring built alone, on two stub hosts (the gateway's, and a GPU host reached over its
 private address): no stack file, no workers, no gateway. Prometheus, its exporters and Grafana,
-where each publishes, what each is handed, and the Grafana password checked before any child."""
+where each publishes, what each is handed, and the Grafana password checked before any child.
+Grafana's provisioning files are checked field by field against the structure Grafana's
+provisioning docs describe (https://grafana.com/docs/grafana/latest/administration/provisioning/)."""
 
 from __future__ import annotations
 
@@ -24,6 +26,9 @@ CONFIG = ObservabilityConfig()
 PROD = ObservabilityConfig.model_validate(
     yaml.safe_load((ROOT / "Pulumi.prod.yaml").read_text())["config"]["inference-stack:observability"]
 )
+DEV = ObservabilityConfig.model_validate(
+    yaml.safe_load((ROOT / "Pulumi.dev.yaml").read_text())["config"].get("inference-stack:observability", {})
+)
 WORKERS = [Target("test-chat-stub-0:8000", {"host": "stub", "model": "m", "group": "chat"})]
 PASSWORD = "grafana-TOPSECRET-admin-password"
 JAEGER = "http://test-jaeger:16686"
@@ -31,7 +36,7 @@ STATUS = "test-gateway-status:3903"
 PRIVATE = "10.0.0.12"
 
 
-def build(config: ObservabilityConfig = CONFIG, password: str | None = PASSWORD) -> Synth:
+def build(config: ObservabilityConfig = CONFIG, password: str | None = PASSWORD, stack: str = "test") -> Synth:
     def program() -> None:
         host = stub_host()
         Monitoring(
@@ -43,14 +48,14 @@ def build(config: ObservabilityConfig = CONFIG, password: str | None = PASSWORD)
                 gpu_hosts={"stub": (host, None), "stub-b": (stub_host("stub-b"), PRIVATE)},
                 gateway_container=pulumi.Output.from_input("test-gateway"),
                 edge_network=pulumi.Output.from_input("test-edge"),
-                stack="test",
+                stack=stack,
                 grafana_password=None if password is None else pulumi.Output.secret(password),
                 gateway_status_exporter=STATUS,
                 jaeger_url=JAEGER,
             ),
         )
 
-    return run("test", {}, [], program)
+    return run(stack, {}, [], program)
 
 
 def ports(inputs: dict[str, Any]) -> list[tuple[int, int, str]]:
@@ -134,3 +139,49 @@ def test_grafana_without_a_password_is_refused_before_the_first_child() -> None:
     assert children(run("test", {}, [], program), "monitoring") == []
     without = containers(build(ObservabilityConfig(grafana=False), password=None), "monitoring")
     assert "monitoring-grafana" not in without and "monitoring-prometheus" in without
+
+
+def grafana_uploads(synth: Synth) -> dict[str, str]:
+    grafana_inputs = containers(synth, "monitoring")["monitoring-grafana"]
+    return {u["file"]: u.get("content", "") for u in grafana_inputs["uploads"]}
+
+
+def test_datasource_file() -> None:
+    files = grafana_uploads(build(PROD, stack="prod"))
+    doc = yaml.safe_load(files["/etc/grafana/provisioning/datasources/datasources.yaml"])
+    assert doc["apiVersion"] == 1
+    ds, jaeger = doc["datasources"]  # Jaeger's entry: tests/components/observability/test_tracing.py
+    assert jaeger["type"] == "jaeger"
+    assert ds == {
+        "name": "Prometheus",
+        "type": "prometheus",
+        "uid": "prometheus",
+        "access": "proxy",
+        "url": "http://prod-prometheus:9090",
+        "isDefault": True,
+        "editable": False,
+    }
+
+
+def test_dashboard_provider_points_at_the_uploaded_dashboard() -> None:
+    files = grafana_uploads(build(PROD, stack="prod"))
+    doc = yaml.safe_load(files["/etc/grafana/provisioning/dashboards/inference-stack.yaml"])
+    assert doc["apiVersion"] == 1
+    (provider,) = doc["providers"]
+    assert provider["type"] == "file" and provider["orgId"] == 1
+    path = provider["options"]["path"]
+    dashboards = [f for f in files if f.startswith(path + "/") and f.endswith(".json")]
+    assert dashboards == [f"{path}/inference.json"]
+
+
+def test_admin_password_is_a_secret_file_and_anonymous_access_is_off() -> None:
+    for stack, config in (("dev", DEV), ("prod", PROD)):
+        synth = build(config, stack=stack)
+        inputs = containers(synth, "monitoring")["monitoring-grafana"]
+        env = dict(e.split("=", 1) for e in inputs["envs"])
+        assert env["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
+        assert env["GF_SECURITY_ADMIN_PASSWORD__FILE"] == "/run/secrets/grafana-admin-password"
+        assert not any(k.startswith("GF_SECURITY_ADMIN_PASSWORD") and not k.endswith("__FILE") for k in env)
+        assert grafana_uploads(synth)["/run/secrets/grafana-admin-password"] == SECRET
+        (port,) = inputs["ports"]
+        assert port["ip"] == "127.0.0.1" and port["internal"] == 3000
