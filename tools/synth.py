@@ -110,6 +110,8 @@ class Synth:
     """Resources replaced delete-before-replace, by name."""
     timeouts: dict[str, dict[str, str]] = field(default_factory=dict)
     """`customTimeouts` (create, update, delete as Go durations) of each resource that sets them, by name."""
+    aliases: dict[str, list[str]] = field(default_factory=dict)
+    """The earlier URNs each resource answers to (`opts.aliases`), by name."""
 
     def files(self) -> dict[str, str]:
         """Generated files, keyed `<resource name>/<path>`: container uploads at their absolute path,
@@ -167,6 +169,7 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
         self.retained: list[str] = []
         self.delete_first: list[str] = []
         self.timeouts: dict[str, dict[str, str]] = {}
+        self.aliases: dict[str, list[str]] = {}
 
     def RegisterResource(self, request: Any) -> Any:  # noqa: N802 (gRPC method name)
         if request.type != "pulumi:pulumi:Stack":
@@ -181,7 +184,18 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
             custom = request.customTimeouts
             if custom.create or custom.update or custom.delete:
                 self.timeouts[urn] = {"create": custom.create, "update": custom.update, "delete": custom.delete}
+            if request.aliases:
+                self.aliases[urn] = [self.alias_urn(request, alias) for alias in request.aliases]
         return super().RegisterResource(request)  # type: ignore[no-untyped-call]
+
+    def alias_urn(self, request: Any, alias: Any) -> str:
+        """The URN an alias names. Each field a spec leaves out is the resource's own, and the parent
+        is the current one unless `noParent` (pulumi/pulumi `proto/pulumi/alias.proto`, `Alias.Spec`)."""
+        if alias.HasField("urn"):
+            return str(alias.urn)
+        spec = alias.spec
+        parent = "" if spec.noParent else (spec.parentUrn or request.parent)
+        return self.make_urn(parent, spec.type or request.type, spec.name or request.name)
 
 
 def _give_loop(loops: list[asyncio.AbstractEventLoop]) -> None:
@@ -252,6 +266,7 @@ def run(
         {names[urn] for urn in monitor.retained},
         {names[urn] for urn in monitor.delete_first},
         {names[urn]: t for urn, t in monitor.timeouts.items()},
+        {names[urn]: a for urn, a in monitor.aliases.items()},
     )
 
 
