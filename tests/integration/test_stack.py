@@ -1,7 +1,7 @@
 """The `ci` stack on a real Docker engine: what `pulumi up` would create, serving, observed and
 surviving a dead worker.
 
-The harness (tests/integration/harness.py) creates the containers `make render STACK=ci`
+The harness (tests/integration/harness/) creates the containers `make render STACK=ci`
 synthesizes, from images built out of Debian packages under the names the stack pins
 (tests/integration/images/). Three real vLLM 0.32 CPU workers serve SmolLM2-135M from the
 read-only model cache, behind the generated nginx config, with Redis and Prometheus. Traffic goes
