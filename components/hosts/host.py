@@ -17,7 +17,7 @@ from stacks.config import HostConfig, ModelConfig, ProvisioningConfig
 from stacks.inventory import Gpu, parse_inventory
 
 SCRIPTS = Path(__file__).parent / "scripts"
-S3_SYNC = Path(__file__).parent / "s3_sync.py"
+S3_SYNC = Path(__file__).parent / "scripts" / "s3_sync.py"
 # Docker daemon log-rotation defaults, for containers this stack does not manage itself.
 DAEMON_LOG_MAX_SIZE = "100m"
 DAEMON_LOG_MAX_FILE = "5"

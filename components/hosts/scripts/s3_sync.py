@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exit_:
         return int(exit_.code or 0)
     try:
-        return sync(_client(_read_credentials(), args.endpoint_url, args.region), args)
+        return sync(client(_read_credentials(), args.endpoint_url, args.region), args)
     except SyncError as error:
         print(f"s3_sync: error: {error}", file=sys.stderr)
         return error.code
@@ -107,7 +107,7 @@ def _read_credentials() -> dict[str, str]:
     return creds
 
 
-def _client(creds: dict[str, str], endpoint_url: str | None, region: str | None) -> Any:
+def client(creds: dict[str, str], endpoint_url: str | None, region: str | None) -> Any:
     config = Config(
         retries={"max_attempts": 5, "mode": "standard"},
         connect_timeout=10,
@@ -202,7 +202,7 @@ def _in_place(target: Path, entry: Entry, trusted: bool) -> bool:
     """Whether DEST already holds this file; hashes only when no marker vouches for it."""
     if not target.is_file() or target.stat().st_size != entry.size:
         return False
-    if not trusted and _sha256(target) != entry.sha256:
+    if not trusted and sha256_of(target) != entry.sha256:
         return False
     print(f"ok {entry.path}", flush=True)
     return True
@@ -276,11 +276,11 @@ def _fetch(s3: Any, bucket: str, key: str, entry: Entry, part: Path, have: int) 
 
 def _actual(part: Path, entry: Entry) -> str:
     """'' when the partial file matches the manifest, else what it holds instead."""
-    size, sha = part.stat().st_size, _sha256(part)
+    size, sha = part.stat().st_size, sha256_of(part)
     return "" if (size, sha) == (entry.size, entry.sha256) else f"sha256 {sha} ({size} bytes)"
 
 
-def _sha256(path: Path) -> str:
+def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(CHUNK):

@@ -98,7 +98,7 @@ def test_s3_source_syncs_with_credentials_on_stdin() -> None:
         "http://10.20.0.5:9000",
     ]
     assert weights["inputs"]["stdin"] == "[secret]"
-    shipped = Path("components/hosts/s3_sync.py").read_text()
+    shipped = Path("components/hosts/scripts/s3_sync.py").read_text()
     assert synth.files()["gpu-b-weights-mistral-7b-instruct/s3_sync.py"] == shipped
     dump = json.dumps(synth.resources)
     assert "s3-secret-never-shown" not in dump and "AKIATESTKEYID" not in dump

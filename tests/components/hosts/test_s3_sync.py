@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import importlib.util
 import io
 import json
 import random
@@ -20,6 +21,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -30,11 +32,25 @@ from botocore.exceptions import ResponseStreamingError  # type: ignore[import-un
 from moto import mock_aws
 
 from components import inline
-from components.hosts import s3_sync
 from tests.support.moto import isolated_aws_env
 from tests.support.moto import moto_server as start_moto_server
 
-SOURCE = Path(s3_sync.__file__).read_text()
+# What the host runs: a shipped file, loaded here from its path as `python3 -c` would run it.
+SCRIPT = Path(__file__).resolve().parents[3] / "components" / "hosts" / "scripts" / "s3_sync.py"
+SOURCE = SCRIPT.read_text()
+
+
+def shipped_module(path: Path) -> ModuleType:
+    """The shipped file as a module, registered under its stem (its dataclasses look it up there)."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[path.stem] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+s3_sync = shipped_module(SCRIPT)
 PREFIX = "models/org/tiny"
 CREDS = {
     "aws_access_key_id": "AKIASYNCTESTKEY12345",
@@ -172,14 +188,14 @@ def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 def in_process(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Registry:
     wire = Wire()
-    real_client = s3_sync._client
+    real_client = s3_sync.client
 
     def watched_client(*args: Any) -> Any:
         made = real_client(*args)
         wire.attach(made)
         return made
 
-    monkeypatch.setattr(s3_sync, "_client", watched_client)
+    monkeypatch.setattr(s3_sync, "client", watched_client)
 
     def run(args: list[str], stdin: str) -> Result:
         wire.gets.clear()
@@ -280,7 +296,7 @@ def test_matching_marker_skips_rehashing(inproc: Registry, dest: Path, monkeypat
     def no_hashing(path: Path) -> str:
         raise AssertionError(f"re-hashed {path}")
 
-    monkeypatch.setattr(s3_sync, "_sha256", no_hashing)
+    monkeypatch.setattr(s3_sync, "sha256_of", no_hashing)
     assert inproc.run(dest).bytes_downloaded == 0
 
 
