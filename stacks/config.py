@@ -681,6 +681,27 @@ GATEWAY_TMP_MIB = 256
 NGINX_BASE_MIB = 128
 
 
+# Headers with a meaning already: the client key, the request id and trace context the gateway
+# sets or forwards, and HTTP's own framing.
+RESERVED_HEADERS = frozenset(
+    {
+        "authorization",
+        "host",
+        "content-type",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "x-request-id",
+        "x-client-name",
+        "traceparent",
+        "tracestate",
+        "x-forwarded-for",
+        "openai-organization",
+        "openai-project",
+    }
+)
+
+
 class GatewayConfig(Schema):
     """The nginx gateway, the platform's only published port."""
 
@@ -691,8 +712,14 @@ class GatewayConfig(Schema):
     so `0.0.0.0` must be written out."""
     port: int = Field(default=8080, ge=1, le=65535)
     """Host port the gateway publishes."""
-    balance: Literal["least_conn", "round_robin", "random_two"] = "least_conn"
-    """Upstream balancing. `least_conn` suits generations whose length varies 100x."""
+    balance: Literal["least_conn", "round_robin", "random_two", "session"] = "least_conn"
+    """Upstream balancing. `least_conn` suits generations whose length varies 100x. `session`
+    hashes `sessionHeader` (nginx `hash ... consistent`), so every turn of a conversation reaches
+    the worker that already holds its history in its prefix cache, and a worker that joins or
+    leaves moves only its own share of sessions; a request without the header goes `least_conn`."""
+    session_header: str = Field(default="X-Session-Id", pattern=r"^[A-Za-z0-9][A-Za-z0-9-]{0,62}$")
+    """With `balance: session`, the request header that names a conversation (letters, digits and
+    `-`; not one the gateway or the OpenAI API already gives a meaning, such as Authorization)."""
     keepalive: int = Field(default=32, ge=0, le=1024)
     """Idle keepalive connections per nginx worker to each upstream group."""
     read_timeout_seconds: int = Field(default=600, ge=10, le=86400)
@@ -726,6 +753,17 @@ class GatewayConfig(Schema):
             ipaddress.ip_address(value)
         except ValueError:
             raise rule_error("not an IP address", "use the host address to publish on, e.g. `10.20.0.11`") from None
+        return value
+
+    @field_validator("session_header")
+    @classmethod
+    def _own_header(cls, value: str) -> str:
+        if value.lower() in RESERVED_HEADERS:
+            raise rule_error(
+                f"`{value}` already means something to the gateway or the workers: hashing it would "
+                "pin unrelated requests (every request of one client key, say) to one worker",
+                "name a header of its own, e.g. `X-Session-Id`",
+            )
         return value
 
     @field_validator("memory_mb")

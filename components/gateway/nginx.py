@@ -59,14 +59,43 @@ def ident(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_]", "_", text)
 
 
-def _upstream(pool: Pool, gw: GatewayConfig) -> str:
-    balance = {"least_conn": "least_conn;", "round_robin": "", "random_two": "random two least_conn;"}[gw.balance]
-    lines = [f"    upstream {ident(pool.group)} {{"]
-    if balance:
-        lines.append(f"        {balance}")
+# The upstream method of each `balance`; `session` is two upstreams per pool (`_upstreams`).
+METHODS = {
+    "least_conn": "least_conn;",
+    "round_robin": "",
+    "random_two": "random two least_conn;",
+    "session": "least_conn;",
+}
+# Appended to a pool's upstream name for requests that name a session (`balance: session`).
+SESSION_SUFFIX = "_session"
+
+
+def session_variable(gw: GatewayConfig) -> str:
+    """nginx's variable for the session header: `$http_` and the name, lower case, `-` as `_`."""
+    return "$http_" + gw.session_header.lower().replace("-", "_")
+
+
+def _upstreams(pool: Pool, gw: GatewayConfig) -> str:
+    if gw.balance != "session":
+        return _upstream(ident(pool.group), METHODS[gw.balance], pool, gw)
+    # The same members twice: hashed for requests with a session, least_conn for the rest. With
+    # `consistent` (ketama), a worker that joins or leaves moves only the sessions it takes or held.
+    hashed = f"hash {session_variable(gw)} consistent;"
+    return "\n".join(
+        [
+            _upstream(ident(pool.group), METHODS["least_conn"], pool, gw),
+            _upstream(ident(pool.group) + SESSION_SUFFIX, hashed, pool, gw),
+        ]
+    )
+
+
+def _upstream(name: str, method: str, pool: Pool, gw: GatewayConfig) -> str:
+    lines = [f"    upstream {name} {{"]
+    if method:
+        lines.append(f"        {method}")
     # Shared by all nginx worker processes: without it each one counts only its own connections
     # (least_conn piled concurrent streams on one worker) and its own failures.
-    lines.append(f"        zone upstream_{ident(pool.group)} 64k;")
+    lines.append(f"        zone upstream_{name} 64k;")
     # The workers join and leave at run time (members.py): one file each, none before the first
     # is healthy. The placeholder keeps an empty pool valid (nginx refuses an upstream without a
     # server) and is never chosen, so an empty pool answers 503 at once.
@@ -116,6 +145,15 @@ def _gate_location(gw: GatewayConfig) -> str:
     )
 
 
+def _session_map(gw: GatewayConfig) -> str:
+    """`$session_pool`: the suffix that picks a pool's hashed upstream when the request names a session."""
+    return f'    map {session_variable(gw)} $session_pool {{\n        "" "";\n        default {SESSION_SUFFIX};\n    }}'
+
+
+def _session(gw: GatewayConfig) -> str:
+    return "$session_pool" if gw.balance == "session" else ""
+
+
 def _location(match: str, pool: str, gw: GatewayConfig, upstream_uri: str = "") -> str:
     return (
         f"        location {match} {{\n"
@@ -123,7 +161,7 @@ def _location(match: str, pool: str, gw: GatewayConfig, upstream_uri: str = "") 
         f"                return 401 '{UNAUTHORIZED}';\n"
         "            }\n"
         f"            limit_req zone=per_client burst={gw.rate_limit.burst} nodelay;\n"
-        f"            proxy_pass http://{pool}{upstream_uri};\n"
+        f"            proxy_pass http://{pool}{_session(gw)}{upstream_uri};\n"
         "        }\n"
     )
 
@@ -184,14 +222,15 @@ def render_nginx_conf(
         f"                return 401 '{UNAUTHORIZED}';\n"
         "            }\n"
         f"            limit_req zone=per_client burst={gw.rate_limit.burst} nodelay;\n"
-        "            proxy_pass http://$route_pool$route_path$is_args$args;\n"
+        f"            proxy_pass http://$route_pool{_session(gw)}$route_path$is_args$args;\n"
         "        }\n"
     )
     locations.append(_gate_location(gw))
+    sessions = [_session_map(gw)] if gw.balance == "session" else []
     text = TEMPLATE.read_text()
     values = {
-        "UPSTREAMS": "\n".join(_upstream(p, gw) for p in pools),
-        "POOLS": "\n".join([*(_pool_variable(r) for r in routes), pool_map, _gate_map(pools)]) + "\n",
+        "UPSTREAMS": "\n".join(_upstreams(p, gw) for p in pools),
+        "POOLS": "\n".join([*(_pool_variable(r) for r in routes), pool_map, _gate_map(pools), *sessions]) + "\n",
         "LOCATIONS": "\n".join(locations),
         "PORT": str(listen_port),
         "WORKERS": str(max(1, math.ceil(gw.cpus))),
