@@ -26,7 +26,7 @@ def check(cfg: StackConfig, files: ModelFiles) -> tuple[list[Placement], list[Co
     seats = Seats(cfg)
     placements: list[Placement] = []
     for g, group in enumerate(cfg.workers):
-        issues += _group_rules(g, group) + _worker_memory_rules(cfg, g, group)
+        issues += _group_rules(g, group) + _worker_memory_rules(cfg, g, group) + _balance_rules(cfg, g, group)
         for host_name in group.hosts or [h.name for h in cfg.hosts]:
             host = hosts.get(host_name)
             if host is None:
@@ -149,6 +149,29 @@ def _data_rules(cfg: StackConfig) -> list[ConfigIssue]:
             )
         )
     return issues
+
+
+def _balance_rules(cfg: StackConfig, g: int, group: WorkerGroup) -> list[ConfigIssue]:
+    """`balance: session` sends a conversation back to the worker that holds its history, which
+    pays only when that worker keeps it: vLLM 0.32 caches prefixes unless told not to (its
+    `--enable-prefix-caching` defaults to the model's support, `EngineArgs` in arg_utils.py)."""
+    off = "--no-enable-prefix-caching"
+    releases = [("extraArgs", group.extra_args)]
+    if group.canary is not None and group.canary.extra_args is not None:
+        releases.append(("canary.extraArgs", group.canary.extra_args))
+    if cfg.gateway.balance != "session":
+        return []
+    return [
+        ConfigIssue(
+            key_path(("workers", g, *where.split("."))),
+            off,
+            f"`gateway.balance: session` keeps each conversation on one worker so that its prefix cache "
+            f"serves the history again; `{off}` turns that cache off, so every turn recomputes it anyway",
+            f"drop `{off}`, or use `balance: least_conn`",
+        )
+        for where, args in releases
+        if off in args
+    ]
 
 
 def _group_rules(g: int, group: WorkerGroup) -> list[ConfigIssue]:

@@ -35,6 +35,27 @@ PANELS: list[tuple[str, str, list[tuple[str, str]]]] = [
         [("running {{instance}}", "vllm:num_requests_running"), ("waiting {{instance}}", "vllm:num_requests_waiting")],
     ),
     ("KV-cache usage", "percentunit", [("{{instance}}", "vllm:kv_cache_usage_perc")]),
+    # Prompt tokens served from a worker's prefix cache: what session and cache-aware balancing
+    # buy; a conversation sent to a cold worker recomputes its whole history (TTFT pays).
+    (
+        "Prefix-cache hit rate per worker",
+        "percentunit",
+        [
+            (
+                "{{instance}}",
+                # Matched series by series: one per worker (and engine), as Prometheus labels them.
+                f"rate(vllm:prefix_cache_hits_total[{RATE}]) / rate(vllm:prefix_cache_queries_total[{RATE}])",
+            )
+        ],
+    ),
+    (
+        "Prefix-cache tokens per second",
+        "short",
+        [
+            ("queried", f"sum by (model_name) (rate(vllm:prefix_cache_queries_total[{RATE}]))"),
+            ("hit", f"sum by (model_name) (rate(vllm:prefix_cache_hits_total[{RATE}]))"),
+        ],
+    ),
     (
         "Tokens per second",
         "short",

@@ -13,7 +13,7 @@ import pytest
 from stacks.config import GatewayConfig, RateLimit
 from tests.components.gateway.fakes import FakeWorker, call
 from tests.components.gateway.test_nginx import CHAT, KEY_A, gateway, single
-from tests.helpers import assert_refused_at, valid_config
+from tests.helpers import assert_refused_at, valid_config, validate_values
 
 SESSION = GatewayConfig(balance="session", rate_limit=RateLimit(requests_per_second=100000, burst=100000))
 IPS = {"a": "127.0.0.2", "b": "127.0.0.3", "c": "127.0.0.4"}
@@ -70,3 +70,14 @@ def test_a_header_with_a_meaning_already_is_a_config_error(header: str) -> None:
     cfg = {**valid_config(), "gateway": {"balance": "session", "sessionHeader": header}}
     error = assert_refused_at(cfg, "inference-stack:gateway.sessionHeader", "already means something")
     assert header in str(error) and "X-Session-Id" in str(error)
+
+
+def test_session_balance_over_workers_that_cache_no_prefix_is_a_config_error() -> None:
+    cfg = valid_config()
+    cfg["gateway"] = {"balance": "session"}
+    cfg["workers"][0]["extraArgs"] = ["--no-enable-prefix-caching"]
+    error = assert_refused_at(cfg, "inference-stack:workers[0].extraArgs", "turns that cache off")
+    assert "balance: least_conn" in str(error)
+    # The same workers under least_conn are a valid stack.
+    cfg["gateway"] = {"balance": "least_conn"}
+    validate_values(cfg)
