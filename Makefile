@@ -22,7 +22,7 @@ export PULUMI_BACKEND_URL ?= file://$(STATE_DIR)
 export PULUMI_CONFIG_PASSPHRASE_FILE ?= $(PASSPHRASE_FILE)
 export PULUMI_SKIP_UPDATE_CHECK := true
 
-.PHONY: help venv runtime-venv policy-venv deps setup test-model engine test test-integration integration lint typecheck unit render policy up dev-only passphrase pulumi-cli preview destroy bench bench-venv docs backup-check mutation clean
+.PHONY: help venv runtime-venv policy-venv deps setup test-model engine test test-integration integration lint typecheck unit render policy up dev-only passphrase pulumi-cli preview destroy bench bench-venv router-venv docs backup-check mutation clean
 
 # Every target; tests/test_repo_tooling.py checks that none is missing.
 help:
@@ -49,6 +49,7 @@ help:
 	@echo "  make policy-venv         .venv with the policy pack's packages on top (policy/requirements.txt)"
 	@echo "  make venv                .venv with the tests and linters on top (requirements-dev.txt)"
 	@echo "  make bench-venv          LiteLLM's own venv for the gateway benchmark"
+	@echo "  make router-venv         vllm-router (the router image's pinned set) for its tests"
 	@echo "  make setup               everything the tests use: venvs, deps, test-model, engine"
 	@echo "  make deps                the Debian packages the tests use as real consumers (as root)"
 	@echo "  make test-model          the CPU vLLM and SmolLM2-135M the tests serve"
@@ -98,7 +99,7 @@ typecheck: venv
 # Everything the tests use: the venvs, Debian's real consumers, the vLLM test model, an engine.
 # `make -j setup` (as `make test` runs it) installs the three venvs side by side; the engine
 # waits for deps, since both may run apt-get.
-setup: venv deps bench-venv test-model engine
+setup: venv deps bench-venv router-venv test-model engine
 
 test-model:
 	bash scripts/test-model.sh
@@ -139,6 +140,15 @@ backup-check: venv
 
 # LiteLLM, the gateway benchmark's point of comparison, lives in its own venv, never in .venv;
 # rebuilt when benchmarks/requirements.txt changes. The unit tests smoke-run the benchmark with it.
+# The prefix-cache router exactly as its image installs it (components/gateway/router/).
+ROUTER_VENV := .cache/router-venv
+ROUTER_REQUIREMENTS := components/gateway/router/requirements.txt
+router-venv:
+	@cmp -s $(ROUTER_REQUIREMENTS) $(ROUTER_VENV)/requirements.txt || { \
+	  rm -rf $(ROUTER_VENV) && $(PYTHON) -m venv $(ROUTER_VENV) && \
+	  $(ROUTER_VENV)/bin/pip install --quiet --disable-pip-version-check --only-binary=:all: -r $(ROUTER_REQUIREMENTS) && \
+	  cp $(ROUTER_REQUIREMENTS) $(ROUTER_VENV)/requirements.txt; }
+
 BENCH_VENV := .cache/bench-venv
 bench-venv:
 	@cmp -s benchmarks/requirements.txt $(BENCH_VENV)/requirements.txt || { \

@@ -681,6 +681,30 @@ GATEWAY_TMP_MIB = 256
 NGINX_BASE_MIB = 128
 
 
+class RouterConfig(Schema):
+    """The vLLM project's router (`vllm-router` 0.1.17, policy `cache_aware`) between the gateway
+    and one pool's workers: it keeps a prefix tree of what it sent each worker and sends a request
+    to the worker whose tree matches most of its prompt, unless the load is too uneven. Defaults
+    are the router's own (`vllm-router --help`), except the health checks, every 10 s instead of
+    60 s so that a dead worker stops getting requests within seconds."""
+
+    cache_threshold: float = Field(default=0.3, ge=0.0, le=1.0)
+    """Least share of a prompt the best worker's tree must match for the request to follow the
+    cache; below it, the worker with the smallest tree gets it (`--cache-threshold`)."""
+    balance_abs_threshold: int = Field(default=64, ge=0, le=100000)
+    """Balance by load instead of cache when the busiest worker has this many more requests than
+    the idlest... (`--balance-abs-threshold`)."""
+    balance_rel_threshold: float = Field(default=1.5, ge=1.0, le=100.0)
+    """...and this many times as many (`--balance-rel-threshold`)."""
+    eviction_interval_seconds: int = Field(default=120, ge=1, le=86400)
+    """How often each worker's tree is cut back to `maxTreeSize` (`--eviction-interval-secs`)."""
+    max_tree_size: int = Field(default=33554432, ge=4096, le=1073741824)
+    """Characters of prompt kept per worker in the tree (`--max-tree-size`); the router's memory
+    grows with this times the workers."""
+    health_check_interval_seconds: int = Field(default=10, ge=1, le=3600)
+    """How often the router checks each worker's `/health` (`--health-check-interval-secs`)."""
+
+
 # Headers with a meaning already: the client key, the request id and trace context the gateway
 # sets or forwards, and HTTP's own framing.
 RESERVED_HEADERS = frozenset(

@@ -35,6 +35,10 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parents[3]
 
 
+# vLLM 0.32's render endpoint, which vllm-router's cache_aware policy asks for a prompt's tokens.
+RENDER = "/v1/chat/completions/render"
+
+
 @dataclass
 class Seen:
     """One request as the worker received it."""
@@ -179,6 +183,9 @@ class FakeWorker:
                     framing = str(request.get("framing", "chunked"))
                     self._stream(chunks, gap, framing, headers, hold=bool(request.get("hold")))
                     return
+                if seen.path == RENDER:
+                    self._render(request)
+                    return
                 time.sleep(worker.delay)
                 payload = json.dumps(
                     {
@@ -194,6 +201,23 @@ class FakeWorker:
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(payload)))
                 self.send_header("X-Worker", worker.name)
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def _render(self, request: Any) -> None:
+                """vLLM's chat render API (`vllm/entrypoints/scale_out/render/api_router.py`): the
+                prompt's token ids (`GenerateRequest.token_ids`), here one stable id per word of
+                each message, so equal histories give equal prefixes, as a tokenizer's do."""
+                words = [
+                    word
+                    for message in (request.get("messages") or [] if isinstance(request, dict) else [])
+                    for word in f"{message.get('role')}: {message.get('content')}".split()
+                ]
+                ids = [int.from_bytes(hashlib.sha256(w.encode()).digest()[:3], "big") for w in words] or [0]
+                payload = json.dumps({"request_id": "render", "token_ids": ids}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
                 self.wfile.write(payload)
 
