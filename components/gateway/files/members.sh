@@ -9,6 +9,11 @@
 # nginx hashes each request id into 100 buckets, and the file sends the first PERCENT of them to
 # the pool. A pool that loses its last member loses its share in the same reload.
 #
+# A pool balanced by its prefix-cache router (components/gateway/routing.py) has the router's
+# `host:port` in ROUTERS/<pool>/address. Its members then join and leave the router too, through
+# its worker API, and each one's URL is recorded as ROUTERS/<pool>/<member>.url, which a router
+# reads when it (re)starts (router/start.sh), so it never comes back with stale members.
+#
 # Usage: members.sh admit POOL MEMBER SERVER...        e.g. admit chat w0 ci-chat-0:8000 max_fails=2
 #        members.sh drain POOL MEMBER ADDRESS TIMEOUT  e.g. drain chat w0 ci-chat-0:8000 120
 #        members.sh split MODEL POOL PERCENT           e.g. split chat_model chat-canary 10
@@ -18,10 +23,12 @@
 #      is the last bound)
 #   2  bad arguments
 #   3  nginx refused the config with the member in it (it is left out again)
+#   4  the pool's router did not take the member (it is left out of nginx and the router again)
 set -eu
 
 MEMBERS=${INFERENCE_STACK_MEMBERS:-/etc/nginx/inference-stack/members}
 WEIGHTS=${INFERENCE_STACK_WEIGHTS:-${MEMBERS%/*}/weights}
+ROUTERS=${INFERENCE_STACK_ROUTERS:-${MEMBERS%/*}/routers}
 
 die() {
   code=$1
@@ -73,6 +80,22 @@ running() {
     awk '/^vllm:num_requests_(running|waiting)[{ ]/ { s += $NF; n++ } END { if (n) printf "%d", s }'
 }
 
+# The pool's router address, when it has one.
+router_of() {
+  [ -r "$ROUTERS/$1/address" ] && cat "$ROUTERS/$1/address"
+}
+
+# Router worker API, bounded. Adding a member it already has (a readmit) is a no-op.
+router_has() {
+  timeout 10 wget -q -T 5 -O - "http://$1/list_workers" 2>/dev/null | grep -q "\"$2\""
+}
+router_add() {
+  router_has "$1" "$2" || timeout 30 wget -q -T 25 -O /dev/null --post-data= "http://$1/add_worker?url=$2"
+}
+router_remove() {
+  timeout 15 wget -q -T 10 -O /dev/null --post-data= "http://$1/remove_worker?url=$2"
+}
+
 # Drops the traffic share of every pool in $@ that has no member left.
 unshare_empty() {
   for p in "$@"; do
@@ -112,12 +135,26 @@ case $action in
       cat /tmp/members-nginx-t.err >&2
       die 3 "nginx refused $member in pool $pool; left it out"
     fi
+    if router=$(router_of "$pool"); then
+      printf 'http://%s\n' "$1" >"$ROUTERS/$pool/$member.url"
+      if ! router_add "$router" "http://$1"; then
+        rm -f "$ROUTERS/$pool/$member.url" "$file"
+        reload || true
+        die 4 "the router of $pool ($router) did not take $member; left it out"
+      fi
+    fi
     echo "members: $member joined $pool ($1)"
     ;;
   drain)
     [ "$#" -eq 2 ] || die 2 "drain needs ADDRESS and TIMEOUT"
     address=$1 timeout=$2
     case $timeout in '' | *[!0-9]*) die 2 "TIMEOUT must be whole seconds, not '$timeout'" ;; esac
+    # Out of the router first: it sends nothing new to the member from here on.
+    if router=$(router_of "$pool"); then
+      rm -f "$ROUTERS/$pool/$member.url"
+      router_remove "$router" "http://$address" ||
+        echo "members: warning: the router of $pool ($router) did not answer; its health check drops $member" >&2
+    fi
     if [ -e "$file" ]; then
       rm -f "$file"
       unshare_empty "$pool"
