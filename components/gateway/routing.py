@@ -25,6 +25,11 @@ METRICS_PORT = 29000
 MEMBERS_DIR = "/members"
 """Where the router reads its recorded members at start (`router/start.sh`)."""
 POLICY = "cache_aware"
+# A router whose recorded members are all down does not listen until one answers, and exits after
+# this long (vllm-router's default is 600 s); Docker then restarts it, and the new start reads the
+# record again, with any member admitted meanwhile. Bounded, so admits find a listening router soon.
+STARTUP_TIMEOUT_SECONDS = 30
+STARTUP_CHECK_SECONDS = 5
 
 
 def build_context() -> str:
@@ -57,6 +62,10 @@ def command(
         str(router.max_tree_size),
         "--health-check-interval-secs",
         str(router.health_check_interval_seconds),
+        "--worker-startup-timeout-secs",
+        str(STARTUP_TIMEOUT_SECONDS),
+        "--worker-startup-check-interval",
+        str(STARTUP_CHECK_SECONDS),
         "--prometheus-host",
         host,
         "--prometheus-port",

@@ -39,6 +39,15 @@ def require_router() -> None:
     pytest.skip(message)
 
 
+def router_env(members_dir: Path) -> dict[str, str]:
+    """The start script's environment: the router venv first on PATH, the members directory."""
+    return {
+        **os.environ,
+        "PATH": f"{ROUTER_BIN}:{os.environ['PATH']}",
+        "INFERENCE_STACK_ROUTER_MEMBERS": str(members_dir),
+    }
+
+
 def url(worker: FakeWorker) -> str:
     return f"http://{worker.address}"
 
@@ -71,11 +80,7 @@ def router(root: Path, members: list[str], config: RouterConfig | None = None) -
         (members_dir / routing.member_file(member)).write_text(member + "\n")
     port, metrics_port = free_port(), free_port()
     argv = routing.command(config or RouterConfig(), host="127.0.0.1", port=port, metrics_port=metrics_port)
-    env = {
-        **os.environ,
-        "PATH": f"{ROUTER_BIN}:{os.environ['PATH']}",
-        "INFERENCE_STACK_ROUTER_MEMBERS": str(members_dir),
-    }
+    env = router_env(members_dir)
     log = (root / "router.log").open("w")
     process = subprocess.Popen(["sh", str(routing.START_SCRIPT), *argv], env=env, stdout=log, stderr=subprocess.STDOUT)
     address = f"http://127.0.0.1:{port}"
@@ -185,3 +190,26 @@ def test_the_command_line_is_the_routers_own() -> None:
     ).stdout
     flags = [arg for arg in routing.command(RouterConfig()) if arg.startswith("--")]
     assert flags and all(f"  {flag} " in helptext for flag in flags), [f for f in flags if f"  {f} " not in helptext]
+
+
+def test_a_router_whose_recorded_members_are_all_down_exits_within_its_startup_bound(tmp_path: Path) -> None:
+    """It never listens while it waits; exiting (for Docker to restart it onto a newer record)
+    beats vllm-router's default of waiting 600 s."""
+    require_router()
+    members_dir = tmp_path / "members"
+    members_dir.mkdir()
+    dead = "http://127.0.0.1:9"
+    (members_dir / routing.member_file(dead)).write_text(dead + "\n")
+    argv = routing.command(RouterConfig(), host="127.0.0.1", port=free_port(), metrics_port=free_port())
+    env = router_env(members_dir)
+    started = time.monotonic()
+    ran = subprocess.run(
+        ["sh", str(routing.START_SCRIPT), *argv],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=routing.STARTUP_TIMEOUT_SECONDS + 30,
+    )
+    took = time.monotonic() - started
+    assert ran.returncode != 0 and "to become healthy" in ran.stdout + ran.stderr
+    assert routing.STARTUP_TIMEOUT_SECONDS <= took < routing.STARTUP_TIMEOUT_SECONDS + 20, took
