@@ -96,6 +96,32 @@ router_remove() {
   timeout 15 wget -q -T 10 -O /dev/null --post-data= "http://$1/remove_worker?url=$2"
 }
 
+# Takes MEMBER (at http://ADDRESS) out of POOL's router and its record, when POOL has a router.
+router_leave() {
+  pool=$1 member=$2 address=$3
+  router=$(router_of "$pool") || return 0
+  rm -f "$ROUTERS/$pool/$member.url"
+  router_remove "$router" "http://$address" ||
+    echo "members: warning: the router of $pool ($router) did not answer; its health check drops $member" >&2
+}
+
+# Puts MEMBER into POOL's router and its record, when POOL has a router; non-zero if it refuses.
+router_join() {
+  pool=$1 member=$2 address=$3
+  router=$(router_of "$pool") || return 0
+  printf 'http://%s\n' "$address" >"$ROUTERS/$pool/$member.url"
+  router_add "$router" "http://$address" || {
+    rm -f "$ROUTERS/$pool/$member.url"
+    return 1
+  }
+}
+
+# The address a member file names: the first word after `server`.
+address_of() {
+  read -r _ address _ <"$1"
+  echo "${address%;}"
+}
+
 # Drops the traffic share of every pool in $@ that has no member left.
 unshare_empty() {
   for p in "$@"; do
@@ -122,8 +148,10 @@ case $action in
     left=""
     for old in "$MEMBERS"/*/"$member.conf"; do
       [ -e "$old" ] && [ "$old" != "$file" ] || continue
+      moved_from=$(address_of "$old")
       rm -f "$old"
       old=${old%/*}
+      (router_leave "${old##*/}" "$member" "$moved_from")
       left="$left ${old##*/}"
     done
     # shellcheck disable=SC2086 # pool names are one word each
@@ -135,13 +163,10 @@ case $action in
       cat /tmp/members-nginx-t.err >&2
       die 3 "nginx refused $member in pool $pool; left it out"
     fi
-    if router=$(router_of "$pool"); then
-      printf 'http://%s\n' "$1" >"$ROUTERS/$pool/$member.url"
-      if ! router_add "$router" "http://$1"; then
-        rm -f "$ROUTERS/$pool/$member.url" "$file"
-        reload || true
-        die 4 "the router of $pool ($router) did not take $member; left it out"
-      fi
+    if ! (router_join "$pool" "$member" "$1"); then
+      rm -f "$file"
+      reload || true
+      die 4 "the router of $pool ($(router_of "$pool")) did not take $member; left it out"
     fi
     echo "members: $member joined $pool ($1)"
     ;;
@@ -150,11 +175,7 @@ case $action in
     address=$1 timeout=$2
     case $timeout in '' | *[!0-9]*) die 2 "TIMEOUT must be whole seconds, not '$timeout'" ;; esac
     # Out of the router first: it sends nothing new to the member from here on.
-    if router=$(router_of "$pool"); then
-      rm -f "$ROUTERS/$pool/$member.url"
-      router_remove "$router" "http://$address" ||
-        echo "members: warning: the router of $pool ($router) did not answer; its health check drops $member" >&2
-    fi
+    (router_leave "$pool" "$member" "$address")
     if [ -e "$file" ]; then
       rm -f "$file"
       unshare_empty "$pool"
@@ -214,7 +235,10 @@ case $action in
     moved=0
     for f in "$MEMBERS/$pool"/*.conf; do
       [ -e "$f" ] || continue
-      mv "$f" "$MEMBERS/$into/${f##*/}"
+      name=${f##*/} address=$(address_of "$f")
+      (router_join "$into" "${name%.conf}" "$address") || die 4 "the router of $into did not take ${name%.conf}"
+      mv "$f" "$MEMBERS/$into/$name"
+      (router_leave "$pool" "${name%.conf}" "$address")
       moved=$((moved + 1))
     done
     unshare_empty "$pool"

@@ -15,8 +15,15 @@ from tests.components.gateway.fakes import FakeWorker
 from tests.components.gateway.test_members import in_nginx, members_sh
 from tests.components.gateway.test_nginx import OPEN, gateway
 from tests.components.gateway.test_routing import get, require_router, router
+from tools.local_nginx import Nginx
 
 ROUTERS = "/etc/nginx/inference-stack/routers"
+
+
+def place_router(gw: Nginx, pool: str, address: str) -> None:
+    """The pool's router address in the gateway, as the Gateway component gives it."""
+    placed = in_nginx(gw, "sh", "-c", f"mkdir -p {ROUTERS}/{pool} && echo {address[7:]} > {ROUTERS}/{pool}/address")
+    assert placed.returncode == 0, placed.stderr
 
 
 def listed(address: str) -> set[str]:
@@ -32,8 +39,7 @@ def test_admit_and_drain_reach_the_pools_router_and_a_restart_keeps_the_members(
     ):
         record = tmp_path / "gw" / "etc-nginx" / "inference-stack" / "routers" / "p"
         with router(tmp_path / "first", []) as (address, _):
-            placed = in_nginx(gw, "sh", "-c", f"mkdir -p {ROUTERS}/p && echo {address[7:]} > {ROUTERS}/p/address")
-            assert placed.returncode == 0, placed.stderr
+            place_router(gw, "p", address)
             for worker in (a, b):
                 args = ["admit", "p", members.member_name(worker.address), *members.server(OPEN, worker.address)]
                 joined = members_sh(gw, *args)
@@ -59,9 +65,40 @@ def test_admit_and_drain_reach_the_pools_router_and_a_restart_keeps_the_members(
 def test_a_router_that_does_not_answer_leaves_the_member_out(tmp_path: Path) -> None:
     with FakeWorker("a", "127.0.0.2") as a, gateway(tmp_path, [Route("m", Pool("p", []))], {}) as gw:
         # Port 9 (discard) on loopback: nothing listens, so the router's API refuses at once.
-        placed = in_nginx(gw, "sh", "-c", f"mkdir -p {ROUTERS}/p && echo 127.0.0.1:9 > {ROUTERS}/p/address")
-        assert placed.returncode == 0, placed.stderr
+        place_router(gw, "p", "http://127.0.0.1:9")
         refused = members_sh(gw, "admit", "p", members.member_name(a.address), *members.server(OPEN, a.address))
         assert refused.returncode == 4 and "did not take" in refused.stderr, (refused.stdout, refused.stderr)
         left = in_nginx(gw, "sh", "-c", f"ls {ROUTERS}/p /etc/nginx/inference-stack/members/p 2>/dev/null; true")
         assert ".url" not in left.stdout and ".conf" not in left.stdout, left.stdout
+
+
+def test_a_promotion_and_a_move_carry_members_between_the_pools_routers(tmp_path: Path) -> None:
+    """A promoted canary's workers leave the canary pool's router for the stable pool's; a worker
+    admitted to another pool leaves its old pool's router."""
+    require_router()
+    pools = [Route("m", Pool("stable", []), canary=Pool("canary", []))]
+    with (
+        FakeWorker("a", "127.0.0.2") as a,
+        FakeWorker("b", "127.0.0.3") as b,
+        gateway(tmp_path / "gw", pools, {}) as gw,
+        router(tmp_path / "stable", []) as (stable, _),
+        router(tmp_path / "canary", []) as (canary, _),
+    ):
+        place_router(gw, "stable", stable)
+        place_router(gw, "canary", canary)
+        for worker in (a, b):
+            args = ["admit", "canary", members.member_name(worker.address), *members.server(OPEN, worker.address)]
+            assert members_sh(gw, *args).returncode == 0
+        assert listed(canary) == {f"http://{a.address}", f"http://{b.address}"} and listed(stable) == set()
+        # b moves on its own (admitted to the stable pool), then the canary is promoted.
+        moved = members_sh(gw, "admit", "stable", members.member_name(b.address), *members.server(OPEN, b.address))
+        assert moved.returncode == 0, moved.stderr
+        assert listed(canary) == {f"http://{a.address}"} and listed(stable) == {f"http://{b.address}"}
+        promoted = members_sh(gw, "promote", "canary", "stable")
+        assert promoted.returncode == 0 and "1 workers of canary joined stable" in promoted.stdout, promoted.stderr
+        assert listed(canary) == set() and listed(stable) == {f"http://{a.address}", f"http://{b.address}"}
+        record = tmp_path / "gw" / "etc-nginx" / "inference-stack" / "routers"
+        assert sorted(p.name for p in (record / "stable").glob("*.url")) == sorted(
+            f"{members.member_name(w.address)}.url" for w in (a, b)
+        )
+        assert list((record / "canary").glob("*.url")) == []
