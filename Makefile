@@ -138,8 +138,6 @@ docs: runtime-venv
 backup-check: venv
 	$(PY) -m tools.backup_check --stack-file Pulumi.$(STACK).yaml
 
-# LiteLLM, the gateway benchmark's point of comparison, lives in its own venv, never in .venv;
-# rebuilt when benchmarks/requirements.txt changes. The unit tests smoke-run the benchmark with it.
 # The prefix-cache router exactly as its image installs it (components/gateway/router/).
 ROUTER_VENV := .cache/router-venv
 ROUTER_REQUIREMENTS := components/gateway/router/requirements.txt
@@ -149,6 +147,8 @@ router-venv:
 	  $(ROUTER_VENV)/bin/pip install --quiet --disable-pip-version-check --only-binary=:all: -r $(ROUTER_REQUIREMENTS) && \
 	  cp $(ROUTER_REQUIREMENTS) $(ROUTER_VENV)/requirements.txt; }
 
+# LiteLLM, the gateway benchmark's point of comparison, lives in its own venv, never in .venv;
+# rebuilt when benchmarks/requirements.txt changes. The unit tests smoke-run the benchmark with it.
 BENCH_VENV := .cache/bench-venv
 bench-venv:
 	@cmp -s benchmarks/requirements.txt $(BENCH_VENV)/requirements.txt || { \

@@ -690,7 +690,7 @@ class RouterConfig(Schema):
 
     cache_threshold: float = Field(default=0.3, ge=0.0, le=1.0)
     """Least share of a prompt the best worker's tree must match for the request to follow the
-    cache; below it, the worker with the smallest tree gets it (`--cache-threshold`)."""
+    cache; below it the request is a miss, placed by the router's own choice (`--cache-threshold`)."""
     balance_abs_threshold: int = Field(default=64, ge=0, le=100000)
     """Balance by load instead of cache when the busiest worker has this many more requests than
     the idlest... (`--balance-abs-threshold`)."""

@@ -155,12 +155,12 @@ def _balance_rules(cfg: StackConfig, g: int, group: WorkerGroup) -> list[ConfigI
     """`balance: session` sends a conversation back to the worker that holds its history, which
     pays only when that worker keeps it: vLLM 0.32 caches prefixes unless told not to (its
     `--enable-prefix-caching` defaults to the model's support, `EngineArgs` in arg_utils.py)."""
+    if cfg.gateway.balance != "session":
+        return []
     off = "--no-enable-prefix-caching"
     releases = [("extraArgs", group.extra_args)]
     if group.canary is not None and group.canary.extra_args is not None:
         releases.append(("canary.extraArgs", group.canary.extra_args))
-    if cfg.gateway.balance != "session":
-        return []
     return [
         ConfigIssue(
             key_path(("workers", g, *where.split("."))),

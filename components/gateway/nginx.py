@@ -59,12 +59,11 @@ def ident(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_]", "_", text)
 
 
-# The upstream method of each `balance`; `session` is two upstreams per pool (`_upstreams`).
+# The upstream method of each `balance` but `session`, which is two upstreams per pool (`_upstreams`).
 METHODS = {
     "least_conn": "least_conn;",
     "round_robin": "",
     "random_two": "random two least_conn;",
-    "session": "least_conn;",
 }
 # Appended to a pool's upstream name for requests that name a session (`balance: session`).
 SESSION_SUFFIX = "_session"

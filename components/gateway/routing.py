@@ -1,41 +1,30 @@
 """The prefix-cache router between the gateway and one pool's workers: the vLLM project's
-`vllm-router` (policy `cache_aware`), built on the gateway host from `router/` (Dockerfile, the
-pinned requirements, the start script that hands it the recorded members).
+`vllm-router` (policy `cache_aware`), built from `router/` (Dockerfile, the pinned requirements,
+the start script that hands it the recorded members).
 
-Pure: the image's build context and the router's command line, from `stacks.config.RouterConfig`.
+Pure: the router's command line, from `stacks.config.RouterConfig`.
 Every flag is one of vllm-router 0.1.17's (`vllm-router --help`); `tests/components/gateway/
 test_routing.py` runs this command line with the real router.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from stacks.config import RouterConfig
 
 CONTEXT_DIR = Path(__file__).with_name("router")
-REQUIREMENTS = CONTEXT_DIR / "requirements.txt"
 START_SCRIPT = CONTEXT_DIR / "start.sh"
-IMAGE = "inference-stack/vllm-router:0.1.17"
 PORT = 8090
 """The OpenAI API and the worker API (`/add_worker`, `/remove_worker`, `/list_workers`)."""
 METRICS_PORT = 29000
 """Prometheus metrics (`vllm_router_*`), the router's default port."""
-MEMBERS_DIR = "/members"
-"""Where the router reads its recorded members at start (`router/start.sh`)."""
 POLICY = "cache_aware"
 # A router whose recorded members are all down does not listen until one answers, and exits after
 # this long (vllm-router's default is 600 s); Docker then restarts it, and the new start reads the
 # record again, with any member admitted meanwhile. Bounded, so admits find a listening router soon.
 STARTUP_TIMEOUT_SECONDS = 30
 STARTUP_CHECK_SECONDS = 5
-
-
-def build_context() -> str:
-    """The image's build context, relative to the working directory (the Pulumi project root), so
-    that a render does not depend on the checkout's path."""
-    return os.path.relpath(CONTEXT_DIR)
 
 
 def command(
@@ -74,5 +63,5 @@ def command(
 
 
 def member_file(url: str) -> str:
-    """The name of a worker's file under `MEMBERS_DIR`: its URL, made a file name."""
+    """The name of a worker's file in the members directory (`router/start.sh`): its URL, made a file name."""
     return url.removeprefix("http://").replace(":", "_").replace("/", "_") + ".url"

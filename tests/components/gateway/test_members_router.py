@@ -6,7 +6,6 @@ with the current members, not those of its first start."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from components.gateway import members
@@ -14,7 +13,7 @@ from components.gateway.nginx import Pool, Route
 from tests.components.gateway.fakes import FakeWorker
 from tests.components.gateway.test_members import in_nginx, members_sh
 from tests.components.gateway.test_nginx import OPEN, gateway
-from tests.components.gateway.test_routing import get, require_router, router
+from tests.components.gateway.test_routing import require_router, router, workers_of
 from tools.local_nginx import Nginx
 
 ROUTERS = "/etc/nginx/inference-stack/routers"
@@ -24,10 +23,6 @@ def place_router(gw: Nginx, pool: str, address: str) -> None:
     """The pool's router address in the gateway, as the Gateway component gives it."""
     placed = in_nginx(gw, "sh", "-c", f"mkdir -p {ROUTERS}/{pool} && echo {address[7:]} > {ROUTERS}/{pool}/address")
     assert placed.returncode == 0, placed.stderr
-
-
-def listed(address: str) -> set[str]:
-    return set(json.loads(get(address, "/list_workers")[1])["urls"])
 
 
 def test_admit_and_drain_reach_the_pools_router_and_a_restart_keeps_the_members(tmp_path: Path) -> None:
@@ -47,19 +42,19 @@ def test_admit_and_drain_reach_the_pools_router_and_a_restart_keeps_the_members(
             # A readmit (a replaced gateway runs every admit again) changes nothing.
             again = members_sh(gw, "admit", "p", members.member_name(a.address), *members.server(OPEN, a.address))
             assert again.returncode == 0, again.stderr
-            assert listed(address) == {f"http://{a.address}", f"http://{b.address}"}
+            assert workers_of(address) == {f"http://{a.address}", f"http://{b.address}"}
             assert sorted(p.read_text() for p in record.glob("*.url")) == sorted(
                 f"http://{w.address}\n" for w in (a, b)
             )
             drained = members_sh(gw, "drain", "p", members.member_name(a.address), a.address, "5")
             assert drained.returncode == 0 and "left p" in drained.stdout, drained.stderr
-            assert listed(address) == {f"http://{b.address}"}
+            assert workers_of(address) == {f"http://{b.address}"}
         # The router restarted as its image starts it, from what the admits and drains recorded.
         restarted = tmp_path / "restarted"
         restarted.mkdir()
         (restarted / "members").symlink_to(record)
         with router(restarted, []) as (address, _):
-            assert listed(address) == {f"http://{b.address}"}
+            assert workers_of(address) == {f"http://{b.address}"}
 
 
 def test_a_router_that_does_not_answer_leaves_the_member_out(tmp_path: Path) -> None:
@@ -89,14 +84,14 @@ def test_a_promotion_and_a_move_carry_members_between_the_pools_routers(tmp_path
         for worker in (a, b):
             args = ["admit", "canary", members.member_name(worker.address), *members.server(OPEN, worker.address)]
             assert members_sh(gw, *args).returncode == 0
-        assert listed(canary) == {f"http://{a.address}", f"http://{b.address}"} and listed(stable) == set()
+        assert workers_of(canary) == {f"http://{a.address}", f"http://{b.address}"} and workers_of(stable) == set()
         # b moves on its own (admitted to the stable pool), then the canary is promoted.
         moved = members_sh(gw, "admit", "stable", members.member_name(b.address), *members.server(OPEN, b.address))
         assert moved.returncode == 0, moved.stderr
-        assert listed(canary) == {f"http://{a.address}"} and listed(stable) == {f"http://{b.address}"}
+        assert workers_of(canary) == {f"http://{a.address}"} and workers_of(stable) == {f"http://{b.address}"}
         promoted = members_sh(gw, "promote", "canary", "stable")
         assert promoted.returncode == 0 and "1 workers of canary joined stable" in promoted.stdout, promoted.stderr
-        assert listed(canary) == set() and listed(stable) == {f"http://{a.address}", f"http://{b.address}"}
+        assert workers_of(canary) == set() and workers_of(stable) == {f"http://{a.address}", f"http://{b.address}"}
         record = tmp_path / "gw" / "etc-nginx" / "inference-stack" / "routers"
         assert sorted(p.name for p in (record / "stable").glob("*.url")) == sorted(
             f"{members.member_name(w.address)}.url" for w in (a, b)

@@ -9,8 +9,6 @@ import json
 import os
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
@@ -53,20 +51,14 @@ def url(worker: FakeWorker) -> str:
 
 
 def get(address: str, path: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"{address}{path}", timeout=5) as reply:
-            return reply.status, reply.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
+    reply = call(address, path, method="GET")
+    return reply.status, reply.body.decode()
 
 
 def post(address: str, path: str) -> tuple[int, str]:
-    request = urllib.request.Request(f"{address}{path}", data=b"", method="POST")
-    try:
-        with urllib.request.urlopen(request, timeout=10) as reply:
-            return reply.status, reply.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
+    """A worker-API call: a POST with an empty body, as members.sh sends it (`wget --post-data=`)."""
+    reply = call(address, path, body=b"")
+    return reply.status, reply.body.decode()
 
 
 @contextlib.contextmanager
