@@ -255,9 +255,94 @@ def gateway_section(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+# --- routing -------------------------------------------------------------------------------------
+
+ROUTING_TTFT_FACTOR, ROUTING_HIT_SHARE, ROUTING_HOP_MS = 5.0, 0.9, 1.0
+
+
+def _rate(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:.0f} %"
+
+
+def routing_rows(cells: list[dict[str, Any]]) -> list[str]:
+    lines = [
+        "| path | streams | requests | errors | TTFT p50 s | p95 s | p99 s | end-to-end p50 s | req/s "
+        "| prefix-cache hits | per worker (queried tokens) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for c in sorted(cells, key=lambda c: (c["concurrency"], c["path"])):
+        workers = ", ".join(
+            f"{_rate(rate)} ({queried})"
+            for rate, queried in zip(c["worker_hit_rates"], c["worker_queried_tokens"], strict=True)
+        )
+        lines.append(
+            f"| {c['path']} | {c['concurrency']} | {c['requests']} | {c['errors']} | {c['ttft_p50']:.3f} | "
+            f"{c['ttft_p95']:.3f} | {c['ttft_p99']:.3f} | {c['e2e_p50']:.3f} | {c['requests_per_second']:.2f} | "
+            f"{_rate(c['hit_rate'])} | {workers} |"
+        )
+    return lines
+
+
+def routing_verdicts(data: dict[str, Any]) -> list[str]:
+    lines = []
+    by = {(c["path"], c["concurrency"]): c for c in data["cells"]}
+    for streams in sorted({c["concurrency"] for c in data["cells"]}):
+        aware, least, session = (by.get((p, streams)) for p in ("cache_aware", "least_conn", "session"))
+        if not (aware and least and session):
+            continue
+        ttft_ok = aware["ttft_p50"] * ROUTING_TTFT_FACTOR <= least["ttft_p50"]
+        hits_ok = (aware["hit_rate"] or 0) >= ROUTING_HIT_SHARE * (session["hit_rate"] or 0)
+        rps_ok = aware["requests_per_second"] >= least["requests_per_second"]
+        errors = sum(c["errors"] for c in data["cells"] if c["concurrency"] == streams)
+        lines += [
+            f"- {_streams(streams)}: `cache_aware` TTFT p50 {aware['ttft_p50']:.3f} s vs `least_conn` "
+            f"{least['ttft_p50']:.3f} s ({least['ttft_p50'] / aware['ttft_p50']:.1f}x; target ≥ "
+            f"{ROUTING_TTFT_FACTOR:g}x): {'met' if ttft_ok else 'NOT met'}.",
+            f"- {_streams(streams)}: `cache_aware` hit rate {_rate(aware['hit_rate'])} vs `session` "
+            f"{_rate(session['hit_rate'])} (target ≥ {100 * ROUTING_HIT_SHARE:.0f} % of it): "
+            f"{'met' if hits_ok else 'NOT met'}.",
+            f"- {_streams(streams)}: `cache_aware` {aware['requests_per_second']:.2f} req/s vs `least_conn` "
+            f"{least['requests_per_second']:.2f} (target: no lower): {'met' if rps_ok else 'NOT met'}.",
+            f"- {_streams(streams)}: {errors} errors over all paths (target 0): {'met' if errors == 0 else 'NOT met'}.",
+        ]
+    hop = data["hop"]
+    added_ms = 1000 * hop["added_ttft_p50"]
+    lines.append(
+        f"- Router hop on short unique prompts ({hop['pairs']} pairs, {hop['errors']} errors): nginx alone "
+        f"{1000 * hop['nginx_ttft_p50']:.1f} ms p50 TTFT, through the router {1000 * hop['router_ttft_p50']:.1f} ms; "
+        f"median paired difference {added_ms:+.2f} ms (target ≤ {ROUTING_HOP_MS:g} ms): "
+        f"{'met' if added_ms <= ROUTING_HOP_MS else 'NOT met'}."
+    )
+    return lines
+
+
+def routing_section(data: dict[str, Any]) -> str:
+    lines = [*provenance(data, ["vllm", "vllm_router", "nginx"]), ""]
+    lines.append(
+        f"Settings: 3 vLLM CPU workers (SmolLM2-135M, `--enforce-eager`), each with a KV cache of "
+        f"{data['kv_tokens_per_worker']} tokens, a third of the cell's working set (about "
+        f"{data['estimated_working_set_tokens']} tokens); per cell {data['conversations']} new conversations of "
+        f"{data['turns']} turns, each opening with its own ~{data['words']}-word history; 8 tokens per answer; "
+        f"whole benchmark {data['seconds']:.0f} s."
+    )
+    lines += [
+        "",
+        *routing_rows(data["cells"]),
+        "",
+        "Targets, as computed from the table:",
+        "",
+        *routing_verdicts(data),
+    ]
+    return "\n".join(lines)
+
+
 # --- the doc -------------------------------------------------------------------------------------
 
-SECTIONS: dict[str, Callable[[dict[str, Any]], str]] = {"synth": synth_section, "gateway": gateway_section}
+SECTIONS: dict[str, Callable[[dict[str, Any]], str]] = {
+    "synth": synth_section,
+    "gateway": gateway_section,
+    "routing": routing_section,
+}
 
 
 def splice(text: str, results_dir: Path = RESULTS) -> str:

@@ -71,10 +71,24 @@ def routes(cfg: StackConfig, placements: list[Placement], stack: str) -> list[Ro
     for model in dict.fromkeys(g.model.served_name for g in cfg.workers):
         groups = [g.name for g in cfg.workers if g.model.served_name == model]
         mine = [p for p in placements if p.group.name in groups]
-        stable = Pool(groups[0], [p.address(stack) for p in mine if not p.canary], joined=tuple(groups[1:]))
-        canary = Pool(canary_pool(groups[0]), [p.address(stack) for p in mine if p.canary])
+        stable = Pool(
+            groups[0],
+            [p.address(stack) for p in mine if not p.canary],
+            joined=tuple(groups[1:]),
+            router=_router(cfg, stack, groups[0]),
+        )
+        canary_group = canary_pool(groups[0])
+        canary = Pool(
+            canary_group, [p.address(stack) for p in mine if p.canary], router=_router(cfg, stack, canary_group)
+        )
         result.append(Route(model, stable, canary))
     return result
+
+
+def _router(cfg: StackConfig, stack: str, pool: str) -> str | None:
+    # The canary pool has its own router, so the canary's share stays the split's (nginx), and
+    # exists whether or not a canary runs, as its pool does.
+    return network.router_container(stack, pool) if routed(cfg) else None
 
 
 def worker_tracing(stack: LoadedStack) -> dict[str, list[str]]:
@@ -171,7 +185,15 @@ def worker_fingerprints(stack: LoadedStack, tracing: dict[str, list[str]]) -> di
     """Each worker's spec fingerprint (`spec.fingerprint`), by placement name: the label its
     container carries and what `worker_seats` compares the running one's against."""
     offload = stack.config.redis.enabled and stack.config.redis.kv_cache_offload
-    return {p.name: spec.fingerprint(p.group, offload, tracing.get(p.host.name, ())) for p in stack.placements}
+    scale_out = routed(stack.config)
+    return {
+        p.name: spec.fingerprint(p.group, offload, tracing.get(p.host.name, ()), scale_out) for p in stack.placements
+    }
+
+
+def routed(cfg: StackConfig) -> bool:
+    """Whether the gateway puts the prefix-cache router in front of every pool."""
+    return cfg.gateway.balance == "cache_aware"
 
 
 def worker_seats(stack: LoadedStack, fingerprints: dict[str, str]) -> dict[str, layout.Seat]:
@@ -279,6 +301,7 @@ def build_pools(
                 lmcache=cfg.redis.lmcache if offload else None,
                 redis_urls=redis_urls(stack, redis) if redis is not None else {},
                 tracing=traced,
+                scale_out=routed(cfg),
                 membership=gateway.membership,
                 gate=gate_target(cfg, gate_key) if group.canary is not None else None,
                 seats=seats,
@@ -336,6 +359,7 @@ def build_monitoring(
             stack=stack.name,
             grafana_password=grafana_password,
             gateway_status_exporter=gateway.status_exporter,
+            router_exporters=gateway.router_exporters,
             jaeger_url=tracing.query_url if tracing is not None else None,
         ),
     )

@@ -703,6 +703,11 @@ class RouterConfig(Schema):
     grows with this times the workers."""
     health_check_interval_seconds: int = Field(default=10, ge=1, le=3600)
     """How often the router checks each worker's `/health` (`--health-check-interval-secs`)."""
+    cpus: float = Field(default=1.0, gt=0, le=64)
+    """CPU limit of each router container (one per pool: a model's stable pool and its canary's)."""
+    memory_mb: int = Field(default=512, ge=128, le=MAX_MEMORY_MB)
+    """Memory limit of each router container in MiB; the prefix trees take up to about
+    `maxTreeSize` bytes per worker."""
 
 
 # Headers with a meaning already: the client key, the request id and trace context the gateway
@@ -736,14 +741,19 @@ class GatewayConfig(Schema):
     so `0.0.0.0` must be written out."""
     port: int = Field(default=8080, ge=1, le=65535)
     """Host port the gateway publishes."""
-    balance: Literal["least_conn", "round_robin", "random_two", "session"] = "least_conn"
+    balance: Literal["least_conn", "round_robin", "random_two", "session", "cache_aware"] = "least_conn"
     """Upstream balancing. `least_conn` suits generations whose length varies 100x. `session`
     hashes `sessionHeader` (nginx `hash ... consistent`), so every turn of a conversation reaches
     the worker that already holds its history in its prefix cache, and a worker that joins or
-    leaves moves only its own share of sessions; a request without the header goes `least_conn`."""
+    leaves moves only its own share of sessions; a request without the header goes `least_conn`.
+    `cache_aware` puts the vLLM project's router (`router`) between nginx and each pool: it sends
+    a request to the worker whose cache holds most of its prompt, with no client header, unless the
+    load is too uneven."""
     session_header: str = Field(default="X-Session-Id", pattern=r"^[A-Za-z0-9][A-Za-z0-9-]{0,62}$")
     """With `balance: session`, the request header that names a conversation (letters, digits and
     `-`; not one the gateway or the OpenAI API already gives a meaning, such as Authorization)."""
+    router: RouterConfig = RouterConfig()
+    """With `balance: cache_aware`, the router's knobs."""
     keepalive: int = Field(default=32, ge=0, le=1024)
     """Idle keepalive connections per nginx worker to each upstream group."""
     read_timeout_seconds: int = Field(default=600, ge=10, le=86400)

@@ -42,6 +42,11 @@ def gateway_status_container(stack: str) -> str:
     return f"{stack}-gateway-mtail"
 
 
+def router_container(stack: str, pool: str) -> str:
+    """The prefix-cache router in front of one pool's workers (`gateway.balance: cache_aware`)."""
+    return f"{stack}-router-{pool}"
+
+
 def redis_container(stack: str) -> str:
     return f"{stack}-redis"
 

@@ -152,10 +152,13 @@ def _data_rules(cfg: StackConfig) -> list[ConfigIssue]:
 
 
 def _balance_rules(cfg: StackConfig, g: int, group: WorkerGroup) -> list[ConfigIssue]:
-    """`balance: session` sends a conversation back to the worker that holds its history, which
-    pays only when that worker keeps it: vLLM 0.32 caches prefixes unless told not to (its
-    `--enable-prefix-caching` defaults to the model's support, `EngineArgs` in arg_utils.py)."""
-    if cfg.gateway.balance != "session":
+    """`balance: session` and `cache_aware` send a conversation back to the worker that holds its
+    history, which pays only when that worker keeps it: vLLM 0.32 caches prefixes unless told not
+    to (its `--enable-prefix-caching` defaults to the model's support, `EngineArgs` in arg_utils.py).
+    The router also asks every worker to tokenize each prompt, which the program turns on
+    (`--enable-scale-out`, components/workers/spec.py)."""
+    balance = cfg.gateway.balance
+    if balance not in ("session", "cache_aware"):
         return []
     off = "--no-enable-prefix-caching"
     releases = [("extraArgs", group.extra_args)]
@@ -165,7 +168,7 @@ def _balance_rules(cfg: StackConfig, g: int, group: WorkerGroup) -> list[ConfigI
         ConfigIssue(
             key_path(("workers", g, *where.split("."))),
             off,
-            f"`gateway.balance: session` keeps each conversation on one worker so that its prefix cache "
+            f"`gateway.balance: {balance}` keeps each conversation on one worker so that its prefix cache "
             f"serves the history again; `{off}` turns that cache off, so every turn recomputes it anyway",
             f"drop `{off}`, or use `balance: least_conn`",
         )

@@ -18,6 +18,8 @@ from tools.synth import ROOT
 
 DOC = ROOT / "docs/performance.md"
 LITELLM = ROOT / ".cache/bench-venv/bin/litellm"
+VLLM = ROOT / ".cache/test-model/venv/bin/vllm"
+ROUTER = ROOT / ".cache/router-venv/bin/vllm-router"
 
 
 def bench(script: str, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
@@ -27,7 +29,7 @@ def bench(script: str, *args: str, timeout: float) -> subprocess.CompletedProces
 
 def test_every_benchmark_script_has_a_smoke_run_here() -> None:
     scripts = {p.name for p in (ROOT / "benchmarks").glob("*.py")} - {"__init__.py", "report.py", "results.py"}
-    assert scripts == {"synth.py", "gateway.py"}, "give the new benchmark a smoke run in this file"
+    assert scripts == {"synth.py", "gateway.py", "routing.py"}, "give the new benchmark a smoke run in this file"
 
 
 def test_synth_benchmark_runs_and_writes_its_results(tmp_path: Path) -> None:
@@ -65,6 +67,36 @@ def test_gateway_benchmark_runs_all_three_paths(tmp_path: Path) -> None:
     assert all(c["errors"] == 0 and c["n"] >= 2 for c in cells), cells
     assert data["machine"]["litellm"] != "not run"
     assert report.gateway_section(data) in done.stdout
+
+
+def test_routing_benchmark_runs_every_path_on_real_workers(tmp_path: Path) -> None:
+    """Three real vLLM CPU workers, the four paths (three nginx balance modes and nginx with the
+    real router) and the router-hop measurement, at a tiny size: every request answered, every
+    path reaching the workers, vLLM's own prefix-cache counters read for each."""
+    require_nginx()
+    require_tool("nsenter")
+    for needed, make in ((VLLM, "test-model"), (ROUTER, "router-venv")):
+        if not needed.exists():
+            message = f"{needed} is missing: `make {make}` (a prerequisite of `make test`) installs it"
+            if os.environ.get("CI") == "true":
+                pytest.fail(message)
+            pytest.skip(message)
+    out = tmp_path / "routing.json"
+    args = ["--conversations", "2", "--turns", "2", "--words", "120", "--concurrency", "1", "2"]
+    done = bench(
+        "routing.py", *args, "--hop-requests", "4", "--budget-seconds", "400", "--results", str(out), timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    data = results.load(out)
+    cells = data["cells"]
+    assert sorted((c["path"], c["concurrency"]) for c in cells) == sorted(
+        (path, streams) for path in ("least_conn", "round_robin", "session", "cache_aware") for streams in (1, 2)
+    )
+    assert all(c["requests"] == 4 and c["errors"] == 0 for c in cells), cells
+    # Each cell's prompts reached the workers and were counted by vLLM itself.
+    assert all(sum(c["worker_queried_tokens"]) >= 4 * 100 for c in cells), cells
+    assert data["hop"]["pairs"] == 4 and data["hop"]["errors"] == 0
+    assert report.routing_section(data) in done.stdout
 
 
 def test_performance_doc_shows_the_committed_results() -> None:

@@ -10,7 +10,7 @@ import pulumi_docker as docker
 import pulumi_random as random
 
 from components import inline
-from components.gateway import members, nginx, status_metrics
+from components.gateway import members, nginx, routing, status_metrics
 from components.hardening import REQUEST_LOG, SIDECAR_LOG, Health, in_place, settings, timeouts
 from components.hosts.base import Host
 from stacks import network
@@ -54,11 +54,28 @@ def with_own_keys(client_keys: str, gate_key: str, generated_key: str) -> dict[s
     return {**parse_client_keys(client_keys), **{name: key for name, key in own.items() if key}}
 
 
+def routed_pools(routes: list[nginx.Route]) -> list[nginx.Pool]:
+    """The pools that have a prefix-cache router (`balance: cache_aware`), each once."""
+    pools = [pool for r in routes for pool in (r.stable, *([r.canary] if r.canary else []), *r.extra)]
+    return [pool for pool in pools if pool.router is not None]
+
+
+def router_addresses(routes: list[nginx.Route]) -> dict[str, str]:
+    """members.sh's `ROUTERS/<pool>/address` files: each group's router, a joined group's being
+    the pool's it joins."""
+    files = {}
+    for pool in routed_pools(routes):
+        assert pool.router is not None
+        for group in (pool.group, *pool.joined):
+            files[f"{members.ROUTERS_DIR}/{nginx.ident(group)}/address"] = routing.address(pool.router) + "\n"
+    return files
+
+
 def uploads(
     args: GatewayArgs, generated_key: pulumi.Output[str] | None, status_syslog: str | None
 ) -> list[docker.ContainerUploadArgs]:
     """What the gateway container receives: nginx.conf, the client and worker key files (secret,
-    readable by the master only) and the membership script."""
+    readable by the master only), the membership script and where each pool's router is."""
     clients = pulumi.Output.all(args.client_keys or "{}", args.gate_key or "", generated_key or "").apply(
         lambda v: nginx.render_clients_map(with_own_keys(v[0], v[1], v[2]))
     )
@@ -77,6 +94,10 @@ def uploads(
             permissions="0400",
         ),
         docker.ContainerUploadArgs(file=members.SCRIPT_PATH, content=members.script_source(), permissions="0555"),
+        *(
+            docker.ContainerUploadArgs(file=path, content=content, permissions="0444")
+            for path, content in router_addresses(args.routes).items()
+        ),
     ]
 
 
@@ -110,6 +131,11 @@ class Gateway(pulumi.ComponentResource):
     Docker refuses the provider's file uploads into a read-only one.
     With `status_metrics`, an mtail sidecar counts responses by HTTP status from one syslog line
     per request, for Prometheus (stub_status has no status codes).
+    With `balance: cache_aware`, every pool (each model's stable pool and its canary's) gets a
+    vllm-router container between nginx and its workers (`routing.py`): nginx's upstream for the
+    pool is the router, and the members' admits and drains reach the router's worker API too, so
+    rolling updates, canaries and drains work as without it. The canary's router exists whether or
+    not a canary runs, as its pool does, so starting a canary changes no container.
     """
 
     url: pulumi.Output[str]
@@ -118,6 +144,9 @@ class Gateway(pulumi.ComponentResource):
     """The gateway's bridge network, for services that scrape or sit beside it."""
     status_exporter: str | None
     """`container:port` of the per-status metrics on the edge network, or None when they are off."""
+    router_exporters: list[str]
+    """`container:port` of each prefix-cache router's metrics on the edge network (none unless
+    `balance: cache_aware`)."""
     membership: Membership
     client_key: pulumi.Output[str] | None
     """The generated client key (secret), or None when the stack does not generate one."""
@@ -125,6 +154,7 @@ class Gateway(pulumi.ComponentResource):
     def __init__(self, name: str, args: GatewayArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("inference-stack:gateway:Gateway", name, None, opts)
         self._name = name
+        self._image: docker.Image | None = None
         gw, host = args.config, args.host
         edge = docker.Network(
             f"{name}-edge",
@@ -137,14 +167,18 @@ class Gateway(pulumi.ComponentResource):
         mtail = self._status_exporter(name, args, edge) if args.status_metrics else None
         status_syslog = f"{mtail[1]}:{status_metrics.SYSLOG_PORT}" if mtail else None
         files = uploads(args, self.client_key, status_syslog)
-        container = self._nginx(name, args, edge, files, mtail[0] if mtail else None)
+        records = self._records(name, args) if routed_pools(args.routes) else None
+        routers = [self._router(name, args, edge, pool, records) for pool in routed_pools(args.routes)]
+        resolved = [*([mtail[0]] if mtail else []), *routers]
+        container = self._nginx(name, args, edge, files, resolved, records)
         container_name = network.gateway_container(args.stack)
-        if mtail:
-            # nginx resolved mtail's name when it loaded its config: re-resolve when mtail is replaced.
+        if resolved:
+            # nginx resolved mtail's and the routers' names when it loaded its config: re-resolve
+            # when one of them is replaced.
             host.run_command(
                 f"{name}-reload",
                 ["docker", "kill", "--signal", "HUP", container_name],
-                triggers=[container.id, mtail[0].id],
+                triggers=[container.id, *(c.id for c in resolved)],
                 parent=self,
                 depends_on=[container],
             )
@@ -153,8 +187,16 @@ class Gateway(pulumi.ComponentResource):
         self.container_name = container.name
         self.edge_network = edge.name
         self.status_exporter = f"{mtail[1]}:{status_metrics.METRICS_PORT}" if mtail else None
+        self.router_exporters = [
+            routing.address(str(pool.router), routing.METRICS_PORT) for pool in routed_pools(args.routes)
+        ]
         self.register_outputs(
-            {"url": self.url, "containerName": self.container_name, "statusExporter": self.status_exporter}
+            {
+                "url": self.url,
+                "containerName": self.container_name,
+                "statusExporter": self.status_exporter,
+                "routerExporters": self.router_exporters,
+            }
         )
 
     def _generated_key(self, name: str) -> pulumi.Output[str]:
@@ -171,17 +213,22 @@ class Gateway(pulumi.ComponentResource):
         args: GatewayArgs,
         edge: docker.Network,
         files: list[docker.ContainerUploadArgs],
-        mtail: docker.Container | None,
+        resolved: list[docker.Container],
+        records: docker.Volume | None,
     ) -> docker.Container:
         gw, host = args.config, args.host
         container_name = network.gateway_container(args.stack)
         grace = gateway_grace_seconds(gw)
+        mounts = None
+        if records is not None:
+            mounts = [docker.ContainerMountArgs(type="volume", source=records.name, target=routing.RECORDS_DIR)]
         return docker.Container(
             f"{name}-nginx",
             name=container_name,
             hostname=container_name,
             image=gw.image,
             uploads=files,
+            mounts=mounts,
             ports=[docker.ContainerPortArgs(internal=nginx.LISTEN_PORT, external=gw.port, ip=gw.listen_address)],
             networks_advanced=[
                 docker.ContainerNetworksAdvancedArgs(name=edge.name),
@@ -208,13 +255,14 @@ class Gateway(pulumi.ComponentResource):
                 # workers as that user: nothing else of Docker's default set.
                 caps=("CHOWN", "SETGID", "SETUID"),
             ),
-            # nginx resolves mtail's name (the syslog server) when it loads its config: mtail first.
+            # nginx resolves mtail's name (the syslog server) and the routers' when it loads its
+            # config: they come first.
             opts=timeouts(
                 in_place(
                     pulumi.ResourceOptions(
                         parent=self,
                         provider=host.provider,
-                        depends_on=[*host.ready, *([mtail] if mtail else [])],
+                        depends_on=[*host.ready, *resolved],
                     )
                 ),
                 grace_seconds=grace,
@@ -260,3 +308,62 @@ class Gateway(pulumi.ComponentResource):
             opts=in_place(on_host),
         )
         return container, mtail_name
+
+    def _records(self, name: str, args: GatewayArgs) -> docker.Volume:
+        """Where members.sh records each router's members for its next start: a volume, so the
+        record outlives a replaced router and a replaced gateway alike."""
+        return docker.Volume(
+            f"{name}-router-records", name=f"{args.stack}-router-records", opts=args.host.options(self)
+        )
+
+    def _router_image(self, name: str, args: GatewayArgs) -> docker.Image:
+        if self._image is None:
+            self._image = docker.Image(
+                f"{name}-router-image",
+                image_name=routing.IMAGE,
+                build=docker.DockerBuildArgs(context=routing.build_context()),
+                skip_push=True,
+                opts=args.host.options(self),
+            )
+        return self._image
+
+    def _router(
+        self, name: str, args: GatewayArgs, edge: docker.Network, pool: nginx.Pool, records: docker.Volume | None
+    ) -> docker.Container:
+        """vllm-router in front of one pool, built on the gateway host from `router/` like mtail.
+        On the edge network (nginx and Prometheus reach it) and the workers' (it reaches them); it
+        publishes nothing. It starts with the members recorded on the volume, read-only here."""
+        assert pool.router is not None and records is not None
+        gw = args.config
+        # Streams pass through it: a stop waits as long as nginx's does for them.
+        grace = gateway_grace_seconds(gw)
+        return docker.Container(
+            f"{name}-router-{pool.group}",
+            name=pool.router,
+            hostname=pool.router,
+            # The local image id: a rebuild (a changed Dockerfile, pin or script) replaces the container.
+            image=self._router_image(name, args).repo_digest,
+            command=routing.command(gw.router),
+            envs=routing.env(pool.router),
+            mounts=[
+                docker.ContainerMountArgs(
+                    type="volume", source=records.name, target=routing.RECORDS_MOUNT, read_only=True
+                )
+            ],
+            networks_advanced=[
+                docker.ContainerNetworksAdvancedArgs(name=edge.name),
+                docker.ContainerNetworksAdvancedArgs(name=args.host.network_name),
+            ],
+            read_only=True,
+            wait=True,
+            wait_timeout=60,
+            **settings(
+                cpus=gw.router.cpus,
+                memory_mb=gw.router.memory_mb,
+                logs=SIDECAR_LOG,
+                health=Health(routing.healthcheck(), 10, 5, 3, 10),
+                grace_seconds=grace,
+                labels={"inference-stack.role": "router", "inference-stack.pool": pool.group},
+            ),
+            opts=timeouts(in_place(args.host.options(self)), grace_seconds=grace),
+        )

@@ -22,6 +22,8 @@ from stacks.config import GatewayConfig
 SCRIPT = Path(__file__).with_name("files") / "members.sh"
 SCRIPT_PATH = "/opt/inference-stack/members.sh"
 MEMBERS_DIR = f"{nginx.SECRETS_DIR}/members"
+ROUTERS_DIR = f"{nginx.SECRETS_DIR}/routers"
+"""members.sh's `ROUTERS`: `<pool>/address` is the pool's router, when it has one."""
 # The drain of a worker whose gateway is already gone (a destroy, a replaced gateway host) has
 # nothing to do; any other failure to reach the gateway fails the step.
 _TOLERANT = (

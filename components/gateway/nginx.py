@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from components.gateway import status_metrics
+from components.gateway import routing, status_metrics
 from stacks.config import GatewayConfig
 from stacks.secrets import GATE_CLIENT, TOKEN68, check_client_keys
 
@@ -41,6 +41,9 @@ class Pool:
     """`host:port`: a container name on the gateway host's network, or a private address."""
     joined: tuple[str, ...] = ()
     """Other groups whose workers join this pool (more groups serving the same model)."""
+    router: str | None = None
+    """The container name of the pool's prefix-cache router (`balance: cache_aware`): nginx sends
+    the pool's requests to it, and it picks the worker (`routing.py`)."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,8 @@ def session_variable(gw: GatewayConfig) -> str:
 
 
 def _upstreams(pool: Pool, gw: GatewayConfig) -> str:
+    if gw.balance == "cache_aware":
+        return _routed_upstream(pool, gw)
     if gw.balance != "session":
         return _upstream(ident(pool.group), METHODS[gw.balance], pool, gw)
     # The same members twice: hashed for requests with a session, least_conn for the rest. With
@@ -86,6 +91,25 @@ def _upstreams(pool: Pool, gw: GatewayConfig) -> str:
             _upstream(ident(pool.group) + SESSION_SUFFIX, hashed, pool, gw),
         ]
     )
+
+
+def _routed_upstream(pool: Pool, gw: GatewayConfig) -> str:
+    """One server, the pool's router; the members' files still exist (members.sh keeps a pool's
+    share and promotions by them), but the router, not nginx, chooses among them."""
+    if pool.router is None:
+        raise ValueError(f"pool {pool.group}: `balance: cache_aware` needs the pool's router")
+    name = ident(pool.group)
+    lines = [
+        f"    upstream {name} {{",
+        f"        zone upstream_{name} 64k;",
+        # A single server is never marked down (nginx ignores max_fails for it); the router's own
+        # health checks and retries handle a failed worker.
+        f"        server {routing.address(pool.router)};",
+    ]
+    if gw.keepalive:
+        lines += [f"        keepalive {gw.keepalive};", "        keepalive_timeout 60s;"]
+    lines.append("    }")
+    return "\n".join(lines)
 
 
 def _upstream(name: str, method: str, pool: Pool, gw: GatewayConfig) -> str:

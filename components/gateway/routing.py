@@ -2,19 +2,28 @@
 `vllm-router` (policy `cache_aware`), built from `router/` (Dockerfile, the pinned requirements,
 the start script that hands it the recorded members).
 
-Pure: the router's command line, from `stacks.config.RouterConfig`.
+Pure: the router's command line, from `stacks.config.RouterConfig`, its healthcheck, and where
+the members it starts with are recorded.
 Every flag is one of vllm-router 0.1.17's (`vllm-router --help`); `tests/components/gateway/
 test_routing.py` runs this command line with the real router.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from stacks.config import RouterConfig
 
 CONTEXT_DIR = Path(__file__).with_name("router")
 START_SCRIPT = CONTEXT_DIR / "start.sh"
+IMAGE = "inference-stack/vllm-router:0.1.17"
+RECORDS_DIR = "/var/lib/inference-stack/routers"
+"""In the gateway container: the volume where `members.sh` records each router's members, one
+directory per router (its container name), one file per member holding its URL."""
+RECORDS_MOUNT = "/records"
+"""In each router container: the same volume, read-only; the start script reads its own directory."""
+MEMBERS_ENV = "INFERENCE_STACK_ROUTER_MEMBERS"
 PORT = 8090
 """The OpenAI API and the worker API (`/add_worker`, `/remove_worker`, `/list_workers`)."""
 METRICS_PORT = 29000
@@ -60,6 +69,35 @@ def command(
         "--prometheus-port",
         str(metrics_port),
     ]
+
+
+def build_context() -> str:
+    """The image's build context, relative to the working directory (the Pulumi project root), so
+    that a render does not depend on the checkout's path."""
+    return os.path.relpath(CONTEXT_DIR)
+
+
+def address(container_name: str, port: int = PORT) -> str:
+    """`host:port` of a router, as nginx and members.sh reach it."""
+    return f"{container_name}:{port}"
+
+
+def record_name(router_address: str) -> str:
+    """The directory of a router's record under `RECORDS_DIR`, as members.sh names it."""
+    return router_address.replace(":", "_")
+
+
+def env(container_name: str) -> list[str]:
+    """The router's environment: where the start script finds its recorded members."""
+    return [f"{MEMBERS_ENV}={RECORDS_MOUNT}/{record_name(address(container_name))}"]
+
+
+def healthcheck(port: int = PORT) -> list[str]:
+    """`/liveness`: 200 while the process serves, with or without workers. Not `/readiness`, which
+    is 503 while the pool is empty (a canary pool most of the time): Docker would restart a router
+    that is only idle. The image has Python (the router's launcher) and no wget or curl."""
+    probe = f"import urllib.request; urllib.request.urlopen('http://127.0.0.1:{port}/liveness', timeout=3)"
+    return ["CMD", "python3", "-c", probe]
 
 
 def member_file(url: str) -> str:

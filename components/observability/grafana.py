@@ -24,7 +24,7 @@ def _quantiles(metric: str, qs: tuple[float, ...]) -> list[tuple[str, str]]:
 
 
 # (title, unit, [(legend, PromQL)]). Every metric is vLLM 0.32's, DCGM's, the nginx exporter's, the
-# gateway's mtail's (components/gateway/mtail/gateway.mtail) or Prometheus's own.
+# gateway's mtail's (components/gateway/mtail/gateway.mtail), vllm-router's or Prometheus's own.
 PANELS: list[tuple[str, str, list[tuple[str, str]]]] = [
     ("Time to first token", "s", _quantiles("vllm:time_to_first_token_seconds", (0.5, 0.95, 0.99))),
     ("Inter-token latency", "s", _quantiles("vllm:inter_token_latency_seconds", (0.5, 0.99))),
@@ -54,6 +54,26 @@ PANELS: list[tuple[str, str, list[tuple[str, str]]]] = [
         [
             ("queried", f"sum by (model_name) (rate(vllm:prefix_cache_queries_total[{RATE}]))"),
             ("hit", f"sum by (model_name) (rate(vllm:prefix_cache_hits_total[{RATE}]))"),
+        ],
+    ),
+    # The prefix-cache routers (`gateway.balance: cache_aware`, vllm-router 0.1.17's own series):
+    # whether requests follow the cache, how the load spreads, and which workers they consider up.
+    (
+        "Router decisions by prefix cache",
+        "reqps",
+        [("{{outcome}}", f"sum by (outcome) (rate(vllm_router_prefix_routing_decisions_total[{RATE}]))")],
+    ),
+    (
+        "Router requests per worker",
+        "reqps",
+        [("{{worker}}", f"sum by (worker) (rate(vllm_router_processed_requests_total[{RATE}]))")],
+    ),
+    (
+        "Router healthy workers",
+        "short",
+        [
+            ("healthy {{instance}}", "sum by (instance) (vllm_router_worker_health)"),
+            ("known {{instance}}", "vllm_router_active_workers"),
         ],
     ),
     (

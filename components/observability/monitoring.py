@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pulumi
 import pulumi_docker as docker
@@ -36,6 +36,8 @@ class MonitoringArgs:
     """Grafana's admin password (secret); None only when Grafana is off."""
     gateway_status_exporter: str | None = None
     """`host:port` of the gateway's per-status metrics (its mtail), or None when it has none."""
+    router_exporters: list[str] = field(default_factory=list)
+    """`host:port` of each prefix-cache router's metrics (`balance: cache_aware`)."""
     jaeger_url: str | None = None
     """Jaeger's query API, for Grafana's Jaeger datasource; None when tracing is off."""
 
@@ -128,6 +130,7 @@ class Monitoring(pulumi.ComponentResource):
             nginx_exporter,
             cfg.scrape_interval,
             status_exporter=args.gateway_status_exporter,
+            routers=args.router_exporters,
         )
         prometheus_files = [
             docker.ContainerUploadArgs(file=CONFIG_PATH, content=config, permissions="0444"),

@@ -8,6 +8,7 @@ the older `gpu_cache_usage_perc`; `vllm:inter_token_latency_seconds`, not
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import yaml
@@ -18,6 +19,7 @@ RULES_PATH = "/etc/prometheus/rules/inference.yml"
 VLLM_JOB = "vllm"
 DCGM_JOB = "dcgm"
 GATEWAY_STATUS_JOB = "gateway-status"
+ROUTER_JOB = "router"
 # The gateway's mtail (components/gateway/mtail/gateway.mtail documents the metric).
 GATEWAY_RESPONSES = "gateway_http_responses_total"
 # 5xx share of all gateway responses; a quiet 5xx series is absent, not zero, hence `or vector(0)`.
@@ -40,9 +42,11 @@ def render_prometheus_yml(
     scrape_interval: str = "15s",
     *,
     status_exporter: str | None = None,
+    routers: Sequence[str] = (),
 ) -> str:
     """prometheus.yml: every worker with its host, GPU, replica, model and group labels; the GPU
-    exporters; the gateway's nginx exporter and its per-status mtail; Prometheus itself."""
+    exporters; the gateway's nginx exporter and its per-status mtail; the prefix-cache routers;
+    Prometheus itself."""
     jobs: list[dict[str, object]] = [
         {
             "job_name": VLLM_JOB,
@@ -64,6 +68,8 @@ def render_prometheus_yml(
         jobs.append({"job_name": "gateway", "static_configs": [{"targets": [nginx_exporter]}]})
     if status_exporter:
         jobs.append({"job_name": GATEWAY_STATUS_JOB, "static_configs": [{"targets": [status_exporter]}]})
+    if routers:
+        jobs.append({"job_name": ROUTER_JOB, "static_configs": [{"targets": list(routers)}]})
     doc = {
         "global": {"scrape_interval": scrape_interval, "evaluation_interval": scrape_interval},
         "rule_files": [RULES_PATH],

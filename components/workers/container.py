@@ -105,6 +105,8 @@ class WorkerSpec:
     labels: dict[str, str]
     kv_offload: bool
     tracing: Sequence[str]
+    scale_out: bool = False
+    """Serve the prefix-cache router's tokenize calls (`spec.vllm_args`)."""
 
 
 def worker_container(name: str, w: WorkerSpec, host: GpuHost, opts: pulumi.ResourceOptions) -> docker.Container:
@@ -117,7 +119,7 @@ def worker_container(name: str, w: WorkerSpec, host: GpuHost, opts: pulumi.Resou
         hostname=container_name,
         image=w.image,
         entrypoints=["/bin/sh", spec.ENTRYPOINT_PATH],
-        command=spec.vllm_args(group, kv_offload=w.kv_offload, tracing=w.tracing),
+        command=spec.vllm_args(group, kv_offload=w.kv_offload, tracing=w.tracing, scale_out=w.scale_out),
         envs=spec.worker_env(group, kv_offload=w.kv_offload),
         device_requests=gpu_requests(seated(placement, w.seat)),
         mounts=[

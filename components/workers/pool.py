@@ -41,6 +41,9 @@ class VllmWorkerPoolArgs:
     """The gateway the workers join once healthy and leave before they stop (`rollout.py`)."""
     gate: canary.GateTarget | None = None
     """Where the canary gate reaches the gateway and Prometheus; needed when the group has a canary."""
+    scale_out: bool = False
+    """The gateway routes the group by prefix cache (`balance: cache_aware`): the workers serve the
+    router's tokenize calls (`spec.vllm_args`)."""
     fingerprints: dict[str, str] = field(default_factory=dict)
     """Each worker's `spec.fingerprint`, by placement name, for its `inference-stack.spec` label."""
     seats: dict[str, layout.Seat] = field(default_factory=dict)
@@ -156,6 +159,7 @@ class VllmWorkerPool(pulumi.ComponentResource):
             labels=container.container_labels(placed, args.stack, args.fingerprints[placement.name], args.labels),
             kv_offload=args.lmcache is not None,
             tracing=args.tracing.get(placement.host.name, ()),
+            scale_out=args.scale_out,
         )
         return container.worker_container(worker, made_of, host, on_host)
 

@@ -62,9 +62,14 @@ def tracing_args(otlp_endpoint: str, detailed: Sequence[str] = ()) -> list[str]:
     return args
 
 
-def vllm_args(group: WorkerGroup, kv_offload: bool = False, tracing: Sequence[str] = ()) -> list[str]:
+def vllm_args(
+    group: WorkerGroup, kv_offload: bool = False, tracing: Sequence[str] = (), scale_out: bool = False
+) -> list[str]:
     """The `vllm serve` arguments; secrets are not among them (see entrypoint.sh). `tracing` is
-    what `tracing_args` gives, or nothing."""
+    what `tracing_args` gives, or nothing. `scale_out` serves `/v1/chat/completions/render` and
+    `/v1/completions/render` (vLLM 0.32's `--enable-scale-out`, vllm/entrypoints/scale_out/
+    factories.py), which the prefix-cache router calls on every worker to tokenize each prompt;
+    it also registers `/inference/v1/generate`, which only the workers' own network reaches."""
     m = group.model
     options = {
         "--revision": m.revision,
@@ -87,6 +92,8 @@ def vllm_args(group: WorkerGroup, kv_offload: bool = False, tracing: Sequence[st
         args += ["--gpu-memory-utilization", f"{group.gpu_memory_utilization:g}"]
     if kv_offload:
         args += ["--kv-transfer-config", KV_TRANSFER_CONFIG]
+    if scale_out:
+        args.append("--enable-scale-out")
     return args + list(tracing) + list(group.extra_args)
 
 
@@ -167,13 +174,15 @@ def labels(placement: Placement, stack: str) -> dict[str, str]:
     }
 
 
-def fingerprint(group: WorkerGroup, kv_offload: bool = False, tracing: Sequence[str] = ()) -> str:
+def fingerprint(
+    group: WorkerGroup, kv_offload: bool = False, tracing: Sequence[str] = (), scale_out: bool = False
+) -> str:
     """A short hash of what a worker's container is made of (its image, command, environment,
     limits, healthcheck and scripts), as the `inference-stack.spec` label: `layout.seat` moves a
     worker to a spare GPU only when this changes, which is when Pulumi replaces it anyway."""
     made_of = {
         "image": group.image,
-        "args": vllm_args(group, kv_offload, tracing),
+        "args": vllm_args(group, kv_offload, tracing, scale_out),
         "env": worker_env(group, kv_offload),
         "health": [healthcheck_test(group), group.health.model_dump(), group.start_period()],
         "limits": [group.resources.model_dump(), shm_size_mb(group), group.max_restarts, group.logs.model_dump()],

@@ -416,6 +416,31 @@ def test_a_killed_worker_costs_no_new_request_and_comes_back(stack: harness.Appl
     assert served() > baseline, "the gateway sends the restarted worker no traffic"
 
 
+def router_workers(stack: harness.Applied, router: str) -> set[str]:
+    """The workers a router routes to, from its own API (the image has Python, not wget)."""
+    probe = "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:8090/list_workers').read().decode())"
+    return set(json.loads(docker("exec", stack.names[router], "python3", "-c", probe).stdout)["urls"])
+
+
+def test_the_router_knows_every_worker_and_a_restarted_one_comes_back_with_them(stack: harness.Applied) -> None:
+    """`balance: cache_aware`: nginx's chat upstream is the pool's router, which lists every stable
+    worker (their admits reached its API); restarted, it starts from the record on the volume with
+    the same workers, and requests flow through it again."""
+    members = docker(
+        "exec", stack.names["gateway-nginx"], "sh", "-c", "cat /etc/nginx/inference-stack/members/chat/*.conf"
+    ).stdout
+    expected = {f"http://{line.split()[1].rstrip(';')}" for line in members.splitlines() if line.startswith("server")}
+    assert len(expected) == len(WORKERS)
+    assert router_workers(stack, "gateway-router-chat") == expected
+    assert router_workers(stack, "gateway-router-chat-canary") == set()
+    docker("restart", stack.names["gateway-router-chat"])
+    wait("the restarted router to be healthy", lambda: health(stack.names["gateway-router-chat"]) == "healthy", 90, 1)
+    assert router_workers(stack, "gateway-router-chat") == expected
+    with ThreadPoolExecutor(3) as pool:
+        codes = list(pool.map(lambda i: chat(f"Say {i}.", max_tokens=4)[0], range(9)))
+    assert codes == [200] * 9, codes
+
+
 # 5. Redis ------------------------------------------------------------------------------------------
 
 

@@ -16,6 +16,9 @@ def test_ci_is_three_cpu_workers_gateway_redis_and_prometheus_on_loopback() -> N
         "chat-local-2",
         "gateway-nginx",
         "gateway-mtail",
+        # `balance: cache_aware`: a router for the chat pool and one for its canary pool.
+        "gateway-router-chat",
+        "gateway-router-chat-canary",
         "redis",
         "monitoring-prometheus",
         "monitoring-nginx-exporter",

@@ -40,6 +40,9 @@ def test_generated_command_uses_only_real_flags() -> None:
     )
     used = {a for a in spec.vllm_args(group) if a.startswith("--")}
     assert used <= real_flags(), sorted(used - real_flags())
+    # Behind the prefix-cache router, the workers serve its tokenize calls (`--enable-scale-out`).
+    routed = [a for a in spec.vllm_args(group, scale_out=True) if a.startswith("--")]
+    assert set(routed) - used == {"--enable-scale-out"} and set(routed) <= real_flags()
 
 
 def test_absent_flags_are_refused() -> None:

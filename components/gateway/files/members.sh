@@ -11,8 +11,9 @@
 #
 # A pool balanced by its prefix-cache router (components/gateway/routing.py) has the router's
 # `host:port` in ROUTERS/<pool>/address. Its members then join and leave the router too, through
-# its worker API, and each one's URL is recorded as ROUTERS/<pool>/<member>.url, which a router
-# reads when it (re)starts (router/start.sh), so it never comes back with stale members.
+# its worker API, and each one's URL is recorded as RECORDS/<router host_port>/<member>.url (a volume
+# the routers mount), which a router reads when it (re)starts (router/start.sh), so it never comes
+# back with stale members. Groups that join one pool share its router, and so its record.
 #
 # Usage: members.sh admit POOL MEMBER SERVER...        e.g. admit chat w0 ci-chat-0:8000 max_fails=2
 #        members.sh drain POOL MEMBER ADDRESS TIMEOUT  e.g. drain chat w0 ci-chat-0:8000 120
@@ -29,6 +30,7 @@ set -eu
 MEMBERS=${INFERENCE_STACK_MEMBERS:-/etc/nginx/inference-stack/members}
 WEIGHTS=${INFERENCE_STACK_WEIGHTS:-${MEMBERS%/*}/weights}
 ROUTERS=${INFERENCE_STACK_ROUTERS:-${MEMBERS%/*}/routers}
+RECORDS=${INFERENCE_STACK_ROUTER_RECORDS:-/var/lib/inference-stack/routers}
 
 die() {
   code=$1
@@ -96,11 +98,16 @@ router_remove() {
   timeout 15 wget -q -T 10 -O /dev/null --post-data= "http://$1/remove_worker?url=$2"
 }
 
+# The directory of a router's record: its address, `:` made `_` (routing.record_name).
+record_of() {
+  echo "$RECORDS/$(echo "$1" | tr : _)"
+}
+
 # Takes MEMBER (at http://ADDRESS) out of POOL's router and its record, when POOL has a router.
 router_leave() {
   pool=$1 member=$2 address=$3
   router=$(router_of "$pool") || return 0
-  rm -f "$ROUTERS/$pool/$member.url"
+  rm -f "$(record_of "$router")/$member.url"
   router_remove "$router" "http://$address" ||
     echo "members: warning: the router of $pool ($router) did not answer; its health check drops $member" >&2
 }
@@ -109,9 +116,12 @@ router_leave() {
 router_join() {
   pool=$1 member=$2 address=$3
   router=$(router_of "$pool") || return 0
-  printf 'http://%s\n' "$address" >"$ROUTERS/$pool/$member.url"
+  record=$(record_of "$router")
+  mkdir -p "$record"
+  printf 'http://%s\n' "$address" >"$record/$member.url.tmp"
+  mv "$record/$member.url.tmp" "$record/$member.url"
   router_add "$router" "http://$address" || {
-    rm -f "$ROUTERS/$pool/$member.url"
+    rm -f "$record/$member.url"
     return 1
   }
 }

@@ -6,17 +6,31 @@ with the current members, not those of its first start."""
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
-from components.gateway import members
+from components.gateway import members, routing
 from components.gateway.nginx import Pool, Route
 from tests.components.gateway.fakes import FakeWorker
-from tests.components.gateway.test_members import in_nginx, members_sh
+from tests.components.gateway.test_members import in_nginx
 from tests.components.gateway.test_nginx import OPEN, gateway
 from tests.components.gateway.test_routing import require_router, router, workers_of
 from tools.local_nginx import Nginx
 
 ROUTERS = "/etc/nginx/inference-stack/routers"
+# The records volume, here under the gateway's config directory (the test's own), not the host's /var/lib.
+RECORDS = "/etc/nginx/inference-stack/records"
+
+
+def members_sh(gw: Nginx, *args: str) -> subprocess.CompletedProcess[str]:
+    """members.sh in nginx's namespace, as test_members runs it, with the records volume's path."""
+    env = f"INFERENCE_STACK_ROUTER_RECORDS={RECORDS}"
+    return in_nginx(gw, "env", env, "sh", "-s", "--", *args, stdin=members.script_source())
+
+
+def record_of(gw_dir: Path, address: str) -> Path:
+    """Where a router's record lands on the test's side of the gateway's config directory."""
+    return gw_dir / "etc-nginx" / "inference-stack" / "records" / routing.record_name(address[7:])
 
 
 def place_router(gw: Nginx, pool: str, address: str) -> None:
@@ -32,9 +46,9 @@ def test_admit_and_drain_reach_the_pools_router_and_a_restart_keeps_the_members(
         FakeWorker("b", "127.0.0.3") as b,
         gateway(tmp_path / "gw", [Route("m", Pool("p", []))], {}) as gw,
     ):
-        record = tmp_path / "gw" / "etc-nginx" / "inference-stack" / "routers" / "p"
         with router(tmp_path / "first", []) as (address, _):
             place_router(gw, "p", address)
+            record = record_of(tmp_path / "gw", address)
             for worker in (a, b):
                 args = ["admit", "p", members.member_name(worker.address), *members.server(OPEN, worker.address)]
                 joined = members_sh(gw, *args)
@@ -63,7 +77,7 @@ def test_a_router_that_does_not_answer_leaves_the_member_out(tmp_path: Path) -> 
         place_router(gw, "p", "http://127.0.0.1:9")
         refused = members_sh(gw, "admit", "p", members.member_name(a.address), *members.server(OPEN, a.address))
         assert refused.returncode == 4 and "did not take" in refused.stderr, (refused.stdout, refused.stderr)
-        left = in_nginx(gw, "sh", "-c", f"ls {ROUTERS}/p /etc/nginx/inference-stack/members/p 2>/dev/null; true")
+        left = in_nginx(gw, "sh", "-c", f"ls -R {RECORDS} /etc/nginx/inference-stack/members/p 2>/dev/null; true")
         assert ".url" not in left.stdout and ".conf" not in left.stdout, left.stdout
 
 
@@ -92,8 +106,7 @@ def test_a_promotion_and_a_move_carry_members_between_the_pools_routers(tmp_path
         promoted = members_sh(gw, "promote", "canary", "stable")
         assert promoted.returncode == 0 and "1 workers of canary joined stable" in promoted.stdout, promoted.stderr
         assert workers_of(canary) == set() and workers_of(stable) == {f"http://{a.address}", f"http://{b.address}"}
-        record = tmp_path / "gw" / "etc-nginx" / "inference-stack" / "routers"
-        assert sorted(p.name for p in (record / "stable").glob("*.url")) == sorted(
+        assert sorted(p.name for p in record_of(tmp_path / "gw", stable).glob("*.url")) == sorted(
             f"{members.member_name(w.address)}.url" for w in (a, b)
         )
-        assert list((record / "canary").glob("*.url")) == []
+        assert list(record_of(tmp_path / "gw", canary).glob("*.url")) == []

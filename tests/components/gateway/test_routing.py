@@ -7,11 +7,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import subprocess
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -205,3 +208,48 @@ def test_a_router_whose_recorded_members_are_all_down_exits_within_its_startup_b
     took = time.monotonic() - started
     assert ran.returncode != 0 and "to become healthy" in ran.stdout + ran.stderr
     assert routing.STARTUP_TIMEOUT_SECONDS <= took < routing.STARTUP_TIMEOUT_SECONDS + 20, took
+
+
+def test_a_stopped_router_finishes_its_open_stream_and_takes_no_new_request(tmp_path: Path) -> None:
+    """SIGTERM (Docker's stop, within the container's stop grace): the router stops accepting at
+    once, lets the stream it is relaying finish whole, then exits 0."""
+    require_router()
+    with FakeWorker("a", IPS["a"]) as worker:
+        members_dir = tmp_path / "members"
+        members_dir.mkdir()
+        (members_dir / routing.member_file(url(worker))).write_text(url(worker) + "\n")
+        port = free_port()
+        argv = routing.command(RouterConfig(), host="127.0.0.1", port=port, metrics_port=free_port())
+        with (tmp_path / "router.log").open("w") as log:
+            process = subprocess.Popen(
+                ["sh", str(routing.START_SCRIPT), *argv], env=router_env(members_dir), stdout=log, stderr=log
+            )
+        address = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + START_SECONDS
+            while get_or_none(address, "/readiness") != 200:
+                assert process.poll() is None and time.monotonic() < deadline, (tmp_path / "router.log").read_text()
+                time.sleep(0.1)
+            body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": True, "chunks": 16}
+            streamed: dict[str, Any] = {}
+
+            def relay() -> None:
+                reply = call(address, CHAT, key=WORKER_KEY, body={**body, "gap": 0.25}, timeout=30)
+                streamed.update(status=reply.status, events=reply.body.count(b"data:"), done=b"[DONE]" in reply.body)
+
+            thread = threading.Thread(target=relay)
+            thread.start()
+            time.sleep(1.0)
+            stopped_at = time.monotonic()
+            process.send_signal(signal.SIGTERM)
+            time.sleep(0.3)
+            assert get_or_none(address, "/liveness") is None, "the router still accepts after SIGTERM"
+            assert process.wait(30) == 0
+            thread.join(30)
+            # 16 chunks 0.25 s apart: the stream had about 3 s left when the stop came.
+            assert time.monotonic() - stopped_at >= 2.0
+            assert streamed == {"status": 200, "events": 17, "done": True}, streamed
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()

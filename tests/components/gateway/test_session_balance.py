@@ -81,3 +81,25 @@ def test_session_balance_over_workers_that_cache_no_prefix_is_a_config_error() -
     # The same workers under least_conn are a valid stack.
     cfg["gateway"] = {"balance": "least_conn"}
     validate_values(cfg)
+
+
+def test_cache_aware_balance_over_workers_that_cache_no_prefix_is_a_config_error() -> None:
+    cfg = valid_config()
+    cfg["gateway"] = {"balance": "cache_aware"}
+    cfg["workers"][0]["extraArgs"] = ["--no-enable-prefix-caching"]
+    error = assert_refused_at(cfg, "inference-stack:workers[0].extraArgs", "turns that cache off")
+    assert "balance: cache_aware" in str(error)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "rule"),
+    [
+        ("cacheThreshold", 1.5, "less than or equal to 1"),
+        ("balanceRelThreshold", 0.5, "greater than or equal to 1"),
+        ("maxTreeSize", 10, "greater than or equal to 4096"),
+        ("memoryMb", 64, "greater than or equal to 128"),
+    ],
+)
+def test_an_out_of_range_router_knob_is_a_config_error(key: str, value: float, rule: str) -> None:
+    cfg = {**valid_config(), "gateway": {"balance": "cache_aware", "router": {key: value}}}
+    assert_refused_at(cfg, f"inference-stack:gateway.router.{key}", rule)

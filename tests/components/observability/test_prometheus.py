@@ -54,7 +54,8 @@ RECORDED = {str(rule["record"]) for rule in recording_rules()}
 # the nginx exporter, the gateway's mtail (tests/components/gateway/test_status_metrics.py checks
 # those queries against a real mtail).
 OTHER_JOBS = re.compile(
-    r"up|DCGM_\w+|nginx_\w+|gateway_http_responses_total|gateway_http_request_duration_seconds_(?:bucket|sum|count)"
+    r"up|DCGM_\w+|nginx_\w+|vllm_router_\w+|gateway_http_responses_total"
+    r"|gateway_http_request_duration_seconds_(?:bucket|sum|count)"
 )
 
 WORKER = Target("10.0.0.11:8000", {"host": "gpu-a", "replica": "0", "group": "chat"})

@@ -4,10 +4,13 @@ parallel, deletes last; and `teardown`, `destroy` and `purge_volumes`, which cle
 from __future__ import annotations
 
 import shlex
+import shutil
 import subprocess
+import tempfile
 import urllib.parse
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from pathlib import Path
 from typing import Any
 
 from tests.integration import plan as plan_mod
@@ -18,6 +21,7 @@ from tests.integration.harness.errors import HarnessError
 from tests.integration.harness.inputs import image_build, mock_repo_digest, network_body, plan_container, volume_body
 from tests.integration.harness.kinds import CONTAINER, IMAGE, NETWORK, VOLUME, check_type
 from tests.integration.harness.state import STATE, Applied, Entry, State, build_plan, resolved
+from tests.integration.images import pip_cert
 
 
 def _applied_kinds(res: dict[str, Any]) -> bool:
@@ -85,9 +89,23 @@ def _create_volume(res: dict[str, Any], state: State) -> str:
     return str(body["Name"])
 
 
+# A recipe that takes this optional file (components/gateway/router/Dockerfile) gets the CA bundle
+# the host's pip trusts, in a copy of its context: this network intercepts TLS.
+BUILD_CA = "build-ca.crt"
+
+
 def _build_image(res: dict[str, Any]) -> str:
     tag, argv = image_build(res)
-    result = subprocess.run(argv, capture_output=True, text=True, timeout=1800, check=False)
+    context = Path(argv[-1])
+    dockerfile = context / "Dockerfile"
+    cert = pip_cert()
+    with tempfile.TemporaryDirectory() as tmp:
+        if cert is not None and dockerfile.is_file() and BUILD_CA in dockerfile.read_text():
+            copy = Path(tmp) / "context"
+            shutil.copytree(context, copy, ignore=shutil.ignore_patterns("__pycache__"))
+            shutil.copyfile(cert, copy / BUILD_CA)
+            argv = [*argv[:-1], str(copy)]
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=1800, check=False)
     if result.returncode != 0:
         raise HarnessError(f"{res['name']}: {shlex.join(argv)} failed:\n{(result.stdout + result.stderr)[-4000:]}")
     image = get_or_none(f"/images/{urllib.parse.quote(tag, safe='')}/json")
