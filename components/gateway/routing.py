@@ -34,6 +34,13 @@ POLICY = "cache_aware"
 # record again, with any member admitted meanwhile. Bounded, so admits find a listening router soon.
 STARTUP_TIMEOUT_SECONDS = 30
 STARTUP_CHECK_SECONDS = 5
+# A request the router cannot deliver is retried up to 5 times (its default), each time on the
+# worker its policy picks again; a dead worker has the least load, so a cache miss picks it again.
+# With the default circuit breaker (10 failures) those retries all fail; opened at the second
+# failure, the third attempt goes elsewhere. Closed again after 10 s, by then the health checks
+# (every `healthCheckIntervalSeconds`) have taken over.
+CIRCUIT_FAILURES = 2
+CIRCUIT_OPEN_SECONDS = 10
 
 
 def command(
@@ -64,6 +71,10 @@ def command(
         str(STARTUP_TIMEOUT_SECONDS),
         "--worker-startup-check-interval",
         str(STARTUP_CHECK_SECONDS),
+        "--cb-failure-threshold",
+        str(CIRCUIT_FAILURES),
+        "--cb-timeout-duration-secs",
+        str(CIRCUIT_OPEN_SECONDS),
         "--prometheus-host",
         host,
         "--prometheus-port",
