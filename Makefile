@@ -42,7 +42,7 @@ help:
 	@echo "  make unit                every test but the ci stack's on the real engine"
 	@echo "  make integration         the ci stack on the real Docker engine"
 	@echo "  make test-integration    the same as make integration"
-	@echo "  make bench               synth and gateway benchmarks (docs/performance.md)"
+	@echo "  make bench               synth, gateway and routing benchmarks (docs/performance.md)"
 	@echo "  make mutation            mutmut over the policy pack, config rules and renderers (not in make test)"
 	@echo "Set-up steps (the targets above run the ones they need):"
 	@echo "  make runtime-venv        .venv with the runtime packages (requirements.txt): render, docs, up"
@@ -156,10 +156,11 @@ bench-venv:
 	  $(BENCH_VENV)/bin/pip install --quiet --disable-pip-version-check -r benchmarks/requirements.txt && \
 	  cp benchmarks/requirements.txt $(BENCH_VENV)/requirements.txt; }
 
-# Both benchmarks write their results file, then docs/performance.md's tables are rendered from them.
-bench: venv bench-venv
+# Each benchmark writes its results file, then docs/performance.md's tables are rendered from them.
+bench: venv bench-venv test-model router-venv
 	$(PY) benchmarks/synth.py --repeat 5 --hosts 1 2 4 8 16 32 --results benchmarks/results/synth.json
 	$(PY) benchmarks/gateway.py --litellm $(BENCH_VENV)/bin/litellm --results benchmarks/results/gateway.json
+	$(PY) benchmarks/routing.py --results benchmarks/results/routing.json
 	$(PY) benchmarks/report.py --write docs/performance.md
 
 # Mutation testing, never in `make test` or CI: mutmut ([tool.mutmut] in pyproject.toml) mutates the
