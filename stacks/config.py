@@ -741,8 +741,10 @@ class GatewayConfig(Schema):
     so `0.0.0.0` must be written out."""
     port: int = Field(default=8080, ge=1, le=65535)
     """Host port the gateway publishes."""
-    balance: Literal["least_conn", "round_robin", "random_two", "session", "cache_aware"] = "least_conn"
-    """Upstream balancing. `least_conn` suits generations whose length varies 100x. `session`
+    balance: Literal["least_conn", "round_robin", "random_two", "session", "cache_aware"] = "session"
+    """Upstream balancing. The default, `session`, won benchmarks/routing.py for multi-turn chat
+    (docs/performance.md) and is `least_conn` for every request without the header, so it costs
+    clients that send none nothing. `least_conn` suits generations whose length varies 100x. `session`
     hashes `sessionHeader` (nginx `hash ... consistent`), so every turn of a conversation reaches
     the worker that already holds its history in its prefix cache, and a worker that joins or
     leaves moves only its own share of sessions; a request without the header goes `least_conn`.
