@@ -50,10 +50,11 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import report, results
-from components.gateway import members, routing
+from benchmarks.gateway import admit, nginx_version
+from components.gateway import routing
 from components.gateway.nginx import Pool, Route, render_clients_map, render_nginx_conf, render_worker_auth
 from stacks.config import GatewayConfig, RateLimit, RouterConfig
-from tools.local_nginx import Nginx, free_port, run_nginx
+from tools.local_nginx import free_port, run_nginx
 from tools.processes import stop as stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -155,16 +156,6 @@ def start_gateway(stack: ExitStack, tmp: Path, balance: str, worker_ports: list[
     if balance != "cache_aware":
         admit(nginx, gw, pool)
     return nginx.url
-
-
-def admit(gateway: Nginx, gw: GatewayConfig, pool: Pool) -> None:
-    for server in pool.servers:
-        argv = members.admit_argv("gateway", pool.group, server, gw)
-        script_args = argv[argv.index(members.SCRIPT_PATH) + 1 :]
-        command = ["nsenter", "--target", str(gateway.process.pid), "--mount", "sh", "-s", "--", *script_args]
-        done = subprocess.run(command, input=members.script_source(), capture_output=True, text=True, timeout=60)
-        if done.returncode != 0:
-            raise RuntimeError(f"members.sh admit {server} exited with {done.returncode}: {done.stderr}")
 
 
 # --- the client ---------------------------------------------------------------------------------
@@ -452,11 +443,6 @@ def version(binary: Path) -> str:
     code = f"import importlib.metadata as m; print(m.version({name!r}))"
     found = subprocess.run([str(python), "-c", code], capture_output=True, text=True, timeout=60)
     return found.stdout.strip() or "unknown"
-
-
-def nginx_version() -> str:
-    found = subprocess.run(["nginx", "-v"], capture_output=True, text=True, timeout=10).stderr.strip()
-    return found.removeprefix("nginx version: ").removeprefix("nginx/")
 
 
 if __name__ == "__main__":

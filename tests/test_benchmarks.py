@@ -22,6 +22,16 @@ VLLM = ROOT / ".cache/test-model/venv/bin/vllm"
 ROUTER = ROOT / ".cache/router-venv/bin/vllm-router"
 
 
+def require_installed(path: Path, target: str) -> None:
+    """Skip without what a make target installs; under CI=true that is a failure."""
+    if path.exists():
+        return
+    message = f"{path} is missing: `make {target}` (a prerequisite of `make test`) installs it"
+    if os.environ.get("CI") == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
 def bench(script: str, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
     command = [sys.executable, f"benchmarks/{script}", *args]
     return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
@@ -48,11 +58,7 @@ def test_gateway_benchmark_runs_all_three_paths(tmp_path: Path) -> None:
     require_nginx()
     for tool in ("nsenter", "ip", "dpkg-query"):
         require_tool(tool)
-    if not LITELLM.exists():
-        message = f"{LITELLM} is missing: `make bench-venv` (a prerequisite of `make test`) installs it"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+    require_installed(LITELLM, "bench-venv")
     out = tmp_path / "gateway.json"
     # A warm-up of 1 s, as at full size: LiteLLM's first request in each of its workers can take
     # most of a second on a busy machine, and a cell needs two requests sent after the warm-up.
@@ -75,12 +81,8 @@ def test_routing_benchmark_runs_every_path_on_real_workers(tmp_path: Path) -> No
     path reaching the workers, vLLM's own prefix-cache counters read for each."""
     require_nginx()
     require_tool("nsenter")
-    for needed, make in ((VLLM, "test-model"), (ROUTER, "router-venv")):
-        if not needed.exists():
-            message = f"{needed} is missing: `make {make}` (a prerequisite of `make test`) installs it"
-            if os.environ.get("CI") == "true":
-                pytest.fail(message)
-            pytest.skip(message)
+    require_installed(VLLM, "test-model")
+    require_installed(ROUTER, "router-venv")
     out = tmp_path / "routing.json"
     args = ["--conversations", "2", "--turns", "2", "--words", "120", "--concurrency", "1", "2"]
     done = bench(

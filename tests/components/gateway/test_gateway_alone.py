@@ -17,14 +17,16 @@ ROUTES = [nginx.Route(model="m", stable=nginx.Pool(group="chat", servers=[]))]
 CLIENTS = {"team-a": "sk-team-a-0123456789abcdef"}
 
 
-def build(stack: str = "test", config: GatewayConfig = CONFIG, **extra: object) -> Synth:
+def build(
+    stack: str = "test", config: GatewayConfig = CONFIG, routes: list[nginx.Route] = ROUTES, **extra: object
+) -> Synth:
     def program() -> None:
         Gateway(
             "gw",
             GatewayArgs(
                 config=config,
                 host=stub_host(),
-                routes=ROUTES,
+                routes=routes,
                 worker_key=pulumi.Output.secret("worker-key-0123456789abcdef"),
                 client_keys=pulumi.Output.secret(json.dumps(CLIENTS)),
                 stack=stack,

@@ -5,17 +5,14 @@ vllm-router (test_routing.py, test_members_router.py) and Docker (tests/integrat
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
-import pulumi
-
 from components.gateway import members, nginx, routing
-from components.gateway.gateway import Gateway, GatewayArgs, gateway_grace_seconds
+from components.gateway.gateway import gateway_grace_seconds
 from stacks.config import GatewayConfig, RouterConfig
-from tests.support.stub_host import stub_host
-from tools.synth import Synth, run
+from tests.components.gateway import test_gateway_alone as alone
+from tools.synth import Synth
 
 CONFIG = GatewayConfig(balance="cache_aware", router=RouterConfig(cache_threshold=0.5, max_tree_size=65536))
 ROUTES = [
@@ -28,20 +25,7 @@ ROUTES = [
 
 
 def build() -> Synth:
-    def program() -> None:
-        Gateway(
-            "gw",
-            GatewayArgs(
-                config=CONFIG,
-                host=stub_host(),
-                routes=ROUTES,
-                worker_key=pulumi.Output.secret("worker-key-0123456789abcdef"),
-                client_keys=pulumi.Output.secret(json.dumps({"a": "sk-a-0123456789abcdef"})),
-                stack="test",
-            ),
-        )
-
-    return run("test", {}, [], program)
+    return alone.build(config=CONFIG, routes=ROUTES)
 
 
 def uploads_of(synth: Synth, name: str) -> dict[str, str]:

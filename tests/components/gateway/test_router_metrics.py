@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -16,22 +15,13 @@ from components.observability.prometheus import ROUTER_JOB, RULES_PATH, render_p
 from stacks.config import SloConfig
 from tests.components.gateway.fakes import FakeWorker
 from tests.components.gateway.test_routing import IPS, router, turn, url
+from tests.components.gateway.test_status_metrics import poll
 from tests.components.observability.test_prometheus import metric_names, prometheus, query
 from tests.support.tools import require_tool
 
 ROUTER_PANELS = {
     name: expr for name, expr in dashboard_exprs() if any(m.startswith("vllm_router_") for m in metric_names(expr))
 }
-
-
-def poll(what: str, check: Any, timeout: float) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def test_prometheus_scrapes_the_router_and_its_panels_show_what_it_did(tmp_path: Path) -> None:
