@@ -1,0 +1,63 @@
+"""The Kubernetes target's first manifests (issue 19, in progress): pure functions from the
+stack model to plain objects, which `make render` will write as YAML and pulumi-kubernetes will
+take as they are. Not wired into the composition yet: no stack can choose this target.
+
+Every object is checked against the official OpenAPI schemas of the oldest and the newest
+Kubernetes release the project supports (PyPI `kubernetes-validate`, strict: no unknown field),
+in tests/components/kubernetes/.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+SUPPORTED_VERSIONS = ("1.32.0", "1.37.0")
+"""Oldest and newest Kubernetes release the manifests are validated against."""
+PART_OF = "inference-stack"
+
+
+def labels(stack: str, component: str, group: str | None = None) -> dict[str, str]:
+    """The recommended `app.kubernetes.io` labels, plus the worker group where there is one."""
+    found = {
+        "app.kubernetes.io/part-of": PART_OF,
+        "app.kubernetes.io/instance": stack,
+        "app.kubernetes.io/component": component,
+    }
+    if group is not None:
+        found["inference-stack/group"] = group
+    return found
+
+
+def namespace(name: str, stack: str) -> dict[str, Any]:
+    """The stack's namespace, under Pod Security admission: `baseline` enforced (no privileged
+    pod, host namespace or hostPath), `restricted` warned and audited. Not `restricted` enforced:
+    the vLLM images run as root, which `restricted` refuses."""
+    security = {
+        f"pod-security.kubernetes.io/{mode}": level
+        for mode, level in (("enforce", "baseline"), ("warn", "restricted"), ("audit", "restricted"))
+    }
+    return {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": name, "labels": {**labels(stack, "namespace"), **security}},
+    }
+
+
+def disruption_budget(
+    name: str, namespace_name: str, selector: dict[str, str], replicas: int, max_unavailable: int
+) -> dict[str, Any]:
+    """A PodDisruptionBudget that lets a drain take at most `max_unavailable` of `replicas` pods at
+    once (the group's `rollout.maxUnavailable`), so a node drain never takes a whole group."""
+    # The stack rules will refuse these as config errors once a stack can choose this target.
+    if max_unavailable < 1 or max_unavailable >= replicas:
+        effect = "blocks every drain" if max_unavailable < 1 else "lets a drain take the whole group"
+        raise ValueError(
+            f"{name}: a disruption budget of {max_unavailable} unavailable of {replicas} replicas {effect}; "
+            f"run more replicas than {max_unavailable}, or lower `rollout.maxUnavailable`"
+        )
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": {"name": name, "namespace": namespace_name, "labels": selector},
+        "spec": {"maxUnavailable": max_unavailable, "selector": {"matchLabels": selector}},
+    }
