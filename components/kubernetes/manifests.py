@@ -11,6 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from components.observability.prometheus import rule_groups
+from stacks.config import SloConfig
+
 SUPPORTED_VERSIONS = ("1.32.0", "1.37.0")
 """Oldest and newest Kubernetes release the manifests are validated against."""
 PART_OF = "inference-stack"
@@ -60,4 +63,45 @@ def disruption_budget(
         "kind": "PodDisruptionBudget",
         "metadata": {"name": name, "namespace": namespace_name, "labels": selector},
         "spec": {"maxUnavailable": max_unavailable, "selector": {"matchLabels": selector}},
+    }
+
+
+def prometheus_rule(name: str, namespace_name: str, stack: str, slo: SloConfig) -> dict[str, Any]:
+    """The recording and alerting rules of the Docker target's rules file, the same groups, as
+    a PrometheusRule for the Prometheus Operator."""
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PrometheusRule",
+        "metadata": {"name": name, "namespace": namespace_name, "labels": labels(stack, "monitoring")},
+        "spec": {"groups": rule_groups(slo)},
+    }
+
+
+def scaled_object(
+    name: str, namespace_name: str, stack: str, prometheus_url: str, model: str, replicas: tuple[int, int], waiting: int
+) -> dict[str, Any]:
+    """A KEDA ScaledObject for one group's Deployment `name`: from `replicas[0]` to `replicas[1]`
+    pods on vLLM's queue depth, `waiting` requests waiting per pod (the article's signal for this
+    class of workload: GPU utilisation stays high while requests queue)."""
+    low, high = replicas
+    if not 0 <= low <= high or high < 1:
+        raise ValueError(
+            f"{name}: replicas {low}..{high}: the minimum must be 0 or more and at most the maximum (1 or more)"
+        )
+    query = f'sum(vllm:num_requests_waiting{{model_name="{model}", namespace="{namespace_name}"}})'
+    return {
+        "apiVersion": "keda.sh/v1alpha1",
+        "kind": "ScaledObject",
+        "metadata": {"name": name, "namespace": namespace_name, "labels": labels(stack, "autoscaling", name)},
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
+            "minReplicaCount": low,
+            "maxReplicaCount": high,
+            "triggers": [
+                {
+                    "type": "prometheus",
+                    "metadata": {"serverAddress": prometheus_url, "query": query, "threshold": str(waiting)},
+                }
+            ],
+        },
     }

@@ -6,10 +6,15 @@ from __future__ import annotations
 
 from typing import Any
 
+import jsonschema
 import kubernetes_validate
 import pytest
+import yaml
 
 from components.kubernetes import manifests
+from components.observability.prometheus import render_rules
+from stacks.config import SloConfig
+from tests.support import crds
 
 SELECTOR = manifests.labels("k8s", "worker", "chat")
 
@@ -50,3 +55,38 @@ def test_the_namespace_enforces_baseline_pod_security_and_warns_restricted() -> 
 def test_a_budget_that_blocks_drains_or_allows_all_is_refused(replicas: int, unavailable: int, says: str) -> None:
     with pytest.raises(ValueError, match=says):
         manifests.disruption_budget("chat", "inference", SELECTOR, replicas, unavailable)
+
+
+# --- custom resources, against their vendored CRDs (tests/fixtures/crds/README.md) ----------------
+
+
+def custom() -> list[dict[str, Any]]:
+    return [
+        manifests.prometheus_rule("inference", "inference", "k8s", SloConfig()),
+        manifests.scaled_object(
+            "chat", "inference", "k8s", "http://prometheus:9090", "smollm2-135m", replicas=(1, 4), waiting=4
+        ),
+    ]
+
+
+def test_custom_resources_pass_their_crd_schemas() -> None:
+    for obj in custom():
+        crds.validate(obj)
+
+
+def test_the_crd_check_catches_a_misspelt_field() -> None:
+    broken = custom()[1]
+    broken["spec"]["maxReplicas"] = broken["spec"].pop("maxReplicaCount")
+    with pytest.raises(jsonschema.ValidationError, match="maxReplicas"):
+        crds.validate(broken)
+
+
+def test_the_prometheus_rule_holds_the_docker_targets_rules_file() -> None:
+    """Reused, not copied: the same groups Prometheus loads from its rules file on Docker hosts."""
+    rule = manifests.prometheus_rule("inference", "inference", "k8s", SloConfig())
+    assert {"groups": rule["spec"]["groups"]} == yaml.safe_load(render_rules(SloConfig()))
+
+
+def test_a_scaled_object_with_its_bounds_crossed_is_refused() -> None:
+    with pytest.raises(ValueError, match="at most the maximum"):
+        manifests.scaled_object("chat", "inference", "k8s", "http://p:9090", "m", replicas=(5, 2), waiting=4)
