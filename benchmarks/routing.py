@@ -41,6 +41,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -83,13 +84,13 @@ WORDS = VOCABULARY.split()
 
 def wait_http(url: str, process: subprocess.Popen[bytes], what: str, timeout: float, log: Path) -> None:
     deadline = time.monotonic() + timeout
-    host, port = url.removeprefix("http://").split("/")[0].split(":")
+    parts = urllib.parse.urlsplit(url)
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"{what} exited with {process.returncode}:\n{log.read_text()[-3000:]}")
         try:
-            conn = http.client.HTTPConnection(host, int(port), timeout=2)
-            conn.request("GET", "/" + url.split("/", 3)[3] if url.count("/") > 2 else "/")
+            conn = http.client.HTTPConnection(str(parts.hostname), parts.port, timeout=2)
+            conn.request("GET", parts.path or "/")
             if conn.getresponse().status == 200:
                 return
         except OSError:
@@ -378,14 +379,14 @@ def main() -> int:
             tmp = args.workdir
         else:
             tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-routing-")))
-        # Sized from a measured opening: its prompt tokens times the conversations, plus the turns.
+        # Estimated, not measured: ~1.6 tokens per word of the opening (the table's prompt tokens
+        # p50 shows what it came to), and ~40 tokens per turn (question and answer).
         kv_tokens = args.kv_tokens
-        probe_tokens = 0
+        conversation_tokens = 0
         if not kv_tokens:
-            # The working set of a cell: each conversation's opening and turns (~40 tokens each).
-            probe_tokens = int(args.words * 1.6) + 40 * args.turns
+            conversation_tokens = int(args.words * 1.6) + 40 * args.turns
             # vLLM refuses a cache that cannot hold one request of the longest length.
-            kv_tokens = max(MAX_MODEL_LEN + 128, probe_tokens * args.conversations // 3)
+            kv_tokens = max(MAX_MODEL_LEN + 128, conversation_tokens * args.conversations // 3)
         ports = start_workers(stack, tmp, 3, kv_tokens)
         start_router(stack, tmp, ports, RouterConfig())
         gateways = {path: start_gateway(stack, tmp, path, ports) for path in PATHS}
@@ -424,7 +425,7 @@ def main() -> int:
         ),
         seconds=round(time.monotonic() - began, 1),
         kv_tokens_per_worker=kv_tokens,
-        estimated_working_set_tokens=probe_tokens * args.conversations,
+        estimated_working_set_tokens=conversation_tokens * args.conversations,
         conversations=args.conversations,
         turns=args.turns,
         words=args.words,

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 from dataclasses import dataclass
+from pathlib import Path
 
 import pulumi
 import pulumi_docker as docker
@@ -154,7 +156,6 @@ class Gateway(pulumi.ComponentResource):
     def __init__(self, name: str, args: GatewayArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("inference-stack:gateway:Gateway", name, None, opts)
         self._name = name
-        self._image: docker.Image | None = None
         gw, host = args.config, args.host
         edge = docker.Network(
             f"{name}-edge",
@@ -167,8 +168,8 @@ class Gateway(pulumi.ComponentResource):
         mtail = self._status_exporter(name, args, edge) if args.status_metrics else None
         status_syslog = f"{mtail[1]}:{status_metrics.SYSLOG_PORT}" if mtail else None
         files = uploads(args, self.client_key, status_syslog)
-        records = self._records(name, args) if routed_pools(args.routes) else None
-        routers = [self._router(name, args, edge, pool, records) for pool in routed_pools(args.routes)]
+        pools = routed_pools(args.routes)
+        routers, records = self._routers(name, args, edge, pools) if pools else ([], None)
         resolved = [*([mtail[0]] if mtail else []), *routers]
         container = self._nginx(name, args, edge, files, resolved, records)
         container_name = network.gateway_container(args.stack)
@@ -187,9 +188,7 @@ class Gateway(pulumi.ComponentResource):
         self.container_name = container.name
         self.edge_network = edge.name
         self.status_exporter = f"{mtail[1]}:{status_metrics.METRICS_PORT}" if mtail else None
-        self.router_exporters = [
-            routing.address(str(pool.router), routing.METRICS_PORT) for pool in routed_pools(args.routes)
-        ]
+        self.router_exporters = [routing.address(str(pool.router), routing.METRICS_PORT) for pool in pools]
         self.register_outputs(
             {
                 "url": self.url,
@@ -287,13 +286,7 @@ class Gateway(pulumi.ComponentResource):
         """mtail beside nginx, built on the gateway host from `mtail/` (there is no official image),
         reachable only on the edge network: nginx sends it syslog, Prometheus scrapes it."""
         on_host = args.host.options(self)
-        image = docker.Image(
-            f"{name}-mtail-image",
-            image_name=status_metrics.IMAGE,
-            build=docker.DockerBuildArgs(context=status_metrics.build_context()),
-            skip_push=True,
-            opts=on_host,
-        )
+        image = self._local_image(f"{name}-mtail-image", status_metrics.IMAGE, status_metrics.CONTEXT_DIR, args)
         mtail_name = network.gateway_status_container(args.stack)
         container = docker.Container(
             f"{name}-mtail",
@@ -309,31 +302,42 @@ class Gateway(pulumi.ComponentResource):
         )
         return container, mtail_name
 
-    def _records(self, name: str, args: GatewayArgs) -> docker.Volume:
-        """Where members.sh records each router's members for its next start: a volume, so the
-        record outlives a replaced router and a replaced gateway alike."""
-        return docker.Volume(
-            f"{name}-router-records", name=f"{args.stack}-router-records", opts=args.host.options(self)
+    def _local_image(self, name: str, image_name: str, context_dir: Path, args: GatewayArgs) -> docker.Image:
+        """An image built on the gateway host from a folder beside this module (there is no official
+        one). The context is relative to the working directory (the Pulumi project root, where
+        `pulumi up` and `make render` run), so a render does not depend on the checkout's path."""
+        return docker.Image(
+            name,
+            image_name=image_name,
+            build=docker.DockerBuildArgs(context=os.path.relpath(context_dir)),
+            skip_push=True,
+            opts=args.host.options(self),
         )
 
-    def _router_image(self, name: str, args: GatewayArgs) -> docker.Image:
-        if self._image is None:
-            self._image = docker.Image(
-                f"{name}-router-image",
-                image_name=routing.IMAGE,
-                build=docker.DockerBuildArgs(context=routing.build_context()),
-                skip_push=True,
-                opts=args.host.options(self),
-            )
-        return self._image
+    def _routers(
+        self, name: str, args: GatewayArgs, edge: docker.Network, pools: list[nginx.Pool]
+    ) -> tuple[list[docker.Container], docker.Volume]:
+        """A router per pool, one image for all, and the volume where members.sh records each
+        router's members for its next start (it outlives a replaced router and a replaced gateway)."""
+        image = self._local_image(f"{name}-router-image", routing.IMAGE, routing.CONTEXT_DIR, args)
+        records = docker.Volume(
+            f"{name}-router-records", name=f"{args.stack}-router-records", opts=args.host.options(self)
+        )
+        return [self._router(name, args, edge, pool, image, records) for pool in pools], records
 
     def _router(
-        self, name: str, args: GatewayArgs, edge: docker.Network, pool: nginx.Pool, records: docker.Volume | None
+        self,
+        name: str,
+        args: GatewayArgs,
+        edge: docker.Network,
+        pool: nginx.Pool,
+        image: docker.Image,
+        records: docker.Volume,
     ) -> docker.Container:
         """vllm-router in front of one pool, built on the gateway host from `router/` like mtail.
         On the edge network (nginx and Prometheus reach it) and the workers' (it reaches them); it
         publishes nothing. It starts with the members recorded on the volume, read-only here."""
-        assert pool.router is not None and records is not None
+        assert pool.router is not None
         gw = args.config
         # Streams pass through it: a stop waits as long as nginx's does for them.
         grace = gateway_grace_seconds(gw)
@@ -342,7 +346,7 @@ class Gateway(pulumi.ComponentResource):
             name=pool.router,
             hostname=pool.router,
             # The local image id: a rebuild (a changed Dockerfile, pin or script) replaces the container.
-            image=self._router_image(name, args).repo_digest,
+            image=image.repo_digest,
             command=routing.command(gw.router),
             envs=routing.env(pool.router),
             mounts=[

@@ -78,53 +78,48 @@ def session_variable(gw: GatewayConfig) -> str:
 
 
 def _upstreams(pool: Pool, gw: GatewayConfig) -> str:
+    name = ident(pool.group)
     if gw.balance == "cache_aware":
-        return _routed_upstream(pool, gw)
+        return _upstream(name, "", _router_server(pool), gw)
     if gw.balance != "session":
-        return _upstream(ident(pool.group), METHODS[gw.balance], pool, gw)
+        return _upstream(name, METHODS[gw.balance], _member_servers(pool), gw)
     # The same members twice: hashed for requests with a session, least_conn for the rest. With
     # `consistent` (ketama), a worker that joins or leaves moves only the sessions it takes or held.
     hashed = f"hash {session_variable(gw)} consistent;"
     return "\n".join(
         [
-            _upstream(ident(pool.group), METHODS["least_conn"], pool, gw),
-            _upstream(ident(pool.group) + SESSION_SUFFIX, hashed, pool, gw),
+            _upstream(name, METHODS["least_conn"], _member_servers(pool), gw),
+            _upstream(name + SESSION_SUFFIX, hashed, _member_servers(pool), gw),
         ]
     )
 
 
-def _routed_upstream(pool: Pool, gw: GatewayConfig) -> str:
+def _member_servers(pool: Pool) -> list[str]:
+    # The workers join and leave at run time (members.py): one file each, none before the first
+    # is healthy. The placeholder keeps an empty pool valid (nginx refuses an upstream without a
+    # server) and is never chosen, so an empty pool answers 503 at once.
+    lines = [f"include {SECRETS_DIR}/members/{ident(group)}/*.conf;" for group in (pool.group, *pool.joined)]
+    return [*lines, "server 127.0.0.1:9 down;"]
+
+
+def _router_server(pool: Pool) -> list[str]:
     """One server, the pool's router; the members' files still exist (members.sh keeps a pool's
-    share and promotions by them), but the router, not nginx, chooses among them."""
+    share and promotions by them), but the router, not nginx, chooses among them. A single server
+    is never marked down (nginx ignores max_fails for it); the router's own health checks and
+    retries handle a failed worker."""
     if pool.router is None:
         raise ValueError(f"pool {pool.group}: `balance: cache_aware` needs the pool's router")
-    name = ident(pool.group)
-    lines = [
-        f"    upstream {name} {{",
-        f"        zone upstream_{name} 64k;",
-        # A single server is never marked down (nginx ignores max_fails for it); the router's own
-        # health checks and retries handle a failed worker.
-        f"        server {routing.address(pool.router)};",
-    ]
-    if gw.keepalive:
-        lines += [f"        keepalive {gw.keepalive};", "        keepalive_timeout 60s;"]
-    lines.append("    }")
-    return "\n".join(lines)
+    return [f"server {routing.address(pool.router)};"]
 
 
-def _upstream(name: str, method: str, pool: Pool, gw: GatewayConfig) -> str:
+def _upstream(name: str, method: str, servers: list[str], gw: GatewayConfig) -> str:
     lines = [f"    upstream {name} {{"]
     if method:
         lines.append(f"        {method}")
     # Shared by all nginx worker processes: without it each one counts only its own connections
     # (least_conn piled concurrent streams on one worker) and its own failures.
     lines.append(f"        zone upstream_{name} 64k;")
-    # The workers join and leave at run time (members.py): one file each, none before the first
-    # is healthy. The placeholder keeps an empty pool valid (nginx refuses an upstream without a
-    # server) and is never chosen, so an empty pool answers 503 at once.
-    for group in (pool.group, *pool.joined):
-        lines.append(f"        include {SECRETS_DIR}/members/{ident(group)}/*.conf;")
-    lines.append("        server 127.0.0.1:9 down;")
+    lines += [f"        {server}" for server in servers]
     if gw.keepalive:
         lines += [f"        keepalive {gw.keepalive};", "        keepalive_timeout 60s;"]
     lines.append("    }")

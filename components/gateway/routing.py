@@ -10,7 +10,6 @@ test_routing.py` runs this command line with the real router.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from stacks.config import RouterConfig
@@ -80,12 +79,6 @@ def command(
         "--prometheus-port",
         str(metrics_port),
     ]
-
-
-def build_context() -> str:
-    """The image's build context, relative to the working directory (the Pulumi project root), so
-    that a render does not depend on the checkout's path."""
-    return os.path.relpath(CONTEXT_DIR)
 
 
 def address(container_name: str, port: int = PORT) -> str:

@@ -7,7 +7,6 @@ them to Prometheus. UDP never makes nginx wait: with mtail down only the metrics
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 CONTEXT_DIR = Path(__file__).with_name("mtail")
@@ -30,12 +29,6 @@ def program() -> str:
         if f" {metric} by " not in text:
             raise ValueError(f"{PROGRAM_FILE.name} no longer declares {metric}; the dashboards and alerts query it")
     return text
-
-
-def build_context() -> str:
-    """The image's build context, relative to the working directory (the Pulumi project root, where
-    `pulumi up` and `make render` run) so that a render does not depend on the checkout's path."""
-    return os.path.relpath(CONTEXT_DIR)
 
 
 def command(

@@ -39,6 +39,7 @@ import pytest
 import yaml
 
 from components import hardening
+from components.gateway import routing
 from components.observability.grafana import dashboard_exprs
 from components.observability.prometheus import alert_rules, recording_rules
 from components.workers.files import canary_gate, healthcheck
@@ -426,7 +427,8 @@ def test_a_killed_worker_costs_no_new_request_and_comes_back(stack: harness.Appl
 
 def router_workers(stack: harness.Applied, router: str) -> set[str]:
     """The workers a router routes to, from its own API (the image has Python, not wget)."""
-    probe = "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:8090/list_workers').read().decode())"
+    api = f"http://127.0.0.1:{routing.PORT}/list_workers"
+    probe = f"import urllib.request; print(urllib.request.urlopen({api!r}).read().decode())"
     return set(json.loads(docker("exec", stack.names[router], "python3", "-c", probe).stdout)["urls"])
 
 

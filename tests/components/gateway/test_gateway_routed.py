@@ -5,6 +5,7 @@ vllm-router (test_routing.py, test_members_router.py) and Docker (tests/integrat
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -35,7 +36,7 @@ def uploads_of(synth: Synth, name: str) -> dict[str, str]:
 def test_each_pool_gets_a_hardened_router_built_from_the_routing_context() -> None:
     synth = build()
     image = synth.named("gw-router-image")["inputs"]
-    assert image["build"] == {"context": routing.build_context()} and image["skipPush"] is True
+    assert image["build"] == {"context": os.path.relpath(routing.CONTEXT_DIR)} and image["skipPush"] is True
     assert Path(image["build"]["context"]).resolve() == routing.CONTEXT_DIR
     for pool in ("chat", "chat-canary"):
         router = synth.named(f"gw-router-{pool}")["inputs"]

@@ -242,8 +242,12 @@ def test_a_stopped_router_finishes_its_open_stream_and_takes_no_new_request(tmp_
             time.sleep(1.0)
             stopped_at = time.monotonic()
             process.send_signal(signal.SIGTERM)
-            time.sleep(0.3)
+            refusing = time.monotonic() + 0.3
+            while get_or_none(address, "/liveness") is not None and time.monotonic() < refusing:
+                time.sleep(0.05)
+            # Refused while the stream it relays is still open.
             assert get_or_none(address, "/liveness") is None, "the router still accepts after SIGTERM"
+            assert thread.is_alive(), streamed
             assert process.wait(30) == 0
             thread.join(30)
             # 16 chunks 0.25 s apart: the stream had about 3 s left when the stop came.
