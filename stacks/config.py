@@ -14,6 +14,7 @@ from typing import Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
+from stacks.cluster import KubernetesConfig, WorkerCluster
 from stacks.grammars import (
     HOST_PATH_ALLOWED,
     REGION_ALLOWED,
@@ -540,6 +541,8 @@ class WorkerGroup(Schema):
     """Rolling-update pacing."""
     canary: CanaryRelease | None = None
     """A canary release of this group, promoted by a gate (README, "Canaries")."""
+    cluster: WorkerCluster | None = None
+    """`target: kubernetes` only: the node pool, replicas and autoscaling of the group's Deployment."""
 
     @field_validator("gpu_memory_utilization")
     @classmethod
@@ -1086,8 +1089,13 @@ class WeaviateConfig(Schema):
 class StackConfig(Schema):
     """Everything a stack deploys. Each top-level field is one `inference-stack:<key>` entry."""
 
-    hosts: list[HostConfig] = Field(min_length=1)
-    """The Docker hosts."""
+    target: Literal["docker", "kubernetes"] = "docker"
+    """`docker`: the `hosts`, over SSH (or this machine). `kubernetes`: the cluster in
+    `kubernetes`, with the same workers, gateway, data services and monitoring."""
+    hosts: list[HostConfig] = []
+    """The Docker hosts (`target: docker`, which needs at least one)."""
+    kubernetes: KubernetesConfig | None = None
+    """The cluster (`target: kubernetes` only)."""
     workers: list[WorkerGroup] = Field(min_length=1)
     """The vLLM worker groups."""
     network: NetworkConfig = NetworkConfig()
@@ -1141,5 +1149,6 @@ SECRET_KEYS: dict[str, str] = {
     "weaviateBackupSecretAccessKey": "S3 secret access key for Weaviate's backups.",
     "grafanaAdminPassword": "Grafana's admin password. Generated (stack output `grafanaAdminPassword`, secret) "
     "when unset.",
+    "kubeconfig": "The cluster's kubeconfig (YAML), for `kubernetes.kubeconfig: secret`.",
     "vllmApiKey": "The key workers require on their OpenAI API. Generated (and kept secret in state) when unset.",
 }

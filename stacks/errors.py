@@ -115,6 +115,10 @@ def _model_in(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
+def missing(loc: tuple[str | int, ...]) -> ConfigIssue:
+    return ConfigIssue(key_path(loc), _MISSING, "required key is missing", "add it (see the README's config reference)")
+
+
 def issues_from_validation(root: type[BaseModel], error: ValidationError) -> list[ConfigIssue]:
     issues = []
     for err in error.errors(include_url=False):
@@ -130,11 +134,7 @@ def issues_from_validation(root: type[BaseModel], error: ValidationError) -> lis
             shown = value if isinstance(value, (int, float, bool)) or value is None else MAYBE_SECRET
             issues.append(ConfigIssue(key_path(loc), shown, "unknown key", did_you_mean(str(loc[-1]), choices)))
         elif kind == "missing":
-            issues.append(
-                ConfigIssue(
-                    key_path(loc), _MISSING, "required key is missing", "add it (see the README's config reference)"
-                )
-            )
+            issues.append(missing(loc))
         elif kind == "literal_error":
             issues.append(ConfigIssue(key_path(loc), value, err["msg"], f"use one of {ctx.get('expected')}"))
         elif kind == "string_pattern_mismatch":

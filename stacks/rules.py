@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+from stacks import cluster_rules
 from stacks.config import HostConfig, StackConfig, WorkerGroup
 from stacks.errors import ConfigIssue, did_you_mean, key_path
 from stacks.model_files import ModelFiles, model_len_issues
@@ -21,7 +22,12 @@ from stacks.vllm_flags import check_extra_args
 def check(cfg: StackConfig, files: ModelFiles) -> tuple[list[Placement], list[ConfigIssue]]:
     """Where each worker runs, and every cross-field problem. `files` is what the loader read of
     the local model caches (`model_files.read_cached`)."""
-    issues = _unique(cfg) + _network_rules(cfg) + model_len_issues(cfg, files)
+    issues = _unique(cfg) + cluster_rules.target_issues(cfg) + model_len_issues(cfg, files)
+    if cfg.target == "kubernetes":
+        return [], issues + _cluster_rules(cfg)
+    if not cfg.hosts:
+        return [], issues
+    issues += _network_rules(cfg)
     hosts = {h.name: h for h in cfg.hosts}
     seats = Seats(cfg)
     placements: list[Placement] = []
@@ -35,11 +41,26 @@ def check(cfg: StackConfig, files: ModelFiles) -> tuple[list[Placement], list[Co
             found, problems = seats.place(g, group, host)
             issues += problems + _declared_preflight(g, group, host, files)
             placements += found
-    issues += port_rules(cfg, placements) + _rollout_rules(cfg, placements)
-    canary_issues = _canary_rules(cfg, placements)
+    counts = {g.name: sum(1 for p in placements if p.group.name == g.name) for g in cfg.workers}
+    issues += port_rules(cfg, placements) + _rollout_rules(cfg, counts)
+    canary_issues = _canary_rules(cfg, counts)
     if canary_issues:
         return placements, issues + canary_issues
     return with_canaries(cfg, placements), issues
+
+
+def _cluster_rules(cfg: StackConfig) -> list[ConfigIssue]:
+    """The Kubernetes target's: the same group, memory and balance rules, with node capacity in
+    place of GPU seats. Its workers are Deployments, so there are no placements to hand on."""
+    issues = _data_rules(cfg)
+    for g, group in enumerate(cfg.workers):
+        issues += _group_rules(g, group) + _worker_memory_rules(cfg, g, group) + _balance_rules(cfg, g, group)
+    if cfg.kubernetes is None:
+        return issues
+    # The disruption budget's rule (cluster_rules) is the rollout rule here: it holds at 1 replica too.
+    counts = cluster_rules.stable_replicas(cfg)
+    issues += cluster_rules.capacity_issues(cfg, cfg.kubernetes) + cluster_rules.gateway_issues(cfg, cfg.kubernetes)
+    return issues + _canary_rules(cfg, counts)
 
 
 def _unknown_host(g: int, name: str, hosts: list[str]) -> ConfigIssue:
@@ -257,10 +278,10 @@ def _declared_preflight(g: int, group: WorkerGroup, host: HostConfig, files: Mod
     return issues
 
 
-def _rollout_rules(cfg: StackConfig, placements: list[Placement]) -> list[ConfigIssue]:
+def _rollout_rules(cfg: StackConfig, counts: dict[str, int]) -> list[ConfigIssue]:
     issues = []
     for g, group in enumerate(cfg.workers):
-        count = sum(1 for p in placements if p.group.name == group.name)
+        count = counts[group.name]
         if count > 1 and group.rollout.max_unavailable >= count:
             issues.append(
                 ConfigIssue(
@@ -274,7 +295,7 @@ def _rollout_rules(cfg: StackConfig, placements: list[Placement]) -> list[Config
     return issues
 
 
-def _canary_rules(cfg: StackConfig, placements: list[Placement]) -> list[ConfigIssue]:
+def _canary_rules(cfg: StackConfig, counts: dict[str, int]) -> list[ConfigIssue]:
     issues = []
     for g, group in enumerate(cfg.workers):
         canary = group.canary
@@ -297,7 +318,7 @@ def _canary_rules(cfg: StackConfig, placements: list[Placement]) -> list[ConfigI
             )
         for problem in check_extra_args(canary.extra_args or []):
             issues.append(ConfigIssue(key_path((*where, "extraArgs")), problem.arg, problem.rule, problem.fix))
-        count = sum(1 for p in placements if p.group.name == group.name)
+        count = counts[group.name]
         if canary.workers >= count:
             issues.append(
                 ConfigIssue(

@@ -11,6 +11,8 @@ import json
 import re
 from dataclasses import dataclass
 
+import yaml
+
 # The alphabet of every key that sits in a quoted nginx map, a Weaviate env file or an
 # `Authorization: Bearer` header: nothing that can end a quoted string or a header.
 TOKEN68 = re.compile(r"[A-Za-z0-9._~+/=-]{16,256}")
@@ -151,6 +153,8 @@ def problem(key: str, plaintext: str) -> SecretRule | None:
     """The rule a string secret's plaintext breaks, or None. Never includes the value."""
     if key == "sshPrivateKey":
         return _ssh_key_problem(plaintext)
+    if key == "kubeconfig":
+        return _kubeconfig_problem(plaintext)
     rule = RULES.get(key)
     if rule is None:
         return None
@@ -168,6 +172,21 @@ def _is_json_structure(text: str) -> bool:
         return isinstance(json.loads(text), (dict, list))
     except json.JSONDecodeError:
         return False
+
+
+def _kubeconfig_problem(plaintext: str) -> SecretRule | None:
+    """A kubeconfig is YAML (or JSON) with clusters and contexts (client-go's clientcmd `Config`)."""
+    try:
+        doc = yaml.safe_load(plaintext)
+    except yaml.YAMLError:
+        doc = None
+    if isinstance(doc, dict) and doc.get("kind", "Config") == "Config" and doc.get("clusters") and doc.get("contexts"):
+        return None
+    return SecretRule(
+        _PEM,
+        "the kubeconfig secret must be a kubeconfig file: YAML with `clusters` and `contexts` (`kind: Config`)",
+        'pulumi config set --secret kubeconfig "$(kubectl config view --minify --flatten)"',
+    )
 
 
 def _ssh_key_problem(plaintext: str) -> SecretRule | None:
@@ -202,4 +221,5 @@ SHAPES: dict[str, str] = {
     "weaviateBackupSecretAccessKey": "8-256 of `A-Z a-z 0-9 / + = . _ -`",
     "grafanaAdminPassword": "16-256 printable ASCII, no spaces",
     "vllmApiKey": "16-256 of `A-Z a-z 0-9 . _ ~ + / = -`",
+    "kubeconfig": "a kubeconfig file: YAML with `clusters` and `contexts`",
 }

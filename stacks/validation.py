@@ -24,6 +24,7 @@ from stacks.errors import (
     did_you_mean,
     field_aliases,
     issues_from_validation,
+    missing,
     redact,
 )
 from stacks.model_files import ModelFiles
@@ -124,6 +125,31 @@ def _unknown_key_issue(key: str, value: Any, secret_keys: set[str], structured: 
     return ConfigIssue(path, shown, "unknown key", fix)
 
 
+def _kubeconfig_issues(cfg: StackConfig, given: bool) -> list[ConfigIssue]:
+    """The `kubeconfig` secret is read exactly when the cluster says `kubeconfig: secret`."""
+    wanted = cfg.kubernetes is not None and cfg.kubernetes.kubeconfig == "secret" and cfg.target == "kubernetes"
+    if wanted == given:
+        return []
+    if wanted:
+        return [
+            ConfigIssue(
+                f"{NAMESPACE}:kubeconfig",
+                None,
+                "`kubernetes.kubeconfig: secret` reaches the cluster with the `kubeconfig` secret, which is not set",
+                'pulumi config set --secret kubeconfig "$(cat cluster-kubeconfig.yaml)", or use `kubeconfig: ambient`',
+            )
+        ]
+    return [
+        ConfigIssue(
+            f"{NAMESPACE}:kubeconfig",
+            SECRET_VALUE,
+            "the `kubeconfig` secret is read only with `target: kubernetes` and `kubernetes.kubeconfig: secret`, "
+            "so it would be ignored and the ambient kubeconfig used",
+            "set `kubernetes.kubeconfig: secret`, or `pulumi config rm kubeconfig`",
+        )
+    ]
+
+
 def _under(path: str, roots: list[str]) -> bool:
     return any(path == r or path.startswith((r + ".", r + "[")) for r in roots)
 
@@ -169,6 +195,9 @@ def validate(
                 )
         else:
             issues.append(_unknown_key_issue(key, value, secret_keys, structured))
+    if data.get("target", "docker") == "docker" and "hosts" not in data:
+        # Required for the default target only, so the schema itself cannot say it.
+        issues.append(missing(("hosts",)))
     cfg: StackConfig | None = None
     try:
         cfg = StackConfig.model_validate(data)
@@ -177,7 +206,7 @@ def validate(
     placements: list[Placement] = []
     if cfg is not None:
         placements, more = check(cfg, {} if read_model_files is None else read_model_files(cfg))
-        issues += more
+        issues += more + _kubeconfig_issues(cfg, "kubeconfig" in values)
 
     hidden = {f"{NAMESPACE}:{k}" for k in secret_keys}
     issues = [

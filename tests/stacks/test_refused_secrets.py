@@ -335,4 +335,4 @@ def test_every_secret_has_its_shape_documented() -> None:
     from stacks.config import SECRET_KEYS
 
     assert set(secrets.SHAPES) == set(SECRET_KEYS)
-    assert set(secrets.RULES) | {"sshPrivateKey", "gatewayApiKeys", "weaviateApiKeys"} == set(SECRET_KEYS)
+    assert set(secrets.RULES) | {"sshPrivateKey", "gatewayApiKeys", "weaviateApiKeys", "kubeconfig"} == set(SECRET_KEYS)
