@@ -20,6 +20,8 @@ from components.observability.tracing import Tracing, TracingArgs
 from components.workers import layout, rollout, spec
 from components.workers.canary import GateTarget, local_url
 from components.workers.pool import VllmWorkerPool, VllmWorkerPoolArgs
+from composition import cluster
+from composition.keys import generates_client_key, worker_api_key
 from composition.loader import LoadedStack, load
 from stacks import network
 from stacks.config import ModelConfig, StackConfig
@@ -216,12 +218,6 @@ def worker_seats(stack: LoadedStack, fingerprints: dict[str, str]) -> dict[str, 
     return seats
 
 
-def generates_client_key(stack: LoadedStack) -> bool:
-    """`gateway.generateClientKey`, which defaults to on exactly when the stack sets no client keys."""
-    explicit = stack.config.gateway.generate_client_key
-    return explicit if explicit is not None else "gatewayApiKeys" not in stack.secrets
-
-
 def export_first_request(cfg: StackConfig, gateway: Gateway) -> None:
     """`firstRequest`: the commands for a first chat completion to the first served model, with
     the generated key (a secret output) or a placeholder for one of `gatewayApiKeys`."""
@@ -244,15 +240,6 @@ def gate_target(cfg: StackConfig, key: pulumi.Output[str]) -> GateTarget:
         prometheus_url=local_url(obs.bind_address, obs.prometheus_port) if obs.enabled else None,
         ttft_p95_seconds=obs.slo.ttft_p95_seconds,
     )
-
-
-def worker_api_key(stack: LoadedStack) -> pulumi.Output[str]:
-    key = stack.secrets.get("vllmApiKey")
-    if key is not None:
-        return key
-    # Workers only ever talk to the gateway, so nobody needs to know this key up front;
-    # generating it beats leaving the API open. RandomPassword results are secret in state.
-    return random.RandomPassword("vllm-api-key", length=48, special=False).result
 
 
 def build_gateway(
@@ -393,4 +380,8 @@ def build(stack: LoadedStack) -> dict[str, VllmWorkerPool]:
 
 
 def main() -> None:
-    build(load())
+    stack = load()
+    if stack.config.target == "kubernetes":
+        cluster.build(stack)
+    else:
+        build(stack)

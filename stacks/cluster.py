@@ -11,6 +11,7 @@ from typing import Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
+from stacks.grammars import PinnedImage
 from stacks.schema import MAX_GPU_MEMORY_MIB, MAX_MEMORY_MB, Name, Schema, rule_error
 
 # RFC 1123: a namespace is a DNS label, a storage class name a DNS subdomain (the API server's
@@ -142,6 +143,13 @@ class KubernetesConfig(Schema):
     """The nginx gateway's Deployment."""
     router: ClusterService = ClusterService()
     """Each pool's router Deployment."""
+    router_image: PinnedImage
+    """The router image, pinned: `components/gateway/router/` built and pushed to your registry
+    (`docker build -t <registry>/inference-stack/vllm-router:0.1.17 components/gateway/router`).
+    On Docker hosts Pulumi builds it on the gateway host; a cluster pulls it."""
+    gateway_service_type: Literal["ClusterIP", "LoadBalancer"] = "ClusterIP"
+    """The gateway Service's type: `ClusterIP` behind your ingress controller, or `LoadBalancer`
+    for a cloud load balancer (its NetworkPolicy admits `ingressFrom` either way)."""
     ingress_from: list[str] = Field(default=["0.0.0.0/0"], min_length=1)
     """CIDRs allowed to reach the gateway from outside the namespace (its NetworkPolicy)."""
     prometheus_namespace: str = Field(default="monitoring", pattern=DNS_LABEL.pattern)

@@ -33,9 +33,9 @@ def target_issues(cfg: StackConfig) -> list[ConfigIssue]:
                 'add `kubernetes:` with at least `storageClass` and `nodePools` (README, "Kubernetes")',
             )
         )
-    set_keys = cfg.model_fields_set
     for key in _DOCKER_TOP:
-        if _alias(key) in set_keys and getattr(cfg, _alias(key)) not in ([], None):
+        # Against the default, not "was it given": `provisioning` is always filled in (validate_default).
+        if getattr(cfg, _alias(key)) != type(cfg).model_fields[_alias(key)].default:
             issues.append(
                 _mixed(key_path((key,)), key, "kubernetes", "remove it: nodes come from `kubernetes.nodePools`")
             )

@@ -42,6 +42,10 @@ READ_NAMESPACES = {
 }
 
 
+# Top-level keys that hold one plain string, which the CLI hands over as it is, not as JSON.
+SCALAR_KEYS = {"target"}
+
+
 def split_config(config: dict[str, Any], secret: Iterable[str]) -> tuple[dict[str, Any], set[str], list[str]]:
     """Namespaced config (as the CLI hands it over) as our keys, which of them are secret, and
     the full names of the keys in other namespaces."""
@@ -182,6 +186,9 @@ def validate(
                         f"credentials go in the secret keys: {', '.join(SECRET_KEYS)}",
                     )
                 )
+            if key in SCALAR_KEYS:
+                data[key] = value
+                continue
             try:
                 data[key] = json.loads(value) if isinstance(value, str) else value
             except json.JSONDecodeError:

@@ -13,3 +13,8 @@ def dev() -> Synth:
 @pytest.fixture(scope="session")
 def prod() -> Synth:
     return synth_stack("prod")
+
+
+@pytest.fixture(scope="session")
+def k8s() -> Synth:
+    return synth_stack("k8s")

@@ -3,6 +3,8 @@
     build/<stack>/resources.json              one object per resource (type, name, parent, inputs)
     build/<stack>/files/<resource>/<path>      every generated file, at its path in the container
     build/<stack>/diagram.mmd                  a mermaid diagram of the resource tree
+    build/<stack>/manifests/NN-<kind>-<name>.yaml   a `target: kubernetes` stack's objects, as
+                                               pulumi-kubernetes sends them (`kubectl apply --dry-run=server -f`)
 
 Two runs on the same config give byte-identical output. An invalid config prints the error,
 exits 2 and writes nothing.
@@ -17,6 +19,8 @@ import sys
 import tempfile
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from stacks.errors import ConfigError
 from tools.synth import ROOT, Synth, synth_stack
@@ -65,6 +69,46 @@ def diagram(synth: Synth) -> str:
     return "\n".join(lines) + "\n"
 
 
+_NOT_OBJECTS = ("pulumi:providers:", "kubernetes:helm.sh/")
+_APPLY_ORDER = {
+    "Namespace": 0,
+    "ServiceAccount": 1,
+    "Role": 1,
+    "RoleBinding": 1,
+    "Secret": 1,
+    "ConfigMap": 1,
+    "PersistentVolumeClaim": 1,
+    "Service": 2,
+}
+
+
+def manifests(synth: Synth) -> dict[str, str]:
+    """Each Kubernetes object the synth registered, by file name, numbered in the order
+    `kubectl apply -f` needs (the namespace first, what pods mount before the pods). A Secret's
+    values are Pulumi secrets: it is written without them. The Helm release is written as the
+    chart and values it installs."""
+    found: dict[str, str] = {}
+    for res in sorted(synth.resources, key=lambda r: _APPLY_ORDER.get(r["inputs"].get("kind", ""), 9)):
+        kind = res["type"]
+        if not kind.startswith("kubernetes:") or kind.startswith(_NOT_OBJECTS):
+            if kind.startswith("kubernetes:helm.sh/"):
+                r = res["inputs"]
+                command = f"helm upgrade --install {r['name']} {r['chart']} --repo {r['repositoryOpts']['repo']}"
+                found[f"{len(found):02d}-helm-release-{r['name']}.yaml"] = (
+                    f"# {command} --version {r['version']} -n {r['namespace']} -f this\n"
+                    + yaml.safe_dump(r.get("values", {}), sort_keys=True)
+                )
+            continue
+        obj = dict(res["inputs"])
+        header = ""
+        if obj.get("kind") == "Secret":
+            obj.pop("stringData", None)
+            header = "# Its values are Pulumi secrets, set by `pulumi up`; a render never holds them.\n"
+        name = f"{len(found):02d}-{obj['kind'].lower()}-{obj['metadata']['name']}.yaml"
+        found[name] = header + yaml.safe_dump(obj, sort_keys=False)
+    return found
+
+
 def write(synth: Synth, out: Path) -> None:
     out.mkdir(parents=True)
     (out / "resources.json").write_text(json.dumps(synth.resources, indent=2, sort_keys=True) + "\n")
@@ -74,6 +118,11 @@ def write(synth: Synth, out: Path) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(content)
     (out / "diagram.mmd").write_text(diagram(synth))
+    objects = manifests(synth)
+    if objects:
+        (out / "manifests").mkdir()
+        for name, text in objects.items():
+            (out / "manifests" / name).write_text(text)
 
 
 def main(argv: list[str] | None = None) -> int:

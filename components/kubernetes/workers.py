@@ -1,0 +1,395 @@
+"""A worker group on a cluster: its Deployment (a LeaderWorkerSet when a replica spans nodes),
+the canary's Deployment beside it, its Service, the model cache claim and the pre-fetch Job the
+workers wait for. Pure: plain objects from the stack model, reusing the Docker target's vLLM
+arguments, environment, entrypoint and accuracy probe (`components/workers/spec.py`).
+"""
+
+from __future__ import annotations
+
+import math
+import shlex
+from dataclasses import dataclass
+from typing import Any
+
+from components.hosts.host import script, snapshot_dir
+from components.kubernetes.manifests import labels
+from components.workers import spec
+from stacks.cluster import KubernetesConfig, NodePool
+from stacks.cluster_rules import asks, gpus_per_pod
+from stacks.config import ModelConfig, WorkerGroup
+from stacks.placement import canary_pool
+
+CACHE_CLAIM = "model-cache"
+SCRIPTS = "worker-scripts"
+POOL_LABEL = "inference-stack/pool"
+ROLE_LABEL = "inference-stack/role"
+MODEL_LABEL = "inference-stack/model"
+# The pre-fetch Job's image has huggingface_hub's `hf` in /usr/local/bin (the vLLM images do).
+JOB_TOOLS = "/usr/local"
+CACHE_MOUNT = "/cache"
+STARTUP_PERIOD_SECONDS = 10
+MARKER = ".inference-stack-complete"
+
+
+@dataclass(frozen=True)
+class Release:
+    """One Deployment of a group: its stable release, or its canary."""
+
+    group: WorkerGroup
+    """The group as this release runs it (`WorkerGroup.released()` for the canary)."""
+    name: str
+    pool: str
+    """The gateway pool its pods join: the router of that pool selects them by `POOL_LABEL`."""
+    replicas: int
+    canary: bool = False
+
+
+def releases(group: WorkerGroup, stable_pool: str) -> list[Release]:
+    """The group's stable Deployment and, with a canary, the canary's (its own pool, split by nginx)."""
+    low, _ = asks(group).replica_bounds()
+    found = [Release(group, group.name, stable_pool, low)]
+    if group.canary is not None:
+        found.append(
+            Release(group.released(), f"{group.name}-canary", canary_pool(stable_pool), group.canary.workers, True)
+        )
+    return found
+
+
+def pod_labels(stack: str, release: Release) -> dict[str, str]:
+    return {
+        **labels(stack, "worker", release.group.name),
+        POOL_LABEL: release.pool,
+        ROLE_LABEL: "canary" if release.canary else "stable",
+        MODEL_LABEL: release.group.model.served_name,
+    }
+
+
+def _quantity_mib(mib: int) -> str:
+    return f"{mib}Mi"
+
+
+def resources(group: WorkerGroup, gpus: int) -> dict[str, Any]:
+    """Requests from the Docker target's reservations, limits from its limits; GPUs as a limit
+    (an extended resource's request defaults to it)."""
+    r = group.resources
+    limits: dict[str, str] = {"cpu": f"{r.cpus:g}", "memory": _quantity_mib(r.memory_mb)}
+    if gpus:
+        limits["nvidia.com/gpu"] = str(gpus)
+    requests = {"cpu": f"{r.cpu_reservation:g}", "memory": _quantity_mib(r.memory_reservation_mb)}
+    return {"requests": requests, "limits": limits}
+
+
+def probes(group: WorkerGroup) -> dict[str, Any]:
+    """startupProbe: `/health` for twice the measured cold start (the Docker start period), so a
+    loading model is never killed; readiness: the accuracy probe Docker's healthcheck runs (a
+    real completion every `probeEveryMinutes`); liveness: `/health`, which vLLM fails when its
+    engine dies."""
+    h = group.health
+    health = {"path": "/health", "port": "http"}
+    return {
+        "startupProbe": {
+            "httpGet": health,
+            "periodSeconds": STARTUP_PERIOD_SECONDS,
+            "timeoutSeconds": h.timeout_seconds,
+            "failureThreshold": math.ceil(group.start_period() / STARTUP_PERIOD_SECONDS),
+        },
+        "readinessProbe": {
+            "exec": {"command": spec.healthcheck_test(group)[1:]},
+            "periodSeconds": h.interval_seconds,
+            "timeoutSeconds": h.timeout_seconds,
+            "failureThreshold": h.retries,
+        },
+        "livenessProbe": {
+            "httpGet": health,
+            "periodSeconds": h.interval_seconds,
+            "timeoutSeconds": h.timeout_seconds,
+            "failureThreshold": h.retries,
+        },
+    }
+
+
+def _env(group: WorkerGroup, kv_offload: bool) -> list[dict[str, str]]:
+    pairs = (item.split("=", 1) for item in spec.worker_env(group, kv_offload))
+    return [{"name": k, "value": v} for k, v in pairs]
+
+
+def secret_items(group: WorkerGroup, kv_offload: bool) -> list[dict[str, str]]:
+    """The files of the workers' Secret each pod mounts at /run/secrets, as entrypoint.sh reads them."""
+    names = ["vllm-api-key"]
+    if group.model.weights == "download":
+        names.append("hf-token")
+    if kv_offload:
+        names.append("lmcache.yaml")
+    return [{"key": n, "path": n} for n in names]
+
+
+def marker(model: ModelConfig) -> str:
+    return f"{snapshot_dir(CACHE_MOUNT, model)}/{MARKER}"
+
+
+def container(release: Release, kv_offload: bool, scale_out: bool, tracing: list[str]) -> dict[str, Any]:
+    group = release.group
+    return {
+        "name": "vllm",
+        "image": group.image,
+        "command": ["/bin/sh", spec.ENTRYPOINT_PATH],
+        "args": spec.vllm_args(group, kv_offload=kv_offload, tracing=tracing, scale_out=scale_out),
+        "env": _env(group, kv_offload),
+        "ports": [{"name": "http", "containerPort": group.port, "protocol": "TCP"}],
+        "resources": resources(group, gpus_per_pod(group)),
+        **probes(group),
+        "volumeMounts": [
+            {"name": "model-cache", "mountPath": spec.HF_HOME, "readOnly": group.model.offline()},
+            {"name": "model-cache", "mountPath": spec.VLLM_CACHE_ROOT, "subPath": f"compile/{release.name}"},
+            {"name": "shm", "mountPath": "/dev/shm"},
+            {"name": "secrets", "mountPath": spec.SECRETS_DIR, "readOnly": True},
+            {"name": "scripts", "mountPath": spec.APP_DIR, "readOnly": True},
+        ],
+        "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+    }
+
+
+def pod_spec(
+    release: Release, pool: NodePool, secret: str, kv_offload: bool, scale_out: bool, tracing: list[str]
+) -> dict[str, Any]:
+    group = release.group
+    wait: list[dict[str, Any]] = []
+    if group.model.weights == "prefetch":
+        # The pre-fetch Job writes the marker last: a worker never starts on half the weights.
+        wait.append(
+            {
+                "name": "wait-for-weights",
+                "image": group.image,
+                "command": ["/bin/sh", "-c", f'until [ -f "{marker(group.model)}" ]; do sleep 5; done'],
+                "volumeMounts": [{"name": "model-cache", "mountPath": CACHE_MOUNT, "readOnly": True}],
+                "resources": {
+                    "requests": {"cpu": "10m", "memory": "16Mi"},
+                    "limits": {"cpu": "100m", "memory": "64Mi"},
+                },
+                "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+            }
+        )
+    return {
+        "initContainers": wait,
+        "containers": [container(release, kv_offload, scale_out, tracing)],
+        "nodeSelector": dict(pool.node_selector),
+        "tolerations": [t.model_dump(exclude_none=True) for t in pool.tolerations],
+        # vLLM finishes in-flight requests on SIGTERM; the router stops sending first (readiness).
+        "terminationGracePeriodSeconds": max(spec.GRACE_SECONDS, group.rollout.drain_timeout_seconds),
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
+        "volumes": [
+            {"name": "model-cache", "persistentVolumeClaim": {"claimName": CACHE_CLAIM}},
+            {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": _quantity_mib(spec.shm_size_mb(group))}},
+            {"name": "secrets", "secret": {"secretName": secret, "items": secret_items(group, kv_offload)}},
+            {"name": "scripts", "configMap": {"name": SCRIPTS, "defaultMode": 0o555}},
+        ],
+    }
+
+
+def deployment(
+    release: Release,
+    namespace: str,
+    stack: str,
+    pool: NodePool,
+    secret: str,
+    kv_offload: bool = False,
+    scale_out: bool = False,
+    tracing: list[str] | None = None,
+) -> dict[str, Any]:
+    """A release as a Deployment: rolling updates at `rollout.maxUnavailable` with no surge (a
+    surge pod would wait for a GPU nobody frees), spread over the pool's nodes."""
+    group, selector = release.group, pod_labels(stack, release)
+    template = {
+        "metadata": {"labels": selector},
+        "spec": pod_spec(release, pool, secret, kv_offload, scale_out, tracing or []),
+    }
+    template["spec"]["topologySpreadConstraints"] = [
+        {
+            "maxSkew": 1,
+            "topologyKey": "kubernetes.io/hostname",
+            "whenUnsatisfiable": "ScheduleAnyway",
+            "labelSelector": {"matchLabels": selector},
+        }
+    ]
+    autoscaled = asks(group).autoscale is not None and not release.canary
+    body: dict[str, Any] = {
+        "selector": {"matchLabels": selector},
+        "strategy": {
+            "type": "RollingUpdate",
+            "rollingUpdate": {"maxUnavailable": group.rollout.max_unavailable, "maxSurge": 0},
+        },
+        "progressDeadlineSeconds": spec.wait_timeout_seconds(group),
+        "template": template,
+    }
+    if not autoscaled:
+        # KEDA owns the count of an autoscaled group: a fixed `replicas` here would fight it.
+        body["replicas"] = release.replicas
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": release.name, "namespace": namespace, "labels": selector},
+        "spec": body,
+    }
+
+
+def leader_worker_set(
+    release: Release,
+    namespace: str,
+    stack: str,
+    pool: NodePool,
+    secret: str,
+    kv_offload: bool = False,
+    scale_out: bool = False,
+    tracing: list[str] | None = None,
+) -> dict[str, Any]:
+    """A release whose replica spans `nodesPerReplica` nodes, as a LeaderWorkerSet: the leader
+    serves the API over a Ray cluster its workers join (vLLM's multi-node serving)."""
+    group, selector = release.group, pod_labels(stack, release)
+    size = asks(group).nodes_per_replica
+    leader = pod_spec(release, pool, secret, kv_offload, scale_out, tracing or [])
+    leader_main = leader["containers"][0]
+    leader_main["command"] = ["/bin/sh", "-c"]
+    leader_main["args"] = [
+        "ray start --head --port=6379 && exec "
+        + shlex.join(
+            [
+                "/bin/sh",
+                spec.ENTRYPOINT_PATH,
+                *spec.vllm_args(group, kv_offload, tracing or [], scale_out),
+                "--distributed-executor-backend",
+                "ray",
+                "--pipeline-parallel-size",
+                str(size),
+            ]
+        )
+    ]
+    worker = pod_spec(release, pool, secret, kv_offload, scale_out, tracing or [])
+    worker_main = worker["containers"][0]
+    worker_main["command"] = ["/bin/sh", "-c"]
+    worker_main["args"] = ['exec ray start --address="$LWS_LEADER_ADDRESS:6379" --block']
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        worker_main.pop(probe)
+    worker_main.pop("ports")
+    return {
+        "apiVersion": "leaderworkerset.x-k8s.io/v1",
+        "kind": "LeaderWorkerSet",
+        "metadata": {"name": release.name, "namespace": namespace, "labels": selector},
+        "spec": {
+            "replicas": release.replicas,
+            "rolloutStrategy": {
+                "type": "RollingUpdate",
+                "rollingUpdateConfiguration": {"maxUnavailable": group.rollout.max_unavailable, "maxSurge": 0},
+            },
+            "leaderWorkerTemplate": {
+                "size": size,
+                "restartPolicy": "RecreateGroupOnPodRestart",
+                "leaderTemplate": {"metadata": {"labels": selector}, "spec": leader},
+                "workerTemplate": {
+                    "metadata": {"labels": {**selector, ROLE_LABEL + "-rank": "worker"}},
+                    "spec": worker,
+                },
+            },
+        },
+    }
+
+
+def service(group: WorkerGroup, namespace: str, stack: str) -> dict[str, Any]:
+    """The group's pods (stable and canary) by one name, for the ServiceMonitor; traffic goes
+    through the routers, which find the pods themselves."""
+    selector = labels(stack, "worker", group.name)
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": f"{group.name}-workers", "namespace": namespace, "labels": selector},
+        "spec": {
+            "clusterIP": "None",
+            "selector": selector,
+            "ports": [{"name": "http", "port": group.port, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+
+
+def cache_claim(cluster: KubernetesConfig, namespace: str, stack: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": CACHE_CLAIM, "namespace": namespace, "labels": labels(stack, "model-cache")},
+        "spec": {
+            "accessModes": [cluster.model_cache_access],
+            "storageClassName": cluster.storage_class,
+            "resources": {"requests": {"storage": f"{cluster.model_cache_gib}Gi"}},
+        },
+    }
+
+
+def scripts_config_map(namespace: str, stack: str) -> dict[str, Any]:
+    """entrypoint.sh and the accuracy probe, the Docker target's files, for every worker."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": SCRIPTS, "namespace": namespace, "labels": labels(stack, "worker")},
+        "data": {
+            spec.ENTRYPOINT_PATH.rsplit("/", 1)[1]: spec.entrypoint_source(),
+            spec.HEALTHCHECK_PATH.rsplit("/", 1)[1]: spec.healthcheck_source(),
+            "prefetch-hf.sh": script("prefetch-hf.sh"),
+        },
+    }
+
+
+def prefetch_job(model: ModelConfig, image: str, namespace: str, stack: str, secret: str) -> dict[str, Any]:
+    """One model revision into the cache claim, with the Docker target's own script (`hf
+    download` at the pinned revision, the marker last); the token, when there is one, on stdin
+    from the Secret file, never in argv or env."""
+    name = f"prefetch-{model.served_name.lower().replace('.', '-').replace('_', '-')}"[:63].rstrip("-")
+    script_path = f"{spec.APP_DIR}/prefetch-hf.sh"
+    token = f"{spec.SECRETS_DIR}/hf-token"
+    run = f'if [ -r {token} ]; then exec bash {script_path} "$0" "$1" {CACHE_MOUNT} {JOB_TOOLS} < {token}; '
+    run += f'else exec bash {script_path} "$0" "$1" {CACHE_MOUNT} {JOB_TOOLS} < /dev/null; fi'
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels(stack, "prefetch")},
+        "spec": {
+            "backoffLimit": 4,
+            "template": {
+                "metadata": {"labels": labels(stack, "prefetch")},
+                "spec": {
+                    "restartPolicy": "OnFailure",
+                    "automountServiceAccountToken": False,
+                    "enableServiceLinks": False,
+                    "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
+                    "containers": [
+                        {
+                            "name": "prefetch",
+                            "image": image,
+                            "command": ["/bin/sh", "-c", run, model.id, model.revision],
+                            "resources": {
+                                "requests": {"cpu": "500m", "memory": "1Gi"},
+                                "limits": {"cpu": "2", "memory": "4Gi"},
+                            },
+                            "volumeMounts": [
+                                {"name": "model-cache", "mountPath": CACHE_MOUNT},
+                                {"name": "scripts", "mountPath": spec.APP_DIR, "readOnly": True},
+                                {"name": "secrets", "mountPath": spec.SECRETS_DIR, "readOnly": True},
+                            ],
+                            "securityContext": {"allowPrivilegeEscalation": False},
+                        }
+                    ],
+                    "volumes": [
+                        {"name": "model-cache", "persistentVolumeClaim": {"claimName": CACHE_CLAIM}},
+                        {"name": "scripts", "configMap": {"name": SCRIPTS, "defaultMode": 0o555}},
+                        {
+                            "name": "secrets",
+                            "secret": {
+                                "secretName": secret,
+                                "optional": True,
+                                "items": [{"key": "hf-token", "path": "hf-token"}],
+                            },
+                        },
+                    ],
+                },
+            },
+        },
+    }
