@@ -187,8 +187,8 @@ def _pod_fits(g: int, group: WorkerGroup, pool: NodePool, cluster: KubernetesCon
             ConfigIssue(
                 key_path(("workers", g, "resources", "cpus")),
                 group.resources.cpus,
-                f"pool `{pool.name}` nodes have {pool.cpus} allocatable CPUs: a pod limited above that never schedules",
-                f"set it to at most {pool.cpus}",
+                f"pool `{pool.name}` nodes have {pool.cpus:g} allocatable CPUs: a pod limited above that never schedules",
+                f"set it to at most {pool.cpus:g}",
             )
         )
     if group.resources.memory_mb > pool.memory_mb:
