@@ -161,6 +161,7 @@ bench: venv bench-venv test-model router-venv
 	$(PY) benchmarks/synth.py --repeat 5 --hosts 1 2 4 8 16 32 --results benchmarks/results/synth.json
 	$(PY) benchmarks/gateway.py --litellm $(BENCH_VENV)/bin/litellm --results benchmarks/results/gateway.json
 	$(PY) benchmarks/routing.py --results benchmarks/results/routing.json
+	$(PY) benchmarks/cluster.py --repeat 5 --gpus 16 64 256 --results benchmarks/results/cluster.json
 	$(PY) benchmarks/report.py --write docs/performance.md
 
 # Mutation testing, never in `make test` or CI: mutmut ([tool.mutmut] in pyproject.toml) mutates the

@@ -39,7 +39,9 @@ def bench(script: str, *args: str, timeout: float) -> subprocess.CompletedProces
 
 def test_every_benchmark_script_has_a_smoke_run_here() -> None:
     scripts = {p.name for p in (ROOT / "benchmarks").glob("*.py")} - {"__init__.py", "report.py", "results.py"}
-    assert scripts == {"synth.py", "gateway.py", "routing.py"}, "give the new benchmark a smoke run in this file"
+    assert scripts == {"synth.py", "gateway.py", "routing.py", "cluster.py"}, (
+        "give the new benchmark a smoke run in this file"
+    )
 
 
 def test_synth_benchmark_runs_and_writes_its_results(tmp_path: Path) -> None:
@@ -50,6 +52,15 @@ def test_synth_benchmark_runs_and_writes_its_results(tmp_path: Path) -> None:
     assert [(r["hosts"], r["workers"], len(r["seconds"])) for r in data["rows"]] == [(1, 8, 1), (2, 16, 1)]
     assert data["commit"]["sha"] == results.git("rev-parse", "HEAD").strip()
     assert report.synth_section(data) in done.stdout
+
+
+def test_cluster_benchmark_runs_and_writes_its_results(tmp_path: Path) -> None:
+    out = tmp_path / "cluster.json"
+    done = bench("cluster.py", "--gpus", "16", "64", "--repeat", "1", "--results", str(out), timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    data = results.load(out)
+    assert [(r["gpus"], r["groups"], r["worker_deployments"]) for r in data["rows"]] == [(16, 1, 2), (64, 4, 8)]
+    assert report.cluster_section(data) in done.stdout
 
 
 def test_gateway_benchmark_runs_all_three_paths(tmp_path: Path) -> None:

@@ -152,13 +152,13 @@ def reference() -> str:
     for name, field in StackConfig.model_fields.items():
         key = field.alias or name
         sub = _nested(field.annotation)
-        assert sub is not None
         doc = " ".join((field.description or "").split())
         is_list = typing.get_origin(field.annotation) is list
         body.append(
             f"| `{NAMESPACE}:{key}` | {_type_name(field.annotation)} | {allowed(field)} | {_default(field)} | {doc} |"
         )
-        _rows(sub, f"{key}[]." if is_list else f"{key}.", body)
+        if sub is not None:  # `target` is a plain string
+            _rows(sub, f"{key}[]." if is_list else f"{key}.", body)
     lines += body
     lines += ["", "Secrets, each set with `pulumi config set --secret <key> <value>` (a plain value is refused):", ""]
     lines += ["| key | allowed | meaning |", "| --- | --- | --- |"]
