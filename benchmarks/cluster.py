@@ -39,7 +39,13 @@ def cluster(gpus: int) -> dict[str, Any]:
             "storageClass": "local-nvme",
             "routerImage": "registry.example.com/inference-stack/vllm-router:0.1.17",
             "nodePools": [
-                {"name": "h100", "nodes": gpus // GPUS_PER_NODE + 1, "gpusPerNode": GPUS_PER_NODE, "cpus": 96, "memoryMb": 1048576}
+                {
+                    "name": "h100",
+                    "nodes": gpus // GPUS_PER_NODE + 1,
+                    "gpusPerNode": GPUS_PER_NODE,
+                    "cpus": 96,
+                    "memoryMb": 1048576,
+                }
             ],
         },
         "gateway": {"rateLimit": {"requestsPerSecond": 100, "burst": 200}},
@@ -47,7 +53,12 @@ def cluster(gpus: int) -> dict[str, Any]:
             {
                 "name": f"chat-{g:02d}",
                 "image": "vllm/vllm-openai:v0.32.0",
-                "model": {**VALID_MODEL, "servedName": f"chat-{g:02d}", "tensorParallelSize": TP, "weights": "prefetch"},
+                "model": {
+                    **VALID_MODEL,
+                    "servedName": f"chat-{g:02d}",
+                    "tensorParallelSize": TP,
+                    "weights": "prefetch",
+                },
                 "cluster": {"autoscale": {"minReplicas": replicas - 1, "maxReplicas": replicas - 1}},
                 "canary": {"extraArgs": ["--enable-chunked-prefill"], "weightPercent": 10, "workers": 1},
             }
@@ -64,7 +75,11 @@ def measure(gpus: int, repeat: int) -> dict[str, Any]:
         seconds.append(round(time.perf_counter() - start, 4))
         cpu_seconds.append(round(time.process_time() - cpu, 4))
     assert synth is not None
-    deployments = [r for r in synth.of_type("kubernetes:apps/v1:Deployment") if r["name"].split("-deployment-")[0].startswith("chat-")]
+    deployments = [
+        r
+        for r in synth.of_type("kubernetes:apps/v1:Deployment")
+        if r["name"].split("-deployment-")[0].startswith("chat-")
+    ]
     return {
         "gpus": gpus,
         "groups": len(cluster(gpus)["workers"]),

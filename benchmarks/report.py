@@ -364,7 +364,10 @@ def cluster_section(data: dict[str, Any]) -> str:
     if target is not None:
         median = statistics.median(target["seconds"])
         verdict = "met" if median < CLUSTER_TARGET_SECONDS else "NOT met"
-        lines += ["", f"Target: a {CLUSTER_TARGET_GPUS}-GPU cluster in under {CLUSTER_TARGET_SECONDS:g} s: {median:.2f} s, {verdict}."]
+        lines += [
+            "",
+            f"Target: a {CLUSTER_TARGET_GPUS}-GPU cluster in under {CLUSTER_TARGET_SECONDS:g} s: {median:.2f} s, {verdict}.",
+        ]
     return "\n".join(lines)
 
 

@@ -56,7 +56,8 @@ CASES: list[tuple[str, str, Callable[[dict[str, Any]], object], str, str]] = [
      "k8s-no-secret-env", "template: `HF` of `vllm` comes from a Secret as an env var: mount it as a file"),
     ("no-tolerations", WORKER, lambda i: pod(i).update(tolerations=[]),
      "k8s-gpu-tolerations",
-     "template: requests `nvidia.com/gpu` but tolerates no `nvidia.com/gpu` taint, so it never lands on a tainted GPU node"),
+     "template: requests `nvidia.com/gpu` but tolerates no `nvidia.com/gpu` taint, "
+     "so it never lands on a tainted GPU node"),
 ]  # fmt: skip
 
 

@@ -24,7 +24,7 @@ from tests.components.gateway.test_routing import ROUTER_BIN, require_router
 from tests.support import crds
 from tests.support.tools import require_tool
 from tools import render
-from tools.synth import ROOT, Synth, read_stack_file
+from tools.synth import ROOT, Synth, read_stack_file, synth_stack
 
 # API groups the official schemas hold; the rest are custom resources with vendored CRDs.
 CORE_GROUPS = ("v1", "apps/", "batch/", "policy/", "rbac.authorization.k8s.io/", "networking.k8s.io/")
@@ -154,3 +154,33 @@ def test_the_real_router_parses_every_router_command(k8s: Synth) -> None:
                 assert result.returncode == 2 and "invalid choice" in result.stderr, result.stderr
             else:
                 assert result.returncode != 2 and "unrecognized arguments" not in result.stderr, result.stderr
+
+
+def test_no_secret_value_reaches_an_input_in_plain_text(tmp_path: Path) -> None:
+    """Every secret set, the kubeconfig among them: none appears in any resource's inputs, only
+    as `[secret]` (the Secrets' files, the provider's kubeconfig)."""
+    kubeconfig = "apiVersion: v1\nkind: Config\nclusters: [{name: c-k8s-secret-1}]\ncontexts: [{name: x}]\n"
+    secrets = {
+        "kubeconfig": kubeconfig,
+        "gatewayApiKeys": json.dumps({"team-a": "sk-team-a-plaintext-0123456789"}),
+        "vllmApiKey": "vllm-key-plaintext-0123456789",
+        "hfToken": "hf_plaintext0123456789",
+        "redisPassword": "redis-password-plaintext-0123",
+    }
+    stack_file = yaml.safe_load((ROOT / "Pulumi.k8s.yaml").read_text())
+    stack_file["config"]["inference-stack:kubernetes"]["kubeconfig"] = "secret"
+    path = tmp_path / "Pulumi.k8s.yaml"
+    path.write_text(yaml.safe_dump(stack_file))
+    synth = synth_stack("k8s", path, secrets)
+    text = json.dumps(synth.resources)
+    for value in (
+        "c-k8s-secret-1",
+        "sk-team-a-plaintext",
+        "vllm-key-plaintext",
+        "hf_plaintext",
+        "redis-password-plaintext",
+    ):
+        assert value not in text, value
+    (provider,) = synth.of_type("pulumi:providers:kubernetes")
+    assert provider["inputs"]["kubeconfig"] == "[secret]"
+    assert all(s["inputs"]["stringData"] == "[secret]" for s in synth.of_type("kubernetes:core/v1:Secret"))
