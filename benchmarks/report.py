@@ -366,7 +366,8 @@ def cluster_section(data: dict[str, Any]) -> str:
         verdict = "met" if median < CLUSTER_TARGET_SECONDS else "NOT met"
         lines += [
             "",
-            f"Target: a {CLUSTER_TARGET_GPUS}-GPU cluster in under {CLUSTER_TARGET_SECONDS:g} s: {median:.2f} s, {verdict}.",
+            f"Target: a {CLUSTER_TARGET_GPUS}-GPU cluster in under {CLUSTER_TARGET_SECONDS:g} s: "
+            f"{median:.2f} s, {verdict}.",
         ]
     return "\n".join(lines)
 

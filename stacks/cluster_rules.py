@@ -187,7 +187,8 @@ def _pod_fits(g: int, group: WorkerGroup, pool: NodePool, cluster: KubernetesCon
             ConfigIssue(
                 key_path(("workers", g, "resources", "cpus")),
                 group.resources.cpus,
-                f"pool `{pool.name}` nodes have {pool.cpus:g} allocatable CPUs: a pod limited above that never schedules",
+                f"pool `{pool.name}` nodes have {pool.cpus:g} allocatable CPUs: a pod limited above that "
+                "never schedules",
                 f"set it to at most {pool.cpus:g}",
             )
         )

@@ -19,14 +19,14 @@ JOB = "model-cache-job-prefetch-mistral-7b-instruct"
 
 
 def pod(inputs: dict[str, Any]) -> dict[str, Any]:
-    return inputs["spec"]["template"]["spec"]  # type: ignore[no-any-return]
+    return inputs["spec"]["template"]["spec"]
 
 
 def main(inputs: dict[str, Any]) -> dict[str, Any]:
-    return pod(inputs)["containers"][0]  # type: ignore[no-any-return]
+    return pod(inputs)["containers"][0]
 
 
-CASES: list[tuple[str, str, Callable[[dict[str, Any]], object], str, str]] = [
+CASES: list[tuple[str, str, Callable[[dict[str, Any]], None], str, str]] = [
     ("privileged", WORKER, lambda i: main(i)["securityContext"].update(privileged=True),
      "k8s-not-privileged", "template: container `vllm` is privileged"),
     ("sys-admin", GATEWAY, lambda i: main(i)["securityContext"]["capabilities"].update(add=["SYS_ADMIN"]),
@@ -68,7 +68,7 @@ def test_the_k8s_stack_passes_every_kubernetes_policy(k8s: Synth) -> None:
 
 @pytest.mark.parametrize(("case", "resource", "change", "policy", "message"), CASES, ids=[c[0] for c in CASES])
 def test_each_kubernetes_policy_fires_on_its_fixture(
-    k8s: Synth, case: str, resource: str, change: Callable[[dict[str, Any]], object], policy: str, message: str
+    k8s: Synth, case: str, resource: str, change: Callable[[dict[str, Any]], None], policy: str, message: str
 ) -> None:
     broken = mutated(k8s, resource, change)
     found = [(f.policy, f.enforcement, f.resource, f.message) for f in new_findings(broken, k8s)]

@@ -26,7 +26,7 @@ def run(cfg: dict[str, Any], secret_keys: set[str] | None = None) -> None:
 
 
 def group(cfg: dict[str, Any], i: int = 0) -> dict[str, Any]:
-    return cfg["workers"][i]  # type: ignore[no-any-return]
+    return cfg["workers"][i]
 
 
 def docker_host() -> dict[str, Any]:
