@@ -1,6 +1,6 @@
-"""The Kubernetes target's first manifests (issue 19, in progress): pure functions from the
-stack model to plain objects, which `make render` will write as YAML and pulumi-kubernetes will
-take as they are. Not wired into the composition yet: no stack can choose this target.
+"""The Kubernetes target's shared manifests and labels: pure functions from the stack model to
+plain objects, which `make render` writes as YAML and pulumi-kubernetes takes as they are
+(`fleet.py` gathers every concern's).
 
 Every object is checked against the official OpenAPI schemas of the oldest and the newest
 Kubernetes release the project supports (PyPI `kubernetes-validate`, strict: no unknown field),
@@ -51,7 +51,7 @@ def disruption_budget(
 ) -> dict[str, Any]:
     """A PodDisruptionBudget that lets a drain take at most `max_unavailable` of `replicas` pods at
     once (the group's `rollout.maxUnavailable`), so a node drain never takes a whole group."""
-    # The stack rules will refuse these as config errors once a stack can choose this target.
+    # The stack rules refuse these first, as config errors (stacks/cluster_rules.py `_budget_issues`).
     if max_unavailable < 1 or max_unavailable >= replicas:
         effect = "blocks every drain" if max_unavailable < 1 else "lets a drain take the whole group"
         raise ValueError(
