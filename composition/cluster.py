@@ -13,7 +13,8 @@ import pulumi_random as random
 from components.data import redis, weaviate
 from components.gateway import nginx
 from components.gateway.gateway import with_own_keys
-from components.kubernetes import data, edge, fleet
+from components.hosts.host import s3_credentials
+from components.kubernetes import data, edge, fleet, workers
 from components.kubernetes import resources as kr
 from components.workers import spec
 from composition.keys import generates_client_key, worker_api_key
@@ -36,6 +37,10 @@ def _worker_files(
     files: dict[str, pulumi.Input[str]] = {"vllm-api-key": api_key}
     if "hfToken" in stack.secrets:
         files["hf-token"] = stack.secrets["hfToken"]
+    if "s3AccessKeyId" in stack.secrets and "s3SecretAccessKey" in stack.secrets:
+        files[workers.S3_CREDENTIALS] = s3_credentials(
+            stack.secrets["s3AccessKeyId"], stack.secrets["s3SecretAccessKey"]
+        )
     if redis_password is not None and cfg.redis.kv_cache_offload:
         url = redis_password.apply(lambda p: redis_url(f"{data.REDIS}:{REDIS_PORT}", p))
         files["lmcache.yaml"] = url.apply(lambda u: spec.lmcache_yaml(cfg.redis.lmcache, u))

@@ -7,11 +7,12 @@ arguments, environment, entrypoint and accuracy probe (`components/workers/spec.
 from __future__ import annotations
 
 import math
+import re
 import shlex
 from dataclasses import dataclass
 from typing import Any
 
-from components.hosts.host import script, snapshot_dir
+from components.hosts.host import S3_SYNC, script, snapshot_dir
 from components.kubernetes.manifests import labels
 from components.workers import spec
 from stacks.cluster import KubernetesConfig, NodePool
@@ -29,6 +30,7 @@ JOB_TOOLS = "/usr/local"
 CACHE_MOUNT = "/cache"
 STARTUP_PERIOD_SECONDS = 10
 MARKER = ".inference-stack-complete"
+S3_CREDENTIALS = "s3-credentials"
 
 
 @dataclass(frozen=True)
@@ -334,19 +336,38 @@ def scripts_config_map(namespace: str, stack: str) -> dict[str, Any]:
             spec.ENTRYPOINT_PATH.rsplit("/", 1)[1]: spec.entrypoint_source(),
             spec.HEALTHCHECK_PATH.rsplit("/", 1)[1]: spec.healthcheck_source(),
             "prefetch-hf.sh": script("prefetch-hf.sh"),
+            "s3_sync.py": S3_SYNC.read_text(),
         },
     }
 
 
+def _fetch_command(model: ModelConfig) -> list[str]:
+    """The Docker target's own pre-fetch step for the model's source, its secret on stdin from
+    the Secret's file (or nothing, for a public model or the node's own credentials)."""
+    source = model.weights_source()
+    if source.startswith("s3://"):
+        bucket, _, prefix = source.removeprefix("s3://").partition("/")
+        argv = ["python3", f"{spec.APP_DIR}/s3_sync.py", "--bucket", bucket, "--prefix", prefix]
+        argv += ["--dest", snapshot_dir(CACHE_MOUNT, model)]
+        if model.s3_endpoint_url:
+            argv += ["--endpoint-url", model.s3_endpoint_url]
+        if model.s3_region:
+            argv += ["--region", model.s3_region]
+        secret = f"{spec.SECRETS_DIR}/{S3_CREDENTIALS}"
+    else:
+        repo, _, revision = source.removeprefix("hf://").partition("@")
+        argv = ["bash", f"{spec.APP_DIR}/prefetch-hf.sh", repo, revision, CACHE_MOUNT, JOB_TOOLS]
+        secret = f"{spec.SECRETS_DIR}/hf-token"
+    run = shlex.join(argv)
+    return ["/bin/sh", "-c", f"if [ -r {secret} ]; then exec {run} < {secret}; else exec {run} < /dev/null; fi"]
+
+
 def prefetch_job(model: ModelConfig, image: str, namespace: str, stack: str, secret: str) -> dict[str, Any]:
-    """One model revision into the cache claim, with the Docker target's own script (`hf
-    download` at the pinned revision, the marker last); the token, when there is one, on stdin
-    from the Secret file, never in argv or env."""
-    name = f"prefetch-{model.served_name.lower().replace('.', '-').replace('_', '-')}"[:63].rstrip("-")
-    script_path = f"{spec.APP_DIR}/prefetch-hf.sh"
-    token = f"{spec.SECRETS_DIR}/hf-token"
-    run = f'if [ -r {token} ]; then exec bash {script_path} "$0" "$1" {CACHE_MOUNT} {JOB_TOOLS} < {token}; '
-    run += f'else exec bash {script_path} "$0" "$1" {CACHE_MOUNT} {JOB_TOOLS} < /dev/null; fi'
+    """One model revision into the cache claim, with the Docker target's own steps (`hf download`
+    at the pinned revision, or the verified S3 sync, the marker last); the token or the S3
+    credentials, when there are any, on stdin from the Secret's file, never in argv or env."""
+    slug = re.sub(r"[^a-z0-9-]", "-", model.served_name.lower())
+    name = f"prefetch-{slug}"[:54].rstrip("-") + f"-{model.revision[:8]}"
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -364,7 +385,7 @@ def prefetch_job(model: ModelConfig, image: str, namespace: str, stack: str, sec
                         {
                             "name": "prefetch",
                             "image": image,
-                            "command": ["/bin/sh", "-c", run, model.id, model.revision],
+                            "command": _fetch_command(model),
                             "resources": {
                                 "requests": {"cpu": "500m", "memory": "1Gi"},
                                 "limits": {"cpu": "2", "memory": "4Gi"},
@@ -385,7 +406,7 @@ def prefetch_job(model: ModelConfig, image: str, namespace: str, stack: str, sec
                             "secret": {
                                 "secretName": secret,
                                 "optional": True,
-                                "items": [{"key": "hf-token", "path": "hf-token"}],
+                                "items": [{"key": k, "path": k} for k in ("hf-token", S3_CREDENTIALS)],
                             },
                         },
                     ],

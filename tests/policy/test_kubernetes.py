@@ -15,7 +15,7 @@ from tools.synth import Synth
 
 WORKER = "mistral-deployment-mistral"
 GATEWAY = "edge-deployment-gateway"
-JOB = "model-cache-job-prefetch-mistral-7b-instruct"
+JOB = "model-cache-job-prefetch-mistral-7b-instruct-95b1295d"
 
 
 def pod(inputs: dict[str, Any]) -> dict[str, Any]:

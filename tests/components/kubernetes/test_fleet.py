@@ -184,3 +184,26 @@ def test_no_secret_value_reaches_an_input_in_plain_text(tmp_path: Path) -> None:
     (provider,) = synth.of_type("pulumi:providers:kubernetes")
     assert provider["inputs"]["kubeconfig"] == "[secret]"
     assert all(s["inputs"]["stringData"] == "[secret]" for s in synth.of_type("kubernetes:core/v1:Secret"))
+
+
+def test_the_prefetch_jobs_commands_pass_shellcheck(tmp_path: Path) -> None:
+    """Both sources' Job commands (Hugging Face, and S3 through the Docker target's s3_sync.py),
+    as `sh -c` runs them, through shellcheck; the secret arrives on stdin from a file only."""
+    shellcheck = require_tool("shellcheck")
+    cfg = config()
+    s3 = {**cfg["workers"][1], "name": "s3", "model": {**cfg["workers"][1]["model"], "servedName": "s3"}}
+    s3["model"].update(source="s3://models/smollm/rev-1", revision="1" * 40)
+    cfg["workers"].append(s3)
+    cfg["kubernetes"]["nodePools"][0]["nodes"] = 8
+    stack, _ = validate("k8s", {k: v if k == "target" else json.dumps(v) for k, v in cfg.items()}, set())
+    jobs = [m for m in fleet(stack, "k8s").model_cache if m["kind"] == "Job"]
+    commands = [j["spec"]["template"]["spec"]["containers"][0]["command"] for j in jobs]
+    assert any("s3_sync.py" in c[2] and "--bucket models --prefix smollm/rev-1" in c[2] for c in commands)
+    assert any("prefetch-hf.sh" in c[2] for c in commands)
+    for i, (sh, flag, script) in enumerate(commands):
+        assert (sh, flag) == ("/bin/sh", "-c")
+        path = tmp_path / f"job-{i}.sh"
+        path.write_text("#!/bin/sh\n" + script + "\n")
+        result = subprocess.run([shellcheck, "-s", "sh", str(path)], capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stdout
+        assert "< /run/secrets/" in script and "--token" not in script
