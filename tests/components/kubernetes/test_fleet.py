@@ -207,3 +207,23 @@ def test_the_prefetch_jobs_commands_pass_shellcheck(tmp_path: Path) -> None:
         result = subprocess.run([shellcheck, "-s", "sh", str(path)], capture_output=True, text=True, timeout=60)
         assert result.returncode == 0, result.stdout
         assert "< /run/secrets/" in script and "--token" not in script
+
+
+def test_weaviate_and_tracing_objects_pass_their_schemas() -> None:
+    """The parts the shipped k8s stack leaves off: Weaviate with S3 backups, and Jaeger with the
+    workers' OTLP flags pointing at its Service."""
+    cfg = config(
+        weaviate={"enabled": True, "backup": {"enabled": True, "bucket": "inference-backups", "region": "eu-west-1"}},
+        observability={"tracing": {"enabled": True}},
+    )
+    stack, _ = validate("k8s", {k: v if k == "target" else json.dumps(v) for k, v in cfg.items()}, set())
+    built = fleet(stack, "k8s", ["admin"])
+    names = {(o["kind"], o["metadata"]["name"]) for o in built.all()}
+    assert {("StatefulSet", "weaviate"), ("Deployment", "jaeger"), ("NetworkPolicy", "weaviate")} <= names
+    for obj in built.all():
+        check(obj)
+    (weaviate,) = [o for o in built.data if o["kind"] == "StatefulSet" and o["metadata"]["name"] == "weaviate"]
+    env = {e["name"]: e["value"] for e in weaviate["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["BACKUP_S3_BUCKET"] == "inference-backups" and "AUTHENTICATION_APIKEY_ALLOWED_KEYS" not in env
+    worker = built.workers["mistral"][0]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert worker[worker.index("--otlp-traces-endpoint") + 1] == "http://jaeger.inference.svc.cluster.local:4317"
