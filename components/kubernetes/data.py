@@ -10,7 +10,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from components.data import redis, weaviate
-from components.kubernetes.manifests import labels
+from components.kubernetes.manifests import labels, locked_down
 from stacks.cluster import KubernetesConfig
 from stacks.config import RedisConfig, WeaviateConfig
 from stacks.network import REDIS_PORT, WEAVIATE_PORT
@@ -19,7 +19,6 @@ REDIS = "redis"
 WEAVIATE = "weaviate"
 REDIS_SECRET = "redis-acl"
 WEAVIATE_SECRET = "weaviate-env"
-HARDENED = {"readOnlyRootFilesystem": True, "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
 
 
 def _claim(size_gib: int, cluster: KubernetesConfig) -> dict[str, Any]:
@@ -96,7 +95,7 @@ def redis_objects(cfg: RedisConfig, cluster: KubernetesConfig, stack: str) -> li
                     {"name": "conf", "mountPath": conf_dir, "readOnly": True},
                     {"name": "acl", "mountPath": str(PurePosixPath(redis.ACL_PATH).parent), "readOnly": True},
                 ],
-                "securityContext": HARDENED,
+                "securityContext": locked_down(),
             }
         ],
         "volumes": [

@@ -12,7 +12,7 @@ from typing import Any
 
 from components.gateway import nginx, routing
 from components.gateway.nginx import Pool, Route
-from components.kubernetes.manifests import labels
+from components.kubernetes.manifests import labels, locked_down
 from components.kubernetes.workers import POOL_LABEL
 from stacks.cluster import KubernetesConfig
 from stacks.config import GatewayConfig, ObservabilityConfig
@@ -150,13 +150,7 @@ def gateway_deployment(
             "periodSeconds": 30,
             "failureThreshold": 3,
         },
-        "securityContext": {
-            "readOnlyRootFilesystem": True,
-            "allowPrivilegeEscalation": False,
-            "runAsNonRoot": True,
-            "runAsUser": 65534,
-            "capabilities": {"drop": ["ALL"]},
-        },
+        "securityContext": locked_down(65534),
     }
     return {
         "apiVersion": "apps/v1",
@@ -311,13 +305,7 @@ def router_deployment(
                                 "periodSeconds": 10,
                                 "failureThreshold": 3,
                             },
-                            "securityContext": {
-                                "readOnlyRootFilesystem": True,
-                                "allowPrivilegeEscalation": False,
-                                "runAsNonRoot": True,
-                                "runAsUser": 65534,
-                                "capabilities": {"drop": ["ALL"]},
-                            },
+                            "securityContext": locked_down(65534),
                         }
                     ],
                 },

@@ -78,7 +78,7 @@ def _group(cfg: StackConfig, cluster: KubernetesConfig, stack: str, g: int) -> l
     scale_out = cfg.gateway.balance == "cache_aware"
     build = workers.leader_worker_set if asks(group).nodes_per_replica > 1 else workers.deployment
     found = [
-        build(release, ns, stack, pool, WORKER_SECRET, offload, scale_out, tracing)
+        build(release, workers.Serving(ns, stack, pool, WORKER_SECRET, offload, scale_out, tuple(tracing)))
         for release in workers.releases(group, stable_pool(cfg, group.name))
     ]
     selector = workers.pod_labels(stack, workers.releases(group, stable_pool(cfg, group.name))[0])

@@ -31,6 +31,19 @@ def labels(stack: str, component: str, group: str | None = None) -> dict[str, st
     return found
 
 
+def locked_down(user: int | None = None) -> dict[str, Any]:
+    """A container's securityContext: read-only root, no privilege escalation, no capability,
+    and a fixed non-root user when the image's own is one."""
+    context: dict[str, Any] = {
+        "readOnlyRootFilesystem": True,
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    if user is not None:
+        context.update(runAsNonRoot=True, runAsUser=user)
+    return context
+
+
 def namespace(name: str, stack: str) -> dict[str, Any]:
     """The stack's namespace, under Pod Security admission: `baseline` enforced (no privileged
     pod, host namespace or hostPath), `restricted` warned and audited. Not `restricted` enforced:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from components.kubernetes.manifests import labels
+from components.kubernetes.manifests import labels, locked_down
 from components.kubernetes.workers import MODEL_LABEL, POOL_LABEL, ROLE_LABEL
 from components.observability import grafana
 from components.observability.prometheus import ROUTER_JOB, VLLM_JOB
@@ -108,13 +108,7 @@ def jaeger(cfg: TracingConfig, namespace: str, stack: str) -> list[dict[str, Any
         },
         "readinessProbe": {"httpGet": {"path": "/", "port": "ui"}, "periodSeconds": 10},
         "livenessProbe": {"httpGet": {"path": "/", "port": "ui"}, "periodSeconds": 30},
-        "securityContext": {
-            "readOnlyRootFilesystem": True,
-            "allowPrivilegeEscalation": False,
-            "runAsNonRoot": True,
-            "runAsUser": 10001,
-            "capabilities": {"drop": ["ALL"]},
-        },
+        "securityContext": locked_down(10001),
     }
     return [
         {

@@ -46,6 +46,20 @@ class Release:
     canary: bool = False
 
 
+@dataclass(frozen=True)
+class Serving:
+    """Where and how every release of a group serves: its namespace, node pool, Secret and the
+    stack-wide vLLM options."""
+
+    namespace: str
+    stack: str
+    pool: NodePool
+    secret: str
+    kv_offload: bool = False
+    scale_out: bool = False
+    tracing: tuple[str, ...] = ()
+
+
 def releases(group: WorkerGroup, stable_pool: str) -> list[Release]:
     """The group's stable Deployment and, with a canary, the canary's (its own pool, split by nginx)."""
     low, _ = asks(group).replica_bounds()
@@ -151,9 +165,7 @@ def container(release: Release, kv_offload: bool, scale_out: bool, tracing: list
     }
 
 
-def pod_spec(
-    release: Release, pool: NodePool, secret: str, kv_offload: bool, scale_out: bool, tracing: list[str]
-) -> dict[str, Any]:
+def pod_spec(release: Release, on: Serving) -> dict[str, Any]:
     group = release.group
     wait: list[dict[str, Any]] = []
     if group.model.weights == "prefetch":
@@ -173,9 +185,9 @@ def pod_spec(
         )
     return {
         "initContainers": wait,
-        "containers": [container(release, kv_offload, scale_out, tracing)],
-        "nodeSelector": dict(pool.node_selector),
-        "tolerations": [t.model_dump(exclude_none=True) for t in pool.tolerations],
+        "containers": [container(release, on.kv_offload, on.scale_out, list(on.tracing))],
+        "nodeSelector": dict(on.pool.node_selector),
+        "tolerations": [t.model_dump(exclude_none=True) for t in on.pool.tolerations],
         # vLLM finishes in-flight requests on SIGTERM; the router stops sending first (readiness).
         "terminationGracePeriodSeconds": max(spec.GRACE_SECONDS, group.rollout.drain_timeout_seconds),
         "automountServiceAccountToken": False,
@@ -184,28 +196,19 @@ def pod_spec(
         "volumes": [
             {"name": "model-cache", "persistentVolumeClaim": {"claimName": CACHE_CLAIM}},
             {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": _quantity_mib(spec.shm_size_mb(group))}},
-            {"name": "secrets", "secret": {"secretName": secret, "items": secret_items(group, kv_offload)}},
+            {"name": "secrets", "secret": {"secretName": on.secret, "items": secret_items(group, on.kv_offload)}},
             {"name": "scripts", "configMap": {"name": SCRIPTS, "defaultMode": 0o555}},
         ],
     }
 
 
-def deployment(
-    release: Release,
-    namespace: str,
-    stack: str,
-    pool: NodePool,
-    secret: str,
-    kv_offload: bool = False,
-    scale_out: bool = False,
-    tracing: list[str] | None = None,
-) -> dict[str, Any]:
+def deployment(release: Release, on: Serving) -> dict[str, Any]:
     """A release as a Deployment: rolling updates at `rollout.maxUnavailable` with no surge (a
     surge pod would wait for a GPU nobody frees), spread over the pool's nodes."""
-    group, selector = release.group, pod_labels(stack, release)
+    group, selector = release.group, pod_labels(on.stack, release)
     template = {
         "metadata": {"labels": selector},
-        "spec": pod_spec(release, pool, secret, kv_offload, scale_out, tracing or []),
+        "spec": pod_spec(release, on),
     }
     template["spec"]["topologySpreadConstraints"] = [
         {
@@ -231,26 +234,17 @@ def deployment(
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": {"name": release.name, "namespace": namespace, "labels": selector},
+        "metadata": {"name": release.name, "namespace": on.namespace, "labels": selector},
         "spec": body,
     }
 
 
-def leader_worker_set(
-    release: Release,
-    namespace: str,
-    stack: str,
-    pool: NodePool,
-    secret: str,
-    kv_offload: bool = False,
-    scale_out: bool = False,
-    tracing: list[str] | None = None,
-) -> dict[str, Any]:
+def leader_worker_set(release: Release, on: Serving) -> dict[str, Any]:
     """A release whose replica spans `nodesPerReplica` nodes, as a LeaderWorkerSet: the leader
     serves the API over a Ray cluster its workers join (vLLM's multi-node serving)."""
-    group, selector = release.group, pod_labels(stack, release)
+    group, selector = release.group, pod_labels(on.stack, release)
     size = asks(group).nodes_per_replica
-    leader = pod_spec(release, pool, secret, kv_offload, scale_out, tracing or [])
+    leader = pod_spec(release, on)
     leader_main = leader["containers"][0]
     leader_main["command"] = ["/bin/sh", "-c"]
     leader_main["args"] = [
@@ -259,7 +253,7 @@ def leader_worker_set(
             [
                 "/bin/sh",
                 spec.ENTRYPOINT_PATH,
-                *spec.vllm_args(group, kv_offload, tracing or [], scale_out),
+                *spec.vllm_args(group, on.kv_offload, on.tracing, on.scale_out),
                 "--distributed-executor-backend",
                 "ray",
                 "--pipeline-parallel-size",
@@ -267,7 +261,7 @@ def leader_worker_set(
             ]
         )
     ]
-    worker = pod_spec(release, pool, secret, kv_offload, scale_out, tracing or [])
+    worker = pod_spec(release, on)
     worker_main = worker["containers"][0]
     worker_main["command"] = ["/bin/sh", "-c"]
     worker_main["args"] = ['exec ray start --address="$LWS_LEADER_ADDRESS:6379" --block']
@@ -277,7 +271,7 @@ def leader_worker_set(
     return {
         "apiVersion": "leaderworkerset.x-k8s.io/v1",
         "kind": "LeaderWorkerSet",
-        "metadata": {"name": release.name, "namespace": namespace, "labels": selector},
+        "metadata": {"name": release.name, "namespace": on.namespace, "labels": selector},
         "spec": {
             "replicas": release.replicas,
             "rolloutStrategy": {
