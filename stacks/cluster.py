@@ -97,9 +97,9 @@ class GpuOperator(Schema):
 
     enabled: bool = True
     """Install the operator. Off when the cluster already runs it (or another device plugin)."""
-    version: str = Field(default="v25.10.1", pattern=r"^v\d+\.\d+\.\d+$")
-    """The chart version, pinned: the operator's own release (its getting-started page names
-    v25.10.1 the current patch release)."""
+    version: str = Field(default="v26.7.0", pattern=r"^v\d+\.\d+\.\d+$")
+    """The chart version, pinned: the operator's newest release (NVIDIA/gpu-operator tag v26.7.0,
+    10ee5b3; its deployments/gpu-operator/values.yaml has `driver.enabled` and `toolkit.enabled`)."""
     namespace: str = Field(default="gpu-operator", pattern=DNS_LABEL.pattern)
     """The operator's namespace, labelled Pod Security `privileged`: its driver and toolkit
     DaemonSets need the host."""
