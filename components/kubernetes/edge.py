@@ -12,7 +12,7 @@ from typing import Any
 
 from components.gateway import nginx, routing
 from components.gateway.nginx import Pool, Route
-from components.kubernetes.manifests import labels, locked_down
+from components.kubernetes.manifests import halved_requests, labels, locked_down
 from components.kubernetes.workers import POOL_LABEL
 from stacks.cluster import KubernetesConfig
 from stacks.config import GatewayConfig, ObservabilityConfig
@@ -118,10 +118,7 @@ def gateway_deployment(
             {"name": "http", "containerPort": nginx.LISTEN_PORT, "protocol": "TCP"},
             {"name": "status", "containerPort": nginx.STATUS_PORT, "protocol": "TCP"},
         ],
-        "resources": {
-            "requests": {"cpu": f"{gw.cpus / 2:g}", "memory": f"{gw.memory_mb // 2}Mi"},
-            "limits": {"cpu": f"{gw.cpus:g}", "memory": f"{gw.memory_mb}Mi"},
-        },
+        "resources": halved_requests(gw.cpus, gw.memory_mb),
         "readinessProbe": {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 5, "failureThreshold": 2},
         "livenessProbe": {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 10, "failureThreshold": 3},
         # SIGQUIT is nginx's graceful stop: streams in flight finish within the read timeout.
@@ -294,10 +291,7 @@ def router_deployment(
                                 {"name": "http", "containerPort": routing.PORT, "protocol": "TCP"},
                                 {"name": "metrics", "containerPort": routing.METRICS_PORT, "protocol": "TCP"},
                             ],
-                            "resources": {
-                                "requests": {"cpu": f"{r.cpus / 2:g}", "memory": f"{r.memory_mb // 2}Mi"},
-                                "limits": {"cpu": f"{r.cpus:g}", "memory": f"{r.memory_mb}Mi"},
-                            },
+                            "resources": halved_requests(r.cpus, r.memory_mb),
                             # /liveness, not /readiness: a pool with no ready pod yet is still a working router.
                             "readinessProbe": {"httpGet": {"path": "/liveness", "port": "http"}, "periodSeconds": 5},
                             "livenessProbe": {
