@@ -161,6 +161,17 @@ def _pod_fits(g: int, group: WorkerGroup, pool: NodePool, cluster: KubernetesCon
     nodes = asks(group).nodes_per_replica
     gpus = group.gpus_per_worker()
     largest = max(p.gpus_per_node for p in cluster.node_pools)
+    autoscale = asks(group).autoscale
+    if nodes > 1 and autoscale is not None:
+        issues.append(
+            ConfigIssue(
+                key_path((*where, "autoscale")),
+                autoscale.model_dump(by_alias=True),
+                "a replica spanning nodes is a LeaderWorkerSet, which the KEDA ScaledObject (a Deployment's "
+                "scaler here) does not scale, so the bounds would be ignored",
+                "use `replicas` for this group, or `nodesPerReplica: 1`",
+            )
+        )
     if gpus % nodes:
         issues.append(
             ConfigIssue(

@@ -88,7 +88,8 @@ def _group(cfg: StackConfig, cluster: KubernetesConfig, stack: str, g: int) -> l
     service["metadata"]["labels"][monitoring.JOB_LABEL] = monitoring.JOBS["worker"]
     found.append(service)
     auto = asks(group).autoscale
-    if auto is not None and asks(group).nodes_per_replica == 1:
+    # Validated: only a Deployment's group autoscales (stacks/cluster_rules.py).
+    if auto is not None:
         found.append(
             manifests.scaled_object(
                 group.name,

@@ -49,6 +49,9 @@ CASES: list[tuple[str, Callable[[dict[str, Any]], object], str, str]] = [
     ("uneven-span", lambda c: group(c)["model"].update(tensorParallelSize=4)
      or group(c)["cluster"].update(nodesPerReplica=3),
      "inference-stack:workers[0].cluster.nodesPerReplica", "must split evenly"),
+    ("autoscale-spanning", lambda c: group(c)["model"].update(tensorParallelSize=16)
+     or group(c)["cluster"].update(nodesPerReplica=2),
+     "inference-stack:workers[0].cluster.autoscale", "does not scale, so the bounds would be ignored"),
     ("cpus-above-node", lambda c: group(c)["resources"].update(cpus=128),
      "inference-stack:workers[0].resources.cpus", "96 allocatable CPUs"),
     ("pool-too-small", lambda c: group(c)["cluster"]["autoscale"].update(maxReplicas=40),
