@@ -5,6 +5,8 @@ manifests (`components/kubernetes/fleet.py`) with the Secrets only Pulumi holds 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -17,7 +19,7 @@ from components.hosts.host import s3_credentials
 from components.kubernetes import data, edge, fleet, workers
 from components.kubernetes import resources as kr
 from components.workers import spec
-from composition.keys import generates_client_key, worker_api_key
+from composition.keys import generates_client_key, redis_password, weaviate_keys, worker_api_key
 from composition.loader import LoadedStack
 from stacks.cluster import KubernetesConfig
 from stacks.network import REDIS_PORT, redis_url
@@ -57,14 +59,9 @@ def _gateway_files(
 
 
 def _weaviate_files(stack: LoadedStack) -> tuple[dict[str, pulumi.Input[str]], list[str]]:
-    secrets, users = stack.secrets, stack.weaviate_users
-    keys = secrets.get("weaviateApiKeys")
-    if keys is None:
-        generated = random.RandomPassword("weaviate-admin-key", length=40, special=False).result
-        keys = pulumi.Output.secret(generated.apply(lambda key: json.dumps({"admin": key})))
-        users = ["admin"]
-        pulumi.export("weaviateAdminKey", generated)
-    access, secret_key = secrets.get("weaviateBackupAccessKeyId"), secrets.get("weaviateBackupSecretAccessKey")
+    keys, users = weaviate_keys(stack)
+    access = stack.secrets.get("weaviateBackupAccessKeyId")
+    secret_key = stack.secrets.get("weaviateBackupSecretAccessKey")
     env = pulumi.Output.all(keys, access, secret_key).apply(
         lambda v: weaviate.render_secrets_env(json.loads(v[0]), users, v[1], v[2])
     )
@@ -78,49 +75,51 @@ def build(stack: LoadedStack) -> fleet.Fleet:
     ns = cluster.namespace
     cluster_provider = provider(stack, cluster)
     weaviate_files, users = _weaviate_files(stack) if cfg.weaviate.enabled else ({}, [])
-    manifests = fleet.fleet(cfg, stack.name, users)
+    objects = fleet.fleet(cfg, stack.name, users)
 
-    def part(cls: type[kr.Manifests], name: str, **more: object) -> kr.Manifests:
-        objects = more.pop("manifests")
-        return cls(name, kr.ManifestsArgs(objects, cluster_provider, ns, stack.name, **more))  # type: ignore[arg-type]
+    def part(
+        cls: type[kr.Manifests],
+        name: str,
+        manifests: list[dict[str, Any]],
+        depends_on: Sequence[pulumi.Resource] = (),
+        secrets: Mapping[str, Mapping[str, pulumi.Input[str]]] | None = None,
+        timeout_seconds: int | None = None,
+    ) -> kr.Manifests:
+        args = kr.ManifestsArgs(manifests, cluster_provider, ns, stack.name, secrets, depends_on, timeout_seconds)
+        return cls(name, args)
 
     operator = []
     if cluster.gpu_operator.enabled:
         operator.append(kr.GpuOperatorRelease("gpu-operator", cluster.gpu_operator, cluster_provider, stack.name))
-    namespace = part(kr.Namespace, "namespace", manifests=[manifests.namespace])
+    namespace = part(kr.Namespace, "namespace", manifests=[objects.namespace])
     api_key = worker_api_key(stack)
-    redis_password: pulumi.Output[str] | None = None
-    if cfg.redis.enabled:
-        redis_password = (
-            stack.secrets.get("redisPassword")
-            or random.RandomPassword("redis-password", length=40, special=False).result
-        )
+    password = redis_password(stack) if cfg.redis.enabled else None
     cache = part(
         kr.ModelCache,
         "model-cache",
-        manifests=manifests.model_cache,
-        secrets={fleet.WORKER_SECRET: _worker_files(stack, api_key, redis_password)},
+        manifests=objects.model_cache,
+        secrets={fleet.WORKER_SECRET: _worker_files(stack, api_key, password)},
         depends_on=[namespace],
         timeout_seconds=3 * 3600,
     )
     after = [namespace, *operator]
     if cfg.redis.enabled or cfg.weaviate.enabled:
         data_secrets: dict[str, dict[str, pulumi.Input[str]]] = {}
-        if redis_password is not None:
-            data_secrets[data.REDIS_SECRET] = {"acl": redis_password.apply(redis.render_acl)}
+        if password is not None:
+            data_secrets[data.REDIS_SECRET] = {"acl": password.apply(redis.render_acl)}
         if cfg.weaviate.enabled:
             data_secrets[data.WEAVIATE_SECRET] = weaviate_files
-        part(kr.DataServices, "data", manifests=manifests.data, secrets=data_secrets, depends_on=[namespace])
-    groups = {
-        name: part(
+        part(kr.DataServices, "data", manifests=objects.data, secrets=data_secrets, depends_on=[namespace])
+    groups = [
+        part(
             kr.WorkerGroup,
-            name,
-            manifests=objects,
+            group.name,
+            manifests=objects.workers[group.name],
             depends_on=[*after, cache],
-            timeout_seconds=spec.wait_timeout_seconds(next(g for g in cfg.workers if g.name == name)),
+            timeout_seconds=spec.wait_timeout_seconds(group),
         )
-        for name, objects in manifests.workers.items()
-    }
+        for group in cfg.workers
+    ]
     generated: pulumi.Output[str] | None = None
     if generates_client_key(stack):
         key: pulumi.Output[str] = random.RandomPassword("gateway-client-key", length=40, special=False).result
@@ -129,13 +128,13 @@ def build(stack: LoadedStack) -> fleet.Fleet:
     part(
         kr.Edge,
         "edge",
-        manifests=manifests.edge,
+        manifests=objects.edge,
         secrets={edge.KEYS_SECRET: _gateway_files(stack, api_key, generated)},
         depends_on=[namespace],
     )
-    if manifests.monitoring:
-        part(kr.Monitoring, "monitoring", manifests=manifests.monitoring, depends_on=[namespace, *groups.values()])
-    part(kr.NetworkPolicies, "network-policies", manifests=manifests.network, depends_on=[namespace])
+    if objects.monitoring:
+        part(kr.Monitoring, "monitoring", manifests=objects.monitoring, depends_on=[namespace, *groups])
+    part(kr.NetworkPolicies, "network-policies", manifests=objects.network, depends_on=[namespace])
     pulumi.export("namespace", ns)
     pulumi.export("gatewayService", f"{edge.GATEWAY}.{ns}.svc.cluster.local:{cfg.gateway.port}")
-    return manifests
+    return objects

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import json
 
 import pulumi
 import pulumi_random as random
@@ -21,7 +20,7 @@ from components.workers import layout, rollout, spec
 from components.workers.canary import GateTarget, local_url
 from components.workers.pool import VllmWorkerPool, VllmWorkerPoolArgs
 from composition import cluster
-from composition.keys import generates_client_key, worker_api_key
+from composition.keys import generates_client_key, redis_password, weaviate_keys, worker_api_key
 from composition.loader import LoadedStack, load
 from stacks import network
 from stacks.config import ModelConfig, StackConfig
@@ -112,9 +111,7 @@ def build_redis(stack: LoadedStack, hosts: dict[str, GpuHost]) -> Redis | None:
     cfg = stack.config
     if not cfg.redis.enabled:
         return None
-    password = stack.secrets.get("redisPassword")
-    if password is None:
-        password = random.RandomPassword("redis-password", length=40, special=False).result
+    password = redis_password(stack)
     gateway_host = cfg.gateway_host()
     address = cfg.host(gateway_host).private_address
     return Redis(
@@ -146,13 +143,7 @@ def build_data_services(stack: LoadedStack, hosts: dict[str, GpuHost]) -> Weavia
     if not cfg.weaviate.enabled:
         return None
     secrets = stack.secrets
-    api_keys, users = secrets.get("weaviateApiKeys"), stack.weaviate_users
-    if api_keys is None:
-        # No keys configured: one generated admin key, never anonymous access.
-        generated = random.RandomPassword("weaviate-admin-key", length=40, special=False).result
-        api_keys = pulumi.Output.secret(generated.apply(lambda key: json.dumps({"admin": key})))
-        users = ["admin"]
-        pulumi.export("weaviateAdminKey", generated)
+    api_keys, users = weaviate_keys(stack)
     return Weaviate(
         "weaviate",
         WeaviateArgs(

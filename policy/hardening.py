@@ -159,12 +159,17 @@ def _no_sensitive_mounts(args: StackValidationArgs, report_violation: ReportViol
             continue
 
 
+def pinned(image: str) -> bool:
+    """A digest, or an explicit tag that is not `latest`."""
+    if image.startswith("sha256:") or "@sha256:" in image:
+        return True
+    name = image.rsplit("/", 1)[-1]
+    return ":" in name and not name.endswith(":latest")
+
+
 def _pinned(props: Mapping[str, Any], report: Callable[[str], None]) -> None:
     image = str(props.get("image") or "")
-    if image.startswith("sha256:") or "@sha256:" in image:
-        return
-    name = image.rsplit("/", 1)[-1]
-    if ":" not in name or name.endswith(":latest"):
+    if not pinned(image):
         report(f"image {image!r} is not pinned: use an explicit version tag or a digest")
 
 

@@ -17,6 +17,7 @@ from pulumi_policy import (
 )
 
 from policy.checklist import ARTICLE, JUSTIFIABLE
+from policy.hardening import pinned
 
 WORKLOADS = {
     "kubernetes:apps/v1:Deployment",
@@ -124,8 +125,8 @@ def _probes(where: str, pod: Mapping[str, Any], report: Callable[[str], None]) -
 def _pinned(where: str, pod: Mapping[str, Any], report: Callable[[str], None]) -> None:
     for c in containers(pod):
         image = str(c.get("image") or "")
-        tagged = PINNED.fullmatch(image) and (":" in image.rsplit("/", 1)[-1] or "@sha256:" in image)
-        if not tagged or image.rsplit(":", 1)[-1] == "latest":
+        # The Docker rule's test, on a reference the kubelet could pull (no stray characters).
+        if not (PINNED.fullmatch(image) and pinned(image)):
             report(f"{where}: container `{c.get('name')}` image `{image}` is not pinned to a tag or digest")
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import math
 
+from pydantic.alias_generators import to_snake
+
 from stacks.cluster import KubernetesConfig, NodePool, WorkerCluster
 from stacks.config import StackConfig, WorkerGroup
 from stacks.errors import ConfigIssue, did_you_mean, key_path
@@ -35,13 +37,13 @@ def target_issues(cfg: StackConfig) -> list[ConfigIssue]:
         )
     for key in _DOCKER_TOP:
         # Against the default, not "was it given": `provisioning` is always filled in (validate_default).
-        if getattr(cfg, _alias(key)) != type(cfg).model_fields[_alias(key)].default:
+        if getattr(cfg, to_snake(key)) != type(cfg).model_fields[to_snake(key)].default:
             issues.append(
                 _mixed(key_path((key,)), key, "kubernetes", "remove it: nodes come from `kubernetes.nodePools`")
             )
     for g, group in enumerate(cfg.workers):
         for key in _DOCKER_GROUP:
-            if getattr(group, _alias(key)) is not None:
+            if getattr(group, to_snake(key)) is not None:
                 issues.append(
                     _mixed(
                         key_path(("workers", g, key)),
@@ -76,11 +78,6 @@ def _docker_issues(cfg: StackConfig) -> list[ConfigIssue]:
                 )
             )
     return issues
-
-
-def _alias(key: str) -> str:
-    """The Python name of a camelCase key."""
-    return "".join("_" + c.lower() if c.isupper() else c for c in key)
 
 
 def _mixed(path: str, key: str, target: str, fix: str) -> ConfigIssue:
@@ -135,9 +132,9 @@ def capacity_issues(cfg: StackConfig, cluster: KubernetesConfig) -> list[ConfigI
             )
             continue
         issues += _pod_fits(g, group, pool, cluster)
-        nodes, high = asks(group).nodes_per_replica, asks(group).replica_bounds()[1]
+        high = asks(group).replica_bounds()[1]
         canary = group.canary.workers if group.canary is not None else 0
-        demand[pool.name] = demand.get(pool.name, 0) + (high + canary) * gpus_per_pod(group) * nodes
+        demand[pool.name] = demand.get(pool.name, 0) + (high + canary) * group.gpus_per_worker()
         issues += _budget_issues(g, group)
     for p, pool in enumerate(cluster.node_pools):
         have = pool.nodes * pool.gpus_per_node

@@ -6,6 +6,7 @@ Docker hosts; Redis keeps its AOF on the claim, which outlives every pod.
 
 from __future__ import annotations
 
+import math
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -115,7 +116,8 @@ def redis_objects(cfg: RedisConfig, cluster: KubernetesConfig, stack: str) -> li
         "metadata": {"name": REDIS, "namespace": cluster.namespace, "labels": labels(stack, REDIS)},
         "data": {PurePosixPath(redis.CONF_PATH).name: redis.render_redis_conf(cfg)},
     }
-    size = max(1, -(-cfg.maxmemory_mb * 3 // 1024))
+    # Room for the AOF and its rewrite beside it: three times maxmemory, in whole GiB.
+    size = max(1, math.ceil(cfg.maxmemory_mb * 3 / 1024))
     return [conf, _stateful_set(REDIS, cluster, stack, pod, size), _service(REDIS, REDIS_PORT, cluster, stack)]
 
 

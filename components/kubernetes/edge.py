@@ -7,13 +7,16 @@ joins when its readiness (the accuracy probe) passes and leaves when it fails or
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from typing import Any
 
 from components.gateway import nginx, routing
 from components.gateway.nginx import Pool, Route
-from components.kubernetes.manifests import halved_requests, labels, locked_down
+from components.kubernetes.manifests import JOB_LABEL, halved_requests, labels, locked_down, spread_over_nodes
 from components.kubernetes.workers import POOL_LABEL
+from components.observability.prometheus import GATEWAY_JOB, ROUTER_JOB
 from stacks.cluster import KubernetesConfig
 from stacks.config import GatewayConfig, ObservabilityConfig
 
@@ -21,6 +24,8 @@ GATEWAY = "gateway"
 ROUTER_ACCOUNT = "router"
 KEYS_SECRET = "gateway-keys"
 EXPORTER_PORT = 9113
+# Where nginx.conf includes the split files from, under the keys' directory the pod mounts.
+WEIGHTS = nginx.WEIGHTS_DIR.removeprefix(nginx.SECRETS_DIR + "/")
 # The gateway's `balance` as the router's policy (vllm-router `--policy`): the router, not nginx,
 # picks the pod on a cluster. It has no least-connections policy; `power_of_two` is its
 # load-aware one (the less loaded of two random workers).
@@ -80,7 +85,7 @@ def split_files(routes: list[Route], weights: dict[str, int]) -> dict[str, str]:
         if r.canary is None or share == 0:
             continue
         lines = "".join(f"{i} {nginx.ident(r.canary.group)};\n" for i in range(share))
-        files[f"weights/{nginx.ident(r.model)}/{nginx.ident(r.canary.group)}.conf"] = lines
+        files[f"{WEIGHTS}/{nginx.ident(r.model)}/{nginx.ident(r.canary.group)}.conf"] = lines
     return files
 
 
@@ -104,9 +109,6 @@ def gateway_deployment(
 ) -> dict[str, Any]:
     """nginx and its Prometheus exporter, `kubernetes.gateway.replicas` pods spread over nodes.
     The pod template carries a hash of nginx.conf, so a changed config rolls the pods."""
-    import hashlib
-    import json
-
     selector = labels(stack, GATEWAY)
     digest = hashlib.sha256(json.dumps(config["data"], sort_keys=True).encode()).hexdigest()[:16]
     split_items = [{"key": k, "path": k.replace("__", "/")} for k in sorted(config["data"]) if k != "nginx.conf"]
@@ -165,7 +167,7 @@ def gateway_deployment(
                     "automountServiceAccountToken": False,
                     "enableServiceLinks": False,
                     "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
-                    "topologySpreadConstraints": [_spread(selector)],
+                    "topologySpreadConstraints": [spread_over_nodes(selector)],
                     "volumes": [
                         {
                             "name": "config",
@@ -196,21 +198,16 @@ def gateway_deployment(
     }
 
 
-def _spread(selector: dict[str, str]) -> dict[str, Any]:
-    return {
-        "maxSkew": 1,
-        "topologyKey": "kubernetes.io/hostname",
-        "whenUnsatisfiable": "ScheduleAnyway",
-        "labelSelector": {"matchLabels": selector},
-    }
-
-
 def gateway_service(gw: GatewayConfig, cluster: KubernetesConfig, stack: str) -> dict[str, Any]:
     """The one way into the stack (its NetworkPolicy lets `ingressFrom` in)."""
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": {"name": GATEWAY, "namespace": cluster.namespace, "labels": labels(stack, GATEWAY)},
+        "metadata": {
+            "name": GATEWAY,
+            "namespace": cluster.namespace,
+            "labels": {**labels(stack, GATEWAY), JOB_LABEL: GATEWAY_JOB},
+        },
         "spec": {
             "type": cluster.gateway_service_type,
             "selector": labels(stack, GATEWAY),
@@ -281,7 +278,7 @@ def router_deployment(
                     "enableServiceLinks": False,
                     "terminationGracePeriodSeconds": gw.read_timeout_seconds + 10,
                     "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
-                    "topologySpreadConstraints": [_spread(selector)],
+                    "topologySpreadConstraints": [spread_over_nodes(selector)],
                     "containers": [
                         {
                             "name": "router",
@@ -313,7 +310,7 @@ def router_service(pool: str, namespace: str, stack: str) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": {"name": router_name(pool), "namespace": namespace, "labels": selector},
+        "metadata": {"name": router_name(pool), "namespace": namespace, "labels": {**selector, JOB_LABEL: ROUTER_JOB}},
         "spec": {
             "selector": selector,
             "ports": [

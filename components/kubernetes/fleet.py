@@ -77,16 +77,13 @@ def _group(cfg: StackConfig, cluster: KubernetesConfig, stack: str, g: int) -> l
     )
     scale_out = cfg.gateway.balance == "cache_aware"
     build = workers.leader_worker_set if asks(group).nodes_per_replica > 1 else workers.deployment
-    found = [
-        build(release, workers.Serving(ns, stack, pool, WORKER_SECRET, offload, scale_out, tuple(tracing)))
-        for release in workers.releases(group, stable_pool(cfg, group.name))
-    ]
-    selector = workers.pod_labels(stack, workers.releases(group, stable_pool(cfg, group.name))[0])
+    releases = workers.releases(group, stable_pool(cfg, group.name))
+    serving = workers.Serving(ns, stack, pool, WORKER_SECRET, offload, scale_out, tuple(tracing))
+    found = [build(release, serving) for release in releases]
+    selector = workers.pod_labels(stack, releases[0])
     low, high = asks(group).replica_bounds()
     found.append(manifests.disruption_budget(group.name, ns, selector, low, group.rollout.max_unavailable))
-    service = workers.service(group, ns, stack)
-    service["metadata"]["labels"][monitoring.JOB_LABEL] = monitoring.JOBS["worker"]
-    found.append(service)
+    found.append(workers.service(group, ns, stack))
     auto = asks(group).autoscale
     # Validated: only a Deployment's group autoscales (stacks/cluster_rules.py).
     if auto is not None:
@@ -118,19 +115,16 @@ def _prefetch(cfg: StackConfig, cluster: KubernetesConfig, stack: str) -> list[d
 def _edge(cfg: StackConfig, cluster: KubernetesConfig, stack: str) -> list[dict[str, Any]]:
     ns = cluster.namespace
     found = edge.router_account(ns, stack)
-    for route in routes(cfg):
+    served = routes(cfg)
+    for route in served:
         port = next(g.port for g in cfg.workers if g.name == route.stable.group)
         for pool in (route.stable, route.canary):
-            if pool is None:
-                continue
-            found.append(edge.router_deployment(cfg.gateway, cluster, pool.group, port, stack))
-            service = edge.router_service(pool.group, ns, stack)
-            service["metadata"]["labels"][monitoring.JOB_LABEL] = monitoring.JOBS["router"]
-            found.append(service)
-    config = edge.gateway_config_map(cfg.gateway, routes(cfg), cluster, canary_weights(cfg), stack)
-    service = edge.gateway_service(cfg.gateway, cluster, stack)
-    service["metadata"]["labels"][monitoring.JOB_LABEL] = monitoring.JOBS["gateway"]
-    return [*found, config, edge.gateway_deployment(cfg.gateway, cfg.observability, cluster, config, stack), service]
+            if pool is not None:
+                found.append(edge.router_deployment(cfg.gateway, cluster, pool.group, port, stack))
+                found.append(edge.router_service(pool.group, ns, stack))
+    config = edge.gateway_config_map(cfg.gateway, served, cluster, canary_weights(cfg), stack)
+    gateway = edge.gateway_deployment(cfg.gateway, cfg.observability, cluster, config, stack)
+    return [*found, config, gateway, edge.gateway_service(cfg.gateway, cluster, stack)]
 
 
 def fleet(cfg: StackConfig, stack: str, weaviate_users: list[str] | None = None) -> Fleet:
@@ -155,7 +149,7 @@ def fleet(cfg: StackConfig, stack: str, weaviate_users: list[str] | None = None)
     if obs.enabled:
         out.monitoring = [
             manifests.prometheus_rule("inference-rules", ns, stack, obs.slo),
-            *monitoring.service_monitors(ns, stack, routed=True),
+            *monitoring.service_monitors(ns, stack),
             *([monitoring.dashboards(ns, stack)] if obs.grafana else []),
         ]
     if obs.tracing.enabled:

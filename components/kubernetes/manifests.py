@@ -17,6 +17,8 @@ from stacks.config import SloConfig
 SUPPORTED_VERSIONS = ("1.32.0", "1.37.0")
 """Oldest and newest Kubernetes release the manifests are validated against."""
 PART_OF = "inference-stack"
+JOB_LABEL = "inference-stack/job"
+"""The Service label a ServiceMonitor's `jobLabel` reads: the Docker target's job names."""
 
 
 def labels(stack: str, component: str, group: str | None = None) -> dict[str, str]:
@@ -42,6 +44,16 @@ def locked_down(user: int | None = None) -> dict[str, Any]:
     if user is not None:
         context.update(runAsNonRoot=True, runAsUser=user)
     return context
+
+
+def spread_over_nodes(selector: dict[str, str]) -> dict[str, Any]:
+    """A topology spread of the selected pods over nodes, as even as the scheduler can keep it."""
+    return {
+        "maxSkew": 1,
+        "topologyKey": "kubernetes.io/hostname",
+        "whenUnsatisfiable": "ScheduleAnyway",
+        "labelSelector": {"matchLabels": selector},
+    }
 
 
 def halved_requests(cpus: float, memory_mb: int) -> dict[str, Any]:

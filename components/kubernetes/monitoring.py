@@ -8,13 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from components.kubernetes.manifests import labels, locked_down
+from components.kubernetes.manifests import JOB_LABEL, labels, locked_down
 from components.kubernetes.workers import MODEL_LABEL, POOL_LABEL, ROLE_LABEL
 from components.observability import grafana
-from components.observability.prometheus import ROUTER_JOB, VLLM_JOB
 from stacks.config import TracingConfig
 
-JOB_LABEL = "inference-stack/job"
 # The label Grafana's Helm chart's dashboard sidecar watches by default (`sidecar.dashboards.label`).
 DASHBOARD_LABEL = "grafana_dashboard"
 JAEGER = "jaeger"
@@ -64,18 +62,13 @@ def service_monitor(
     }
 
 
-def service_monitors(namespace: str, stack: str, routed: bool) -> list[dict[str, Any]]:
-    found = [
+def service_monitors(namespace: str, stack: str) -> list[dict[str, Any]]:
+    """The workers, the gateway's exporter and the routers (every pool has one on a cluster)."""
+    return [
         service_monitor("workers", namespace, stack, "worker", "http", relabel=True),
         service_monitor("gateway", namespace, stack, "gateway", "metrics"),
+        service_monitor("routers", namespace, stack, "router", "metrics"),
     ]
-    if routed:
-        found.append(service_monitor("routers", namespace, stack, "router", "metrics"))
-    return found
-
-
-JOBS = {"worker": VLLM_JOB, "router": ROUTER_JOB, "gateway": "gateway"}
-"""The `job` label each component's Service carries for `jobLabel` (the Docker target's job names)."""
 
 
 def dashboards(namespace: str, stack: str) -> dict[str, Any]:

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from components.hosts.host import S3_SYNC, script, snapshot_dir
-from components.kubernetes.manifests import labels
+from components.kubernetes.manifests import JOB_LABEL, labels, spread_over_nodes
+from components.observability.prometheus import VLLM_JOB
 from components.workers import spec
 from stacks.cluster import KubernetesConfig, NodePool
 from stacks.cluster_rules import asks, gpus_per_pod
@@ -31,6 +32,8 @@ CACHE_MOUNT = "/cache"
 STARTUP_PERIOD_SECONDS = 10
 MARKER = ".inference-stack-complete"
 S3_CREDENTIALS = "s3-credentials"
+# vLLM's images run as root and write to their root filesystem: no read-only root here.
+NO_PRIVILEGES = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
 
 
 @dataclass(frozen=True)
@@ -161,7 +164,7 @@ def container(release: Release, kv_offload: bool, scale_out: bool, tracing: list
             {"name": "secrets", "mountPath": spec.SECRETS_DIR, "readOnly": True},
             {"name": "scripts", "mountPath": spec.APP_DIR, "readOnly": True},
         ],
-        "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+        "securityContext": NO_PRIVILEGES,
     }
 
 
@@ -180,7 +183,7 @@ def pod_spec(release: Release, on: Serving) -> dict[str, Any]:
                     "requests": {"cpu": "10m", "memory": "16Mi"},
                     "limits": {"cpu": "100m", "memory": "64Mi"},
                 },
-                "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+                "securityContext": NO_PRIVILEGES,
             }
         )
     return {
@@ -208,16 +211,8 @@ def deployment(release: Release, on: Serving) -> dict[str, Any]:
     group, selector = release.group, pod_labels(on.stack, release)
     template = {
         "metadata": {"labels": selector},
-        "spec": pod_spec(release, on),
+        "spec": {**pod_spec(release, on), "topologySpreadConstraints": [spread_over_nodes(selector)]},
     }
-    template["spec"]["topologySpreadConstraints"] = [
-        {
-            "maxSkew": 1,
-            "topologyKey": "kubernetes.io/hostname",
-            "whenUnsatisfiable": "ScheduleAnyway",
-            "labelSelector": {"matchLabels": selector},
-        }
-    ]
     autoscaled = asks(group).autoscale is not None and not release.canary
     body: dict[str, Any] = {
         "selector": {"matchLabels": selector},
@@ -298,7 +293,11 @@ def service(group: WorkerGroup, namespace: str, stack: str) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": {"name": f"{group.name}-workers", "namespace": namespace, "labels": selector},
+        "metadata": {
+            "name": f"{group.name}-workers",
+            "namespace": namespace,
+            "labels": {**selector, JOB_LABEL: VLLM_JOB},
+        },
         "spec": {
             "clusterIP": "None",
             "selector": selector,

@@ -20,6 +20,7 @@ VLLM_JOB = "vllm"
 DCGM_JOB = "dcgm"
 GATEWAY_STATUS_JOB = "gateway-status"
 ROUTER_JOB = "router"
+GATEWAY_JOB = "gateway"
 # The gateway's mtail (components/gateway/mtail/gateway.mtail documents the metric).
 GATEWAY_RESPONSES = "gateway_http_responses_total"
 # 5xx share of all gateway responses; a quiet 5xx series is absent, not zero, hence `or vector(0)`.
@@ -65,7 +66,7 @@ def render_prometheus_yml(
             }
         )
     if nginx_exporter:
-        jobs.append({"job_name": "gateway", "static_configs": [{"targets": [nginx_exporter]}]})
+        jobs.append({"job_name": GATEWAY_JOB, "static_configs": [{"targets": [nginx_exporter]}]})
     if status_exporter:
         jobs.append({"job_name": GATEWAY_STATUS_JOB, "static_configs": [{"targets": [status_exporter]}]})
     if routers:

@@ -227,3 +227,25 @@ def test_weaviate_and_tracing_objects_pass_their_schemas() -> None:
     assert env["BACKUP_S3_BUCKET"] == "inference-backups" and "AUTHENTICATION_APIKEY_ALLOWED_KEYS" not in env
     worker = built.workers["mistral"][0]["spec"]["template"]["spec"]["containers"][0]["args"]
     assert worker[worker.index("--otlp-traces-endpoint") + 1] == "http://jaeger.inference.svc.cluster.local:4317"
+
+
+def pod_templates(obj: dict[str, Any]) -> list[dict[str, Any]]:
+    spec = obj.get("spec", {})
+    if obj["kind"] == "LeaderWorkerSet":
+        return [spec["leaderWorkerTemplate"][role] for role in ("leaderTemplate", "workerTemplate")]
+    return [spec["template"]] if "template" in spec and obj["kind"] != "Job" else []
+
+
+def test_every_service_and_budget_selects_pods_the_stack_runs(k8s: Synth) -> None:
+    """A selector no pod template carries would leave a Service without endpoints (nginx's
+    routers unreachable) or a disruption budget guarding nothing."""
+    found = objects(k8s)
+    pods = [t["metadata"]["labels"] for o in found for t in pod_templates(o)]
+    for obj in found:
+        if obj["kind"] == "Service":
+            selector = obj["spec"]["selector"]
+        elif obj["kind"] == "PodDisruptionBudget":
+            selector = obj["spec"]["selector"]["matchLabels"]
+        else:
+            continue
+        assert any(selector.items() <= labels.items() for labels in pods), (obj["kind"], obj["metadata"]["name"])
