@@ -75,7 +75,7 @@ def build(stack: LoadedStack) -> fleet.Fleet:
     ns = cluster.namespace
     cluster_provider = provider(stack, cluster)
     weaviate_files, users = _weaviate_files(stack) if cfg.weaviate.enabled else ({}, [])
-    objects = fleet.fleet(cfg, stack.name, users)
+    objects = fleet.fleet(cfg, stack.name, users, hf_token="hfToken" in stack.secrets)
 
     def part(
         cls: type[kr.Manifests],

@@ -13,6 +13,7 @@ import math
 from typing import Any
 
 from components.gateway import nginx, routing
+from components.gateway.gateway import gateway_grace_seconds
 from components.gateway.nginx import Pool, Route
 from components.kubernetes.manifests import JOB_LABEL, halved_requests, labels, locked_down, spread_over_nodes
 from components.kubernetes.workers import POOL_LABEL
@@ -24,6 +25,7 @@ GATEWAY = "gateway"
 ROUTER_ACCOUNT = "router"
 KEYS_SECRET = "gateway-keys"
 EXPORTER_PORT = 9113
+GRACEFUL_STOP = 'sleep 5; nginx -s quit; while kill -0 "$(cat /tmp/nginx.pid)" 2>/dev/null; do sleep 1; done'
 # Where nginx.conf includes the split files from, under the keys' directory the pod mounts.
 WEIGHTS = nginx.WEIGHTS_DIR.removeprefix(nginx.SECRETS_DIR + "/")
 # The gateway's `balance` as the router's policy (vllm-router `--policy`): the router, not nginx,
@@ -112,7 +114,7 @@ def gateway_deployment(
     selector = labels(stack, GATEWAY)
     digest = hashlib.sha256(json.dumps(config["data"], sort_keys=True).encode()).hexdigest()[:16]
     split_items = [{"key": k, "path": k.replace("__", "/")} for k in sorted(config["data"]) if k != "nginx.conf"]
-    grace = gw.read_timeout_seconds + 10
+    grace = gateway_grace_seconds(gw)
     nginx_container = {
         "name": "nginx",
         "image": gw.image,
@@ -123,8 +125,10 @@ def gateway_deployment(
         "resources": halved_requests(gw.cpus, gw.memory_mb),
         "readinessProbe": {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 5, "failureThreshold": 2},
         "livenessProbe": {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 10, "failureThreshold": 3},
-        # SIGQUIT is nginx's graceful stop: streams in flight finish within the read timeout.
-        "lifecycle": {"preStop": {"exec": {"command": ["/bin/sh", "-c", "sleep 5; nginx -s quit; sleep 2"]}}},
+        # The kubelet's SIGTERM after preStop is nginx's fast stop, which cuts streams: preStop
+        # asks for the graceful one (SIGQUIT, as the Docker target's stop signal) and waits for
+        # the master to exit, within the grace period. The first sleep lets the Service drop the pod.
+        "lifecycle": {"preStop": {"exec": {"command": ["/bin/sh", "-c", GRACEFUL_STOP]}}},
         "volumeMounts": [
             {"name": "config", "mountPath": nginx.CONFIG_PATH, "subPath": "nginx.conf", "readOnly": True},
             {"name": "keys", "mountPath": nginx.SECRETS_DIR, "readOnly": True},
@@ -276,7 +280,8 @@ def router_deployment(
                     "serviceAccountName": ROUTER_ACCOUNT,
                     "automountServiceAccountToken": True,
                     "enableServiceLinks": False,
-                    "terminationGracePeriodSeconds": gw.read_timeout_seconds + 10,
+                    # Streams pass through the router: it gets as long as nginx (as on Docker hosts).
+                    "terminationGracePeriodSeconds": gateway_grace_seconds(gw),
                     "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
                     "topologySpreadConstraints": [spread_over_nodes(selector)],
                     "containers": [

@@ -64,7 +64,7 @@ def canary_weights(cfg: StackConfig) -> dict[str, int]:
     return {g.model.served_name: g.canary.weight_percent for g in cfg.workers if g.canary is not None}
 
 
-def _group(cfg: StackConfig, cluster: KubernetesConfig, stack: str, g: int) -> list[dict[str, Any]]:
+def _group(cfg: StackConfig, cluster: KubernetesConfig, stack: str, g: int, hf_token: bool) -> list[dict[str, Any]]:
     group = cfg.workers[g]
     ns = cluster.namespace
     pool = pool_of(cluster, group)
@@ -78,7 +78,7 @@ def _group(cfg: StackConfig, cluster: KubernetesConfig, stack: str, g: int) -> l
     scale_out = cfg.gateway.balance == "cache_aware"
     build = workers.leader_worker_set if asks(group).nodes_per_replica > 1 else workers.deployment
     releases = workers.releases(group, stable_pool(cfg, group.name))
-    serving = workers.Serving(ns, stack, pool, WORKER_SECRET, offload, scale_out, tuple(tracing))
+    serving = workers.Serving(ns, stack, pool, WORKER_SECRET, offload, scale_out, tuple(tracing), hf_token)
     found = [build(release, serving) for release in releases]
     selector = workers.pod_labels(stack, releases[0])
     low, high = asks(group).replica_bounds()
@@ -127,7 +127,7 @@ def _edge(cfg: StackConfig, cluster: KubernetesConfig, stack: str) -> list[dict[
     return [*found, config, gateway, edge.gateway_service(cfg.gateway, cluster, stack)]
 
 
-def fleet(cfg: StackConfig, stack: str, weaviate_users: list[str] | None = None) -> Fleet:
+def fleet(cfg: StackConfig, stack: str, weaviate_users: list[str] | None = None, hf_token: bool = False) -> Fleet:
     cluster = cfg.kubernetes
     if cluster is None or cfg.target != "kubernetes":
         raise ValueError("fleet() is the Kubernetes target's; this stack's target is docker")
@@ -139,7 +139,7 @@ def fleet(cfg: StackConfig, stack: str, weaviate_users: list[str] | None = None)
         *_prefetch(cfg, cluster, stack),
     ]
     for g, group in enumerate(cfg.workers):
-        out.workers[group.name] = _group(cfg, cluster, stack, g)
+        out.workers[group.name] = _group(cfg, cluster, stack, g, hf_token)
     out.edge = _edge(cfg, cluster, stack)
     if cfg.redis.enabled:
         out.data += data.redis_objects(cfg.redis, cluster, stack)

@@ -61,6 +61,8 @@ class Serving:
     kv_offload: bool = False
     scale_out: bool = False
     tracing: tuple[str, ...] = ()
+    hf_token: bool = False
+    """Whether the Secret holds `hf-token` (the stack sets `hfToken`)."""
 
 
 def releases(group: WorkerGroup, stable_pool: str) -> list[Release]:
@@ -132,10 +134,12 @@ def _env(group: WorkerGroup, kv_offload: bool) -> list[dict[str, str]]:
     return [{"name": k, "value": v} for k, v in pairs]
 
 
-def secret_items(group: WorkerGroup, kv_offload: bool) -> list[dict[str, str]]:
-    """The files of the workers' Secret each pod mounts at /run/secrets, as entrypoint.sh reads them."""
+def secret_items(group: WorkerGroup, kv_offload: bool, hf_token: bool) -> list[dict[str, str]]:
+    """The files of the workers' Secret each pod mounts at /run/secrets, as entrypoint.sh reads
+    them. Only files the Secret holds: a missing key fails the pod's volume, and the volume is not
+    optional, since a worker without its API key would serve anyone."""
     names = ["vllm-api-key"]
-    if group.model.weights == "download":
+    if group.model.weights == "download" and hf_token:
         names.append("hf-token")
     if kv_offload:
         names.append("lmcache.yaml")
@@ -199,7 +203,10 @@ def pod_spec(release: Release, on: Serving) -> dict[str, Any]:
         "volumes": [
             {"name": "model-cache", "persistentVolumeClaim": {"claimName": CACHE_CLAIM}},
             {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": _quantity_mib(spec.shm_size_mb(group))}},
-            {"name": "secrets", "secret": {"secretName": on.secret, "items": secret_items(group, on.kv_offload)}},
+            {
+                "name": "secrets",
+                "secret": {"secretName": on.secret, "items": secret_items(group, on.kv_offload, on.hf_token)},
+            },
             {"name": "scripts", "configMap": {"name": SCRIPTS, "defaultMode": 0o555}},
         ],
     }
@@ -248,11 +255,10 @@ def leader_worker_set(release: Release, on: Serving) -> dict[str, Any]:
             [
                 "/bin/sh",
                 spec.ENTRYPOINT_PATH,
+                # `tensorParallelSize` GPUs over the Ray cluster of `size` nodes, no pipeline stages.
                 *spec.vllm_args(group, on.kv_offload, on.tracing, on.scale_out),
                 "--distributed-executor-backend",
                 "ray",
-                "--pipeline-parallel-size",
-                str(size),
             ]
         )
     ]
@@ -277,8 +283,9 @@ def leader_worker_set(release: Release, on: Serving) -> dict[str, Any]:
                 "size": size,
                 "restartPolicy": "RecreateGroupOnPodRestart",
                 "leaderTemplate": {"metadata": {"labels": selector}, "spec": leader},
+                # Not in the pool: the router must not send requests to a Ray worker, which serves none.
                 "workerTemplate": {
-                    "metadata": {"labels": {**selector, ROLE_LABEL + "-rank": "worker"}},
+                    "metadata": {"labels": {k: v for k, v in selector.items() if k != POOL_LABEL}},
                     "spec": worker,
                 },
             },

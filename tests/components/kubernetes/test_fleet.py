@@ -17,7 +17,9 @@ import pytest
 import yaml
 
 from components.kubernetes import manifests
+from components.kubernetes.edge import GRACEFUL_STOP
 from components.kubernetes.fleet import fleet
+from components.kubernetes.workers import POOL_LABEL
 from components.observability import grafana
 from stacks.validation import split_config, validate
 from tests.components.gateway.test_routing import ROUTER_BIN, require_router
@@ -86,6 +88,12 @@ def test_a_model_spanning_nodes_is_a_leader_worker_set() -> None:
     for role in ("leaderTemplate", "workerTemplate"):
         (main,) = template[role]["spec"]["containers"]
         assert main["resources"]["limits"]["nvidia.com/gpu"] == "8"
+    # Tensor parallelism spans both nodes' 16 GPUs; a pipeline stage count on top would ask for 32.
+    (leader_args,) = template["leaderTemplate"]["spec"]["containers"][0]["args"]
+    assert "--tensor-parallel-size 16" in leader_args and "--pipeline-parallel-size" not in leader_args
+    # Ray workers serve nothing, so the pool's router must not discover them.
+    assert POOL_LABEL in template["leaderTemplate"]["metadata"]["labels"]
+    assert POOL_LABEL not in template["workerTemplate"]["metadata"]["labels"]
     lws["spec"]["leaderWorkerTemplate"]["sizes"] = 2
     with pytest.raises(Exception, match="sizes"):
         crds.validate(lws)
@@ -249,3 +257,37 @@ def test_every_service_and_budget_selects_pods_the_stack_runs(k8s: Synth) -> Non
         else:
             continue
         assert any(selector.items() <= labels.items() for labels in pods), (obj["kind"], obj["metadata"]["name"])
+
+
+@pytest.mark.parametrize("hf_token", [False, True])
+def test_pods_mount_only_files_their_secret_holds(tmp_path: Path, hf_token: bool) -> None:
+    """A non-optional Secret volume naming a key the Secret lacks leaves the pod unstartable: with
+    a `download` group, `hf-token` is mounted exactly when the stack sets `hfToken`."""
+    stack_file = yaml.safe_load((ROOT / "Pulumi.k8s.yaml").read_text())
+    stack_file["config"]["inference-stack:workers"][1]["model"]["weights"] = "download"
+    path = tmp_path / "Pulumi.k8s.yaml"
+    path.write_text(yaml.safe_dump(stack_file))
+    secrets = {"hfToken": "hf_plaintext0123456789"} if hf_token else {}
+    synth = synth_stack("k8s", path, secrets, reveal=True)
+    held = {
+        s["inputs"]["metadata"]["name"]: set(s["inputs"]["stringData"])
+        for s in synth.of_type("kubernetes:core/v1:Secret")
+    }
+    mounted: set[str] = set()
+    for obj in objects(synth):
+        for template in pod_templates(obj):
+            for volume in template["spec"].get("volumes", []):
+                source = volume.get("secret")
+                if source and not source.get("optional"):
+                    keys = {item["key"] for item in source.get("items", [])}
+                    assert keys <= held[source["secretName"]], (obj["metadata"]["name"], keys)
+                    mounted |= keys
+    assert ("hf-token" in mounted) == hf_token
+
+
+def test_the_gateways_pre_stop_passes_shellcheck(tmp_path: Path) -> None:
+    shellcheck = require_tool("shellcheck")
+    path = tmp_path / "pre-stop.sh"
+    path.write_text("#!/bin/sh\n" + GRACEFUL_STOP + "\n")
+    result = subprocess.run([shellcheck, "-s", "sh", str(path)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout
